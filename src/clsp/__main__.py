@@ -1,0 +1,5 @@
+import sys
+
+from clsp.cli import main
+
+sys.exit(main())

@@ -1,0 +1,251 @@
+"""The dataset registry: a name and a split in, an ImageSet (in memory) or a StreamingImageSet out.
+
+Both expose the same interface to training loops: `len()`, `classes`, `labels`, `fingerprint`,
+`mean`/`std` for normalisation, and `batches(...)` yielding (uint8 NHWC tensor, int64 labels).
+Small sets live in memory (and on the GPU on request); large ones stream through a DataLoader.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from clsp.errors import UserError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# Per-dataset normalisation statistics (of the images as the registry returns them).
+NORMALIZATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+    "stl10": ((0.4467, 0.4398, 0.4066), (0.2603, 0.2566, 0.2713)),
+    "fashion-mnist": ((0.2190,) * 3, (0.3318,) * 3),  # of the 32x32 zero-padded images
+    "digits": ((0.3055,) * 3, (0.3759,) * 3),
+}
+
+
+def cache_dir() -> Path:
+    """Where downloads and fingerprints are cached (CLSP_DATA_ROOT overrides)."""
+    return Path(os.environ.get("CLSP_DATA_ROOT", Path.home() / ".cache" / "clsp" / "data"))
+
+
+@dataclass
+class ImageSet:
+    """A dataset split held in memory as uint8 (N, H, W, 3)."""
+
+    name: str
+    split: str
+    images: np.ndarray
+    labels: np.ndarray | None
+    classes: list[str]
+    source: str
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    _fingerprint: str | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        assert self.images.dtype == np.uint8 and self.images.ndim == 4 and self.images.shape[-1] == 3, self.images.shape
+        if self.labels is not None:
+            self.labels = np.asarray(self.labels, dtype=np.int64)
+            assert len(self.labels) == len(self.images)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def image_size(self) -> int:
+        return int(self.images.shape[1])
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.images.shape[1:])  # type: ignore[return-value]
+
+    @property
+    def fingerprint(self) -> str:
+        if self._fingerprint is None:
+            self._fingerprint = content_fingerprint(self.images, self.labels)
+        return self._fingerprint
+
+    def subset(self, indices: np.ndarray, name_suffix: str = "") -> "ImageSet":
+        idx = np.asarray(indices)
+        return ImageSet(self.name + name_suffix, self.split, np.ascontiguousarray(self.images[idx]),
+                        None if self.labels is None else self.labels[idx], self.classes, self.source, self.mean, self.std)
+
+    def tensors(self, device: str | "object" = "cpu"):
+        """(images uint8 NHWC, labels int64 or None) as torch tensors on `device` (GPU-resident sets)."""
+        import torch
+
+        images = torch.from_numpy(self.images).to(device, non_blocking=True)
+        labels = None if self.labels is None else torch.from_numpy(self.labels).to(device, non_blocking=True)
+        return images, labels
+
+    def batches(self, batch_size: int, shuffle: bool = False, seed: int = 0, drop_last: bool = False, device="cpu") -> Iterator:
+        """Yield (uint8 NHWC tensor, int64 labels or None) batches; the same interface as streaming sets."""
+        import torch
+
+        images, labels = self.tensors(device)
+        n = len(self)
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)) if shuffle else torch.arange(n)
+        order = order.to(images.device)
+        stop = n - n % batch_size if drop_last else n
+        for start in range(0, stop, batch_size):
+            idx = order[start:start + batch_size]
+            yield images[idx], (None if labels is None else labels[idx])
+
+
+class StreamingImageSet:
+    """A large split read image by image from disk through a DataLoader (ImageNet-100, transfer sets).
+
+    `items` is a list of (path, label); `load(path) -> uint8 HWC` decodes and resizes one image.
+    """
+
+    def __init__(self, name: str, split: str, items: list[tuple[str, int]], classes: list[str], source: str,
+                 load: Callable[[str], np.ndarray], image_size: int,
+                 mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD) -> None:
+        self.name, self.split, self.items, self.classes, self.source = name, split, items, classes, source
+        self.load, self.image_size, self.mean, self.std = load, image_size, mean, std
+        self.labels = np.asarray([lab for _, lab in items], dtype=np.int64)
+        self._fingerprint: str | None = None
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (self.image_size, self.image_size, 3)
+
+    @property
+    def fingerprint(self) -> str:
+        """Hash of the file list, sizes, mtimes, labels and resize: cheap, stable, content-sensitive."""
+        if self._fingerprint is None:
+            h = hashlib.sha256(f"{self.name}|{self.split}|{self.image_size}".encode())
+            for path, label in self.items:
+                st = os.stat(path)
+                h.update(f"{Path(path).name}|{st.st_size}|{int(st.st_mtime)}|{label}\n".encode())
+            self._fingerprint = h.hexdigest()[:16]
+        return self._fingerprint
+
+    def __getitem__(self, i: int):
+        path, label = self.items[i]
+        return self.load(path), label
+
+    def batches(self, batch_size: int, shuffle: bool = False, seed: int = 0, drop_last: bool = False, device="cpu",
+                num_workers: int | None = None) -> Iterator:
+        import torch
+        from torch.utils.data import DataLoader
+
+        workers = min(8, os.cpu_count() or 1) if num_workers is None else num_workers
+        loader = DataLoader(_TorchView(self), batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
+                            num_workers=workers, pin_memory=str(device).startswith("cuda"),
+                            generator=torch.Generator().manual_seed(seed), persistent_workers=False)
+        for images, labels in loader:
+            yield images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+
+
+class _TorchView:
+    def __init__(self, ds: StreamingImageSet) -> None:
+        self.ds = ds
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, i: int):
+        import torch
+
+        image, label = self.ds[i]
+        return torch.from_numpy(np.ascontiguousarray(image)), label
+
+
+def content_fingerprint(images: np.ndarray, labels: np.ndarray | None) -> str:
+    """A stable hash of the pixels, the shape and the labels."""
+    h = hashlib.sha256(json.dumps(list(images.shape)).encode())
+    flat = np.ascontiguousarray(images).reshape(-1)
+    step = 1 << 26
+    for start in range(0, flat.size, step):
+        h.update(memoryview(flat[start:start + step]))
+    if labels is not None:
+        h.update(np.ascontiguousarray(labels, dtype=np.int64).tobytes())
+    return h.hexdigest()[:16]
+
+
+# -- image utilities shared by the loaders ---------------------------------------------------------
+
+def to_rgb_uint8(images: np.ndarray) -> np.ndarray:
+    """(N, H, W) or (N, H, W, 1|3) uint8 -> (N, H, W, 3); grey is replicated."""
+    if images.ndim == 3:
+        images = images[..., None]
+    if images.shape[-1] == 1:
+        images = np.repeat(images, 3, axis=-1)
+    return np.ascontiguousarray(images.astype(np.uint8, copy=False))
+
+
+def pad_to(images: np.ndarray, size: int) -> np.ndarray:
+    """Zero-pad (N, H, W, C) symmetrically to size x size (Fashion-MNIST 28 -> 32)."""
+    n, h, w, c = images.shape
+    if h > size or w > size:
+        raise UserError(f"cannot pad images of {h}x{w} to {size}x{size}; choose size >= {max(h, w)}")
+    top, left = (size - h) // 2, (size - w) // 2
+    out = np.zeros((n, size, size, c), dtype=images.dtype)
+    out[:, top:top + h, left:left + w] = images
+    return out
+
+
+def resize(images: np.ndarray, size: int) -> np.ndarray:
+    """Resize (N, H, W, 3) uint8 to size x size with antialiased bilinear interpolation."""
+    if images.shape[1] == size and images.shape[2] == size:
+        return images
+    import torch
+    import torch.nn.functional as F
+
+    out = []
+    for start in range(0, len(images), 4096):
+        x = torch.from_numpy(images[start:start + 4096]).permute(0, 3, 1, 2).float()
+        y = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        out.append(y.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy())
+    return np.ascontiguousarray(np.concatenate(out))
+
+
+# -- the registry ----------------------------------------------------------------------------------
+
+Loader = Callable[..., "ImageSet | StreamingImageSet"]
+_LOADERS: dict[str, Loader] = {}
+
+
+def register(name: str) -> Callable[[Loader], Loader]:
+    def deco(fn: Loader) -> Loader:
+        _LOADERS[name] = fn
+        return fn
+    return deco
+
+
+def dataset_names() -> list[str]:
+    _import_loaders()
+    return sorted(_LOADERS) + ["folder:PATH"]
+
+
+def load_dataset(name: str, split: str = "train", root: str | os.PathLike | None = None, size: int | None = None,
+                 **options) -> "ImageSet | StreamingImageSet":
+    """Load `split` of dataset `name` (see `dataset_names()`); `size` is the output image side."""
+    _import_loaders()
+    if name.startswith("folder:"):
+        return _LOADERS["folder"](path=name[len("folder:"):], split=split, root=root, size=size, **options)
+    if name not in _LOADERS or name == "folder":
+        raise UserError(f"unknown dataset '{name}'; known: {', '.join(dataset_names())}")
+    return _LOADERS[name](split=split, root=root, size=size, **options)
+
+
+def check_split(name: str, split: str, splits: tuple[str, ...]) -> None:
+    if split not in splits:
+        raise UserError(f"dataset '{name}' has no split '{split}'; choose one of {', '.join(splits)}")
+
+
+def _import_loaders() -> None:
+    """Import the modules whose @register calls fill the registry."""
+    from clsp.data import loaders  # noqa: F401

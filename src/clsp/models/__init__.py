@@ -1,0 +1,1 @@
+"""Backbones, heads and the encoder file that pretraining writes and evaluation reads."""

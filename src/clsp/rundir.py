@@ -1,0 +1,120 @@
+"""Run directories: every command that produces something records what it was made from.
+
+A run directory holds config.yaml (the resolved config), env.json (package versions, git commit,
+command line, host), inputs.json (fingerprints of the inputs), log.txt, the outputs, and, once the
+work is complete, done.json. A later stage, or a re-run of the pipeline, trusts an output only
+when done.json's fingerprint equals the fingerprint of the config and inputs it would use now.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import os
+import platform
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from clsp.config import to_dict, to_yaml
+from clsp.io import hash_json, read_json, write_json_atomic, write_text_atomic
+
+PACKAGES = ("clsp", "torch", "torchvision", "lightning", "diffusers", "kornia", "numpy", "omegaconf", "scikit-learn")
+log = logging.getLogger("clsp")
+
+
+def package_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def git_commit() -> str | None:
+    """The commit of the clsp source tree, with '+dirty' when it has uncommitted changes."""
+    src = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=src, capture_output=True, text=True, timeout=5)
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=src, capture_output=True, text=True, timeout=5)
+        return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def fingerprint(config: Any, inputs: dict[str, str]) -> str:
+    """What a stage's output depends on: its resolved config and its inputs' fingerprints."""
+    cfg = config if isinstance(config, dict) else to_dict(config)
+    return hash_json({"config": cfg, "inputs": inputs})
+
+
+def start(run_dir: str | Path, config: Any, inputs: dict[str, str] | None = None) -> Path:
+    """Create the run directory and write its records; log to log.txt as well as the console."""
+    run = Path(run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    inputs = dict(inputs or {})
+    write_text_atomic(run / "config.yaml", config if isinstance(config, str) else to_yaml(config))
+    write_json_atomic(run / "inputs.json", inputs)
+    write_json_atomic(run / "env.json", {
+        "versions": package_versions(),
+        "git_commit": git_commit(),
+        "argv": sys.argv,
+        "host": platform.node(),
+        "started_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "cuda": _cuda_device(),
+    })
+    _attach_log_file(run / "log.txt")
+    return run
+
+
+def finish(run_dir: str | Path, config: Any, inputs: dict[str, str] | None = None, outputs: dict[str, Any] | None = None) -> None:
+    """Mark the run complete for exactly this config and these inputs."""
+    write_json_atomic(Path(run_dir) / "done.json", {
+        "fingerprint": fingerprint(config, dict(inputs or {})),
+        "outputs": outputs or {},
+        "finished_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    })
+
+
+def is_complete(run_dir: str | Path, config: Any, inputs: dict[str, str] | None = None) -> bool:
+    done = Path(run_dir) / "done.json"
+    if not done.is_file():
+        return False
+    try:
+        return read_json(done).get("fingerprint") == fingerprint(config, dict(inputs or {}))
+    except (OSError, ValueError):
+        return False
+
+
+def outputs(run_dir: str | Path) -> dict[str, Any]:
+    return read_json(Path(run_dir) / "done.json").get("outputs", {})
+
+
+def _cuda_device() -> str | None:
+    try:
+        import torch
+
+        return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    except Exception:  # noqa: BLE001 - a record, never a reason to fail
+        return None
+
+
+def _attach_log_file(path: Path) -> None:
+    root = logging.getLogger("clsp")
+    for h in list(root.handlers):
+        if isinstance(h, logging.FileHandler) and Path(h.baseFilename) == path.resolve():
+            return
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    if os.environ.get("CLSP_QUIET") is None and not any(type(h) is logging.StreamHandler for h in root.handlers):
+        console = logging.StreamHandler(sys.stderr)
+        console.setFormatter(logging.Formatter("%(message)s"))
+        root.addHandler(console)
