@@ -1,0 +1,52 @@
+"""Run records: what a stage was made from, and whether a finished run matches the work asked now."""
+
+import json
+from dataclasses import dataclass
+
+from clsp import rundir
+from clsp.io import atomic_path, hash_directory, write_json_atomic
+
+
+@dataclass
+class Cfg:
+    steps: int = 3
+
+
+def test_start_writes_records_and_finish_marks_exact_work(tmp_path):
+    run = tmp_path / "run"
+    rundir.start(run, Cfg(), {"dataset": "abc"})
+    for name in ("config.yaml", "env.json", "inputs.json", "log.txt"):
+        assert (run / name).is_file(), name
+    env = json.loads((run / "env.json").read_text())
+    assert "torch" in env["versions"] and "argv" in env
+    assert not rundir.is_complete(run, Cfg(), {"dataset": "abc"})
+    rundir.finish(run, Cfg(), {"dataset": "abc"}, {"model": "m"})
+    assert rundir.is_complete(run, Cfg(), {"dataset": "abc"})
+    assert rundir.outputs(run) == {"model": "m"}
+    # a different config or a different input invalidates it
+    assert not rundir.is_complete(run, Cfg(steps=4), {"dataset": "abc"})
+    assert not rundir.is_complete(run, Cfg(), {"dataset": "abd"})
+
+
+def test_atomic_path_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "out.bin"
+    try:
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(b"partial")
+            raise RuntimeError("killed")
+    except RuntimeError:
+        pass
+    assert not target.exists()
+    assert list(tmp_path.iterdir()) == []
+    write_json_atomic(target, {"a": 1})
+    assert json.loads(target.read_text()) == {"a": 1}
+
+
+def test_hash_directory_sees_content_changes(tmp_path):
+    (tmp_path / "unet").mkdir()
+    (tmp_path / "unet" / "config.json").write_text("{}")
+    (tmp_path / "unet" / "w.safetensors").write_bytes(b"\x00\x01")
+    h1 = hash_directory(tmp_path)
+    assert hash_directory(tmp_path) == h1
+    (tmp_path / "unet" / "w.safetensors").write_bytes(b"\x00\x02")
+    assert hash_directory(tmp_path) != h1
