@@ -1,0 +1,106 @@
+"""Helpers for the report tests: a run directory in the documented layout, and headless Chromium."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+
+CHROMIUM_CANDIDATES = ("chromium", "chromium-browser", "google-chrome")
+
+
+def write_png(path: Path, array: np.ndarray) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+
+
+def write_metrics_csv(path: Path, rows: list[dict]) -> None:
+    """The layout Lightning's CSVLogger writes: one header with every key, blanks where not logged."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    keys = sorted({k for r in rows for k in r})
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def make_run_dir(root: Path, methods=("simclr", "moco"), variants=("base", "clsp"), paper: str = "",
+                 skip: tuple[str, ...] = (), config_extra: dict | None = None) -> Path:
+    """A run directory in the layout of docs/ARCHITECTURE.md, with small real PNGs and CSV logs.
+    `skip` names pieces to leave out: 'anchors', 'hardness', 'linear:<run>', 'curves:<run>', ..."""
+    import yaml
+
+    run = root / "run"
+    rng = np.random.default_rng(0)
+    config = {"dataset": {"name": "fashion-mnist", "subset": 200}, "methods": list(methods), "variants": list(variants),
+              "paper": paper, "eval": {"knn": True, "linear": True, "embed": True, "hardness": True, "transfer": []},
+              "synthesis": {"k": 2, "w": 0.1}}
+    config.update(config_extra or {})
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    (run / "env.json").write_text(json.dumps({"versions": {"torch": "2.x"}, "git_commit": "abc123", "argv": ["clsp", "pipeline"]}))
+    (run / "timings.json").write_text(json.dumps({"stages": {"diffusion": {"seconds": 12.5}, "synthesis": {"seconds": 3.0}}}))
+    if "anchors" not in skip:
+        write_png(run / "figures" / "anchors.png", rng.integers(0, 255, (40, 120, 3), dtype=np.uint8))
+    if "w_sweep" not in skip:
+        write_png(run / "figures" / "w_sweep.png", rng.integers(0, 255, (60, 120, 3), dtype=np.uint8))
+    for i, method in enumerate(methods):
+        for j, variant in enumerate(variants):
+            name = method + {"base": "", "clsp": "-clsp", "aug": "-aug"}[variant]
+            pre = run / "pretrain" / name
+            pre.mkdir(parents=True)
+            (pre / "encoder.safetensors").write_bytes(b"weights")
+            (pre / "metrics.json").write_text(json.dumps({"probe_test_acc": 50.0 + i + j}))
+            if f"curves:{name}" not in skip:
+                rows = [{"step": s, "epoch": s // 5, "train/loss": 5.0 - 0.1 * s - j} for s in range(10)]
+                rows += [{"step": s, "epoch": s // 5, "knn/acc": 40.0 + s + 3 * j} for s in (4, 9)]
+                write_metrics_csv(pre / "logs" / "metrics.csv", rows)
+            knn = {"kind": "knn", "best": {"k": 20, "top1": 60.0 + 2 * j + i}, "fixed": {"k": 200, "top1": 58.0 + 2 * j}}
+            _write_json(run / "eval" / name / "knn" / "metrics.json", knn)
+            if f"linear:{name}" not in skip:
+                _write_json(run / "eval" / name / "linear" / "metrics.json", {"kind": "linear", "top1": 70.0 + 1.5 * j + i})
+            write_png(run / "eval" / name / "embed" / "tsne.png", rng.integers(0, 255, (50, 50, 3), dtype=np.uint8))
+            if "hardness" not in skip:
+                write_png(run / "eval" / name / "hardness" / "hardness.png", rng.integers(0, 255, (50, 80, 3), dtype=np.uint8))
+    return run
+
+
+def _write_json(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj))
+
+
+def find_chromium() -> str | None:
+    for name in CHROMIUM_CANDIDATES:
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+def chromium_args(profile: Path) -> list[str]:
+    return ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            "--disable-dev-shm-usage", f"--user-data-dir={profile}"]
+
+
+def dump_dom(chromium: str, page: Path, profile: Path, timeout: float = 90) -> str:
+    """The DOM after load (scripts run), as headless Chromium serialises it."""
+    result = subprocess.run([chromium, *chromium_args(profile), "--virtual-time-budget=5000", "--dump-dom", page.resolve().as_uri()],
+                            capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout
+
+
+def screenshot(chromium: str, page: Path, out: Path, profile: Path, width: int = 1300, height: int = 3000, timeout: float = 90) -> Path:
+    result = subprocess.run([chromium, *chromium_args(profile), "--hide-scrollbars", f"--window-size={width},{height}",
+                             "--virtual-time-budget=5000", f"--screenshot={out}", page.resolve().as_uri()],
+                            capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0 and out.is_file(), result.stderr[-2000:]
+    return out
