@@ -70,3 +70,33 @@ def extract_features(backbone: nn.Module, images, mean: Sequence[float], std: Se
     if not feats:
         raise ValueError("extract_features got an empty image set")
     return torch.cat(feats)
+
+
+class Encoder:
+    """A frozen encoder read from its file, with the input recipe (size, mean, std) it was trained with."""
+
+    def __init__(self, path, device: str | torch.device | None = None) -> None:
+        from clsp.models.encoder import load_encoder, resolve_encoder_path
+
+        self.path = resolve_encoder_path(path)
+        self.device = default_device(device)
+        self.backbone, self.meta = load_encoder(self.path, self.device)
+        if self.device.type == "cuda":
+            self.backbone.to(memory_format=torch.channels_last)
+        self.size = int(self.meta["image_size"])
+        self.mean, self.std = tuple(self.meta["mean"]), tuple(self.meta["std"])
+
+    def features(self, images, flip: bool = False, batch_size: int = 512, progress: bool = True) -> torch.Tensor:
+        return extract_features(self.backbone, images, self.mean, self.std, self.size, batch_size=batch_size,
+                                device=self.device, flip=flip, progress=progress)
+
+    def record(self) -> dict:
+        from clsp.eval.metrics import encoder_record
+
+        return encoder_record(self.path, self.meta)
+
+    def dataset_config(self, cfg):
+        """The dataset section with the image side set to the encoder's input resolution when unset."""
+        import dataclasses
+
+        return cfg if cfg.size is not None else dataclasses.replace(cfg, size=self.size)

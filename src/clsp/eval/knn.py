@@ -8,10 +8,13 @@ we report that and a fixed k (200) side by side.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
+
+from clsp.config import to_dict
 
 KS = (5, 10, 20, 50, 100, 200)
 FIXED_K = 200
@@ -52,3 +55,47 @@ def best_k(accuracies: dict[int, float]) -> tuple[int, float]:
     """The k with the highest accuracy (the smallest such k on ties) and that accuracy."""
     k = max(sorted(accuracies), key=lambda k: accuracies[k])
     return k, accuracies[k]
+
+
+def knn_table(results: dict) -> str:
+    from clsp.eval.metrics import format_table
+
+    rows = [[f"k={k}", acc] for k, acc in sorted((int(k), v) for k, v in results["accuracy"].items())]
+    rows += [[f"best (k={results['best_k']})", results["best"]], [f"fixed (k={results['fixed_k']})", results["fixed"]]]
+    return format_table(["kNN top-1 (%)", "acc"], rows)
+
+
+def knn_eval(encoder_path, dataset_cfg, out_dir=None, ks: Sequence[int] = KS, temperature: float = 0.07,
+             fixed_k: int = FIXED_K, batch_size: int = 512, device=None) -> dict:
+    """Weighted kNN of the encoder's test features against its train features; writes metrics.json.
+
+    Features are computed once (train, test), in batches, on the GPU when there is one.
+    Results: accuracy for every k, the best k (the release's protocol) and the fixed k side by side.
+    """
+    from clsp.data.config import load_split
+    from clsp.eval.features import Encoder
+    from clsp.eval.metrics import (dataset_record, default_out_dir, finish_run, previous_result, start_run,
+                                   write_metrics)
+
+    ks = sorted(set(int(k) for k in ks) | {int(fixed_k)})
+    encoder = Encoder(encoder_path, device)
+    out = Path(out_dir) if out_dir is not None else default_out_dir(encoder.path, "knn")
+    data_cfg = encoder.dataset_config(dataset_cfg)
+    train, test = load_split(data_cfg, data_cfg.train_split), load_split(data_cfg, data_cfg.test_split)
+    config = {"kind": "knn", "encoder": str(encoder.path), "dataset": to_dict(data_cfg), "ks": ks,
+              "temperature": temperature, "fixed_k": fixed_k}
+    inputs = {"encoder": encoder.record()["sha256"], "train": train.fingerprint, "test": test.fingerprint}
+    if (done := previous_result(out, config, inputs)) is not None:
+        return done
+    start_run(out, config, inputs)
+    train_feats = encoder.features(train, batch_size=batch_size)
+    test_feats = encoder.features(test, batch_size=batch_size)
+    acc = knn_accuracy(train_feats, train.labels, test_feats, test.labels, ks=ks, temperature=temperature,
+                       num_classes=len(train.classes))
+    k_best, best = best_k(acc)
+    results = {"accuracy": {str(k): v for k, v in acc.items()}, "best_k": k_best, "best": best,
+               "fixed_k": fixed_k, "fixed": acc[fixed_k], "temperature": temperature,
+               "n_train": len(train), "n_test": len(test)}
+    metrics = write_metrics(out, "knn", encoder.record(), dataset_record(test), results,
+                            train_dataset=dataset_record(train))
+    return finish_run(out, config, inputs, metrics, knn_table(results))

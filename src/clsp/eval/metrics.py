@@ -1,0 +1,101 @@
+"""metrics.json, the one output format of every evaluation (schema: docs/metrics.md), and its printed table.
+
+Common fields: `kind`, `encoder` (path, sha256, method, ...), `dataset` (name, split, fingerprint, ...),
+`created_at`; the per-kind results sit under `results`. The pipeline and the report read these files.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+from pathlib import Path
+from typing import Any, Sequence
+
+from clsp.io import read_json, write_json_atomic
+
+METRICS_FILE = "metrics.json"
+SCHEMA_VERSION = 1
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def encoder_record(path: str | Path, meta: dict[str, Any]) -> dict[str, Any]:
+    """What identifies the evaluated encoder: its file, content hash and how it was trained."""
+    keys = ("method", "arch", "stem", "feat_dim", "image_size", "dataset", "clsp_lambda")
+    return {"path": str(Path(path).resolve()), "sha256": file_sha256(path), **{k: meta.get(k) for k in keys}}
+
+
+def dataset_record(ds, split: str | None = None) -> dict[str, Any]:
+    """Name, split, size and content fingerprint of an ImageSet / StreamingImageSet."""
+    return {"name": ds.name, "split": split or ds.split, "n": len(ds), "image_size": int(ds.shape[0]),
+            "fingerprint": ds.fingerprint, "classes": len(ds.classes)}
+
+
+def now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def write_metrics(out_dir: str | Path, kind: str, encoder: dict | None, dataset: dict | None,
+                  results: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """Assemble the common fields and the results, write out_dir/metrics.json atomically, return the dict."""
+    metrics = {"schema": SCHEMA_VERSION, "kind": kind, "encoder": encoder, "dataset": dataset,
+               "created_at": now(), "results": results, **extra}
+    write_json_atomic(Path(out_dir) / METRICS_FILE, metrics)
+    return metrics
+
+
+def read_metrics(out_dir: str | Path) -> dict[str, Any]:
+    return read_json(Path(out_dir) / METRICS_FILE)
+
+
+def format_table(header: Sequence[str], rows: Sequence[Sequence[Any]], title: str | None = None) -> str:
+    """A plain fixed-width table: the first column left-aligned, numbers right-aligned with 2 decimals."""
+    def cell(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:.2f}"
+        return "-" if v is None else str(v)
+
+    cells = [[cell(v) for v in header]] + [[cell(v) for v in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    lines = []
+    for j, row in enumerate(cells):
+        lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
+        if j == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(([title] if title else []) + lines)
+
+
+def default_out_dir(encoder_path: str | Path, kind: str) -> Path:
+    """Beside the encoder: <encoder dir>/eval/<kind>/."""
+    return Path(encoder_path).resolve().parent / "eval" / kind
+
+
+def previous_result(out_dir: str | Path, config: dict, inputs: dict[str, str]) -> dict | None:
+    """The metrics of a finished run of exactly this evaluation (same settings, same input fingerprints)."""
+    from clsp import rundir
+
+    if rundir.is_complete(out_dir, config, inputs) and (Path(out_dir) / METRICS_FILE).is_file():
+        return read_metrics(out_dir)
+    return None
+
+
+def start_run(out_dir: str | Path, config: dict, inputs: dict[str, str]) -> None:
+    from clsp import rundir
+
+    rundir.start(out_dir, config, inputs)
+
+
+def finish_run(out_dir: str | Path, config: dict, inputs: dict[str, str], metrics: dict, table: str,
+               outputs: Sequence[str] = (METRICS_FILE,)) -> dict:
+    """Print the table and mark the run complete (done.json) once its files are written."""
+    from clsp import rundir
+
+    print(table, flush=True)
+    rundir.finish(out_dir, config, inputs, {"files": list(outputs)})
+    return metrics
