@@ -1,8 +1,13 @@
 """Per-sample random augmentation of uint8 image batches on their own device, built on kornia.
 
 Every sample in a batch draws its own crop, jitter, flip... parameters. Input: uint8 (B, H, W, 3)
-or (B, 3, H, W) on CPU or GPU; output: float32 (B, 3, size, size), normalised with the dataset's
-mean/std. Randomness comes from torch's global RNG on the tensor's device, so a seed fixes the views.
+or (B, 3, H, W) on CPU or GPU; output: float32 (B, 3, size, size) channels_last, normalised with the
+dataset's mean/std.
+
+The random parameters are drawn from torch's global *CPU* generator whatever the images' device
+(kornia's default; `Augment` keeps it so after `.to(device)`). A few numbers per sample cross to
+the GPU; the pixels never leave it. In return a seed gives the same views on CPU and GPU, so a
+resumed or moved run sees exactly the same augmentations (seed with `torch.manual_seed`).
 """
 
 from __future__ import annotations
@@ -13,31 +18,36 @@ import torch
 from torch import nn
 
 RECIPES = ("simclr", "moco", "flip", "eval")
+BLUR_MIN_SIZE = 96  # blur hurts at 32x32 (SimCLR appendix B.9); the paper blurs only at >= 96 px
+
+
+def blur_kernel_size(size: int) -> int:
+    """SimCLR: a Gaussian kernel 10% of the image side, made odd (224 -> 23, 96 -> 9)."""
+    return int(0.1 * size) // 2 * 2 + 1
 
 
 def _kornia_ops(recipe: str, size: int) -> list[nn.Module]:
     import kornia.augmentation as K
 
+    blur = [K.RandomGaussianBlur(blur_kernel_size(size), (0.1, 2.0), p=0.5)] if size >= BLUR_MIN_SIZE else []
     if recipe == "simclr":
-        ops = [
+        return [
             K.RandomResizedCrop((size, size), scale=(0.08, 1.0)),
             K.ColorJitter(0.4, 0.4, 0.4, 0.1, p=0.8),
             K.RandomGrayscale(p=0.2),
             K.RandomHorizontalFlip(),
+            *blur,
         ]
-        if size >= 96:  # blur is harmful at 32x32 (SimCLR appendix); the paper uses it only at >= 96 px
-            ops.append(K.RandomGaussianBlur((size // 10) * 2 + 1, (0.1, 2.0), p=0.5))
-        return ops
     if recipe == "moco":
-        ops = [
+        return [
             K.RandomResizedCrop((size, size), scale=(0.08, 1.0)),
             K.ColorJitter(0.4, 0.4, 0.2, 0.1, p=0.8),
             K.RandomGrayscale(p=0.2),
+            *blur,
+            # thresholds=0 means a threshold of exactly 0.5 (kornia samples it from 0.5 +- 0), no brightness shift
+            K.RandomSolarize(thresholds=0.0, additions=0.0, p=0.2),
+            K.RandomHorizontalFlip(),
         ]
-        if size >= 96:
-            ops.append(K.RandomGaussianBlur((size // 10) * 2 + 1, (0.1, 2.0), p=0.5))
-        ops += [K.RandomSolarize(thresholds=0.0, additions=0.0, p=0.2), K.RandomHorizontalFlip()]
-        return ops
     if recipe == "flip":
         return [K.RandomHorizontalFlip()]
     if recipe == "eval":
@@ -55,10 +65,17 @@ class Augment(nn.Module):
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
 
+    def _apply(self, fn, *args, **kwargs):
+        """Move the buffers, but keep kornia's parameter sampling on the CPU generator (see the module doc)."""
+        out = super()._apply(fn, *args, **kwargs)
+        for op in self.ops:
+            op.set_rng_device_and_dtype(torch.device("cpu"), torch.float32)
+        return out
+
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        if images.dtype != torch.uint8:
-            raise TypeError(f"Augment expects uint8 images, got {images.dtype}")
+        if images.dtype != torch.uint8 or images.ndim != 4:
+            raise TypeError(f"Augment expects a uint8 batch (B, H, W, 3) or (B, 3, H, W), got {images.dtype} {tuple(images.shape)}")
         x = images.permute(0, 3, 1, 2) if images.shape[-1] == 3 and images.shape[1] != 3 else images
         x = x.float().div_(255.0)
         if x.shape[-1] != self.size or x.shape[-2] != self.size:

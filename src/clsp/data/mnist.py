@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from clsp.data.registry import NORMALIZATION, ImageSet, cache_dir, check_split, pad_to, register, resize, to_rgb_uint8
+from clsp.data.registry import (NORMALIZATION, ImageSet, cache_dir, check_split, fingerprint_cache_key, pad_to, register,
+                                resize, to_rgb_uint8)
 from clsp.errors import UserError
 
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
@@ -73,7 +74,8 @@ def load_fashion_mnist(split: str = "train", root=None, size: int | None = None,
     size = 32 if size is None else size
     rgb = pad_to(rgb, size) if size >= rgb.shape[1] else resize(rgb, size)
     mean, std = NORMALIZATION["fashion-mnist"]
-    return ImageSet("fashion-mnist", split, rgb, labels, list(FASHION_CLASSES), str(where), mean, std)
+    key = fingerprint_cache_key("fashion-mnist", split, size, [image_file, label_file])
+    return ImageSet("fashion-mnist", split, rgb, labels, list(FASHION_CLASSES), str(where), mean, std, cache_key=key)
 
 
 def _download_fashion_mnist() -> Path | None:

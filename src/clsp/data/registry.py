@@ -49,6 +49,7 @@ class ImageSet:
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
     _fingerprint: str | None = field(default=None, repr=False)
+    cache_key: str | None = field(default=None, repr=False)  # see `fingerprint_cache_key`; None = never cached
 
     def __post_init__(self) -> None:
         assert self.images.dtype == np.uint8 and self.images.ndim == 4 and self.images.shape[-1] == 3, self.images.shape
@@ -69,8 +70,13 @@ class ImageSet:
 
     @property
     def fingerprint(self) -> str:
+        """Content hash of pixels and labels; looked up in the cache when the loader gave a `cache_key`."""
         if self._fingerprint is None:
-            self._fingerprint = content_fingerprint(self.images, self.labels)
+            if self.cache_key is None:
+                self._fingerprint = content_fingerprint(self.images, self.labels)
+            else:
+                self._fingerprint = cached_fingerprint(self.cache_key, self.images.shape,
+                                                       lambda: content_fingerprint(self.images, self.labels))
         return self._fingerprint
 
     def subset(self, indices: np.ndarray, name_suffix: str = "") -> "ImageSet":
@@ -104,14 +110,16 @@ class StreamingImageSet:
     """A large split read image by image from disk through a DataLoader (ImageNet-100, transfer sets).
 
     `items` is a list of (path, label); `load(path) -> uint8 HWC` decodes and resizes one image.
+    An unlabelled set (`labelled=False`) has `labels` None and yields None labels, as an ImageSet does.
     """
 
     def __init__(self, name: str, split: str, items: list[tuple[str, int]], classes: list[str], source: str,
                  load: Callable[[str], np.ndarray], image_size: int,
-                 mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD) -> None:
+                 mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD,
+                 labelled: bool = True) -> None:
         self.name, self.split, self.items, self.classes, self.source = name, split, items, classes, source
         self.load, self.image_size, self.mean, self.std = load, image_size, mean, std
-        self.labels = np.asarray([lab for _, lab in items], dtype=np.int64)
+        self.labels = np.asarray([lab for _, lab in items], dtype=np.int64) if labelled else None
         self._fingerprint: str | None = None
 
     def __len__(self) -> int:
@@ -146,7 +154,8 @@ class StreamingImageSet:
                             num_workers=workers, pin_memory=str(device).startswith("cuda"),
                             generator=torch.Generator().manual_seed(seed), persistent_workers=False)
         for images, labels in loader:
-            yield images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+            labels = labels.to(device, non_blocking=True) if self.labels is not None else None
+            yield images.to(device, non_blocking=True), labels
 
 
 class _TorchView:
@@ -173,6 +182,43 @@ def content_fingerprint(images: np.ndarray, labels: np.ndarray | None) -> str:
     if labels is not None:
         h.update(np.ascontiguousarray(labels, dtype=np.int64).tobytes())
     return h.hexdigest()[:16]
+
+
+# -- the fingerprint cache: hashing 60k images costs a second or more, looking it up costs nothing ------
+
+FINGERPRINT_CACHE_VERSION = 1  # bump when a loader's output for the same files changes
+
+
+def fingerprint_cache_key(name: str, split: str, size: int | None, files: list[str | os.PathLike], **options) -> str:
+    """Key of a loaded split: its source files (absolute path, size, mtime in ns), split, size and options."""
+    h = hashlib.sha256(json.dumps([FINGERPRINT_CACHE_VERSION, name, split, size, sorted(options.items())],
+                                  default=str).encode())
+    for f in files:
+        st = os.stat(f)
+        h.update(f"{Path(f).resolve()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def cached_fingerprint(key: str, shape: tuple[int, ...], compute: Callable[[], str]) -> str:
+    """`compute()` once per key, remembered in cache_dir()/fingerprints.json (a lost write only costs a rehash)."""
+    path = cache_dir() / "fingerprints.json"
+    try:
+        table = json.loads(path.read_text())
+    except (OSError, ValueError):
+        table = {}
+    entry = table.get(key) if isinstance(table, dict) else None
+    if isinstance(entry, dict) and entry.get("shape") == list(shape) and isinstance(entry.get("fingerprint"), str):
+        return entry["fingerprint"]
+    fingerprint = compute()
+    table = table if isinstance(table, dict) else {}
+    table[key] = {"fingerprint": fingerprint, "shape": list(shape)}
+    try:
+        from clsp.io import write_json_atomic
+
+        write_json_atomic(path, table)
+    except OSError:
+        pass  # a read-only cache only means the next load hashes again
+    return fingerprint
 
 
 # -- image utilities shared by the loaders ---------------------------------------------------------
@@ -227,18 +273,28 @@ def register(name: str) -> Callable[[Loader], Loader]:
 
 def dataset_names() -> list[str]:
     _import_loaders()
-    return sorted(_LOADERS) + ["folder:PATH"]
+    return sorted(n for n in _LOADERS if n != "folder") + ["folder:PATH"]
 
 
 def load_dataset(name: str, split: str = "train", root: str | os.PathLike | None = None, size: int | None = None,
-                 **options) -> "ImageSet | StreamingImageSet":
-    """Load `split` of dataset `name` (see `dataset_names()`); `size` is the output image side."""
+                 require_labels: bool = False, **options) -> "ImageSet | StreamingImageSet":
+    """Load `split` of dataset `name` (see `dataset_names()`); `size` is the output image side.
+
+    `require_labels=True` is how a caller that needs labels (evaluation) asks for them: a split without
+    labels (a flat folder, STL-10's unlabeled images) is then a UserError rather than a None to trip on.
+    """
     _import_loaders()
     if name.startswith("folder:"):
-        return _LOADERS["folder"](path=name[len("folder:"):], split=split, root=root, size=size, **options)
-    if name not in _LOADERS or name == "folder":
+        ds = _LOADERS["folder"](path=name[len("folder:"):], split=split, root=root, size=size, **options)
+    elif name not in _LOADERS or name == "folder":
         raise UserError(f"unknown dataset '{name}'; known: {', '.join(dataset_names())}")
-    return _LOADERS[name](split=split, root=root, size=size, **options)
+    else:
+        ds = _LOADERS[name](split=split, root=root, size=size, **options)
+    if require_labels and ds.labels is None:
+        hint = ("put the images in one subfolder per class" if name.startswith("folder:")
+                else "choose a labelled split")
+        raise UserError(f"{name} split '{split}' ({ds.source}) has no labels, and labels are needed here; {hint}")
+    return ds
 
 
 def check_split(name: str, split: str, splits: tuple[str, ...]) -> None:

@@ -1,0 +1,151 @@
+"""Folders of image files: `folder:PATH`, and the image-list machinery ImageNet-100 and the transfer sets share.
+
+Two layouts are understood:
+- an ImageFolder: one subfolder per class (labels = the sorted subfolder names), images anywhere below;
+- a flat folder of unlabeled images (labels None; asking for labels, `require_labels=True`, is an error).
+PATH may also hold split subfolders `train/` and `test/` (or `val/`), each in one of those layouts;
+otherwise PATH itself is the only split, called `train` (or `all`).
+
+Every image is decoded to RGB, its shorter side resized to `size` (antialiased) and centre-cropped to
+size x size. A set that fits in `max_memory_mb` is decoded once into memory (an ImageSet); a larger
+one streams from disk through a DataLoader (a StreamingImageSet).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from clsp.data.registry import (IMAGENET_MEAN, IMAGENET_STD, ImageSet, StreamingImageSet, fingerprint_cache_key,
+                                register)
+from clsp.errors import UserError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+DEFAULT_MAX_MEMORY_MB = 2048
+SPLIT_FOLDERS = {"train": ("train",), "test": ("test", "val"), "val": ("val",)}
+
+
+def is_image(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+
+
+def read_image(path: str | os.PathLike, size: int) -> np.ndarray:
+    """One image as uint8 (size, size, 3): RGB, shorter side resized to `size`, centre crop."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            w, h = im.size
+            scale = size / min(w, h)
+            if scale != 1:
+                im = im.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BILINEAR,
+                               reducing_gap=None)
+            w, h = im.size
+            left, top = (w - size) // 2, (h - size) // 2
+            return np.asarray(im.crop((left, top, left + size, top + size)), dtype=np.uint8)
+    except (OSError, ValueError, SyntaxError) as e:  # PIL raises these for missing, truncated and corrupt files
+        raise UserError(f"cannot read image {path}: {e}; remove or replace the file") from None
+
+
+def image_side(path: str | os.PathLike) -> int:
+    """The shorter side of an image (reads the header only): the default output size of a folder."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return min(im.size)
+    except (OSError, ValueError, SyntaxError) as e:
+        raise UserError(f"cannot read image {path}: {e}; remove or replace the file") from None
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files below `folder`, in sorted order (following links, as torchvision's ImageFolder does)."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        found += [Path(dirpath) / f for f in sorted(filenames) if is_image(Path(f))]
+    return found
+
+
+def scan_folder(folder: Path) -> tuple[list[tuple[str, int]], list[str], bool]:
+    """(items (path, label), classes, labelled) for an ImageFolder or a flat folder; label -1 when flat."""
+    if not folder.is_dir():
+        raise UserError(f"{folder} is not a folder; give folder:PATH with PATH a folder of images")
+    entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+    files = [p for p in entries if p.is_file() and is_image(p)]
+    class_dirs = [(d, list_images(d)) for d in entries if d.is_dir()]
+    class_dirs = [(d, images) for d, images in class_dirs if images]
+    if files and class_dirs:
+        raise UserError(f"{folder} mixes images ({files[0].name}, ...) with class subfolders ({class_dirs[0][0].name}/, "
+                        "...); put every image in a class subfolder, or use a flat folder of images only")
+    if class_dirs:
+        classes = [d.name for d, _ in class_dirs]
+        items = [(str(p), label) for label, (_, images) in enumerate(class_dirs) for p in images]
+        return items, classes, True
+    if files:
+        return [(str(p), -1) for p in files], [], False
+    raise UserError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {folder} or its subfolders")
+
+
+def image_list_set(name: str, split: str, items: list[tuple[str, int]], classes: list[str], source: str,
+                   size: int, labelled: bool = True, max_memory_mb: int = DEFAULT_MAX_MEMORY_MB,
+                   mean=IMAGENET_MEAN, std=IMAGENET_STD, stream: bool | None = None) -> ImageSet | StreamingImageSet:
+    """In memory when the decoded set fits in `max_memory_mb` (or `stream=False`), else streamed from disk."""
+    if not items:
+        raise UserError(f"{source}: no images for split '{split}'")
+    if stream is None:
+        stream = len(items) * size * size * 3 > max_memory_mb * 2**20
+    load = functools.partial(read_image, size=size)
+    if stream:
+        return StreamingImageSet(name, split, items, classes, source, load, size, mean, std, labelled=labelled)
+    paths = [path for path, _ in items]
+    images = decode_all(paths, load, desc=f"decoding {name} {split}")
+    labels = np.asarray([label for _, label in items], dtype=np.int64) if labelled else None
+    key = fingerprint_cache_key(name, split, size, paths)
+    return ImageSet(name, split, images, labels, classes, source, tuple(mean), tuple(std), cache_key=key)
+
+
+def decode_all(paths: list[str], load, desc: str) -> np.ndarray:
+    """Decode images in a thread pool (PIL releases the GIL while decoding) into one (N, H, W, 3) array."""
+    from tqdm import tqdm
+
+    workers = min(16, os.cpu_count() or 1)
+    with ThreadPoolExecutor(workers) as pool:
+        images = list(tqdm(pool.map(load, paths, chunksize=64), total=len(paths), desc=desc, unit="img",
+                           disable=len(paths) < 5000 or bool(os.environ.get("CLSP_QUIET"))))
+    return np.stack(images)
+
+
+def folder_split(path: Path, split: str) -> Path:
+    """PATH/<split folder> when PATH holds split subfolders, else PATH itself (as split train/all)."""
+    has_splits = (path / "train").is_dir() and any((path / s).is_dir() for s in ("test", "val"))
+    if has_splits:
+        for candidate in SPLIT_FOLDERS.get(split, ()):
+            if (path / candidate).is_dir():
+                return path / candidate
+        present = [s for s in ("train", "val", "test") if (path / s).is_dir()]
+        raise UserError(f"{path} has no split folder for '{split}'; it has {', '.join(present)}")
+    if split not in ("train", "all"):
+        raise UserError(f"{path} has no split '{split}': it is one set (split train); to add a test split, "
+                        "put the images in train/ and test/ subfolders")
+    return path
+
+
+@register("folder")
+def load_folder(path: str, split: str = "train", root=None, size: int | None = None,
+                max_memory_mb: int = DEFAULT_MAX_MEMORY_MB, stream: bool | None = None) -> ImageSet | StreamingImageSet:
+    """`folder:PATH`: an ImageFolder or a flat folder; size None = the first image's shorter side."""
+    if not path:
+        raise UserError("folder: needs a path, e.g. folder:/data/my-images")
+    base = Path(path).expanduser()
+    if not base.is_dir():
+        raise UserError(f"folder {base} does not exist; give folder:PATH with PATH a folder of images")
+    folder = folder_split(base, split)
+    items, classes, labelled = scan_folder(folder)
+    size = image_side(items[0][0]) if size is None else size
+    return image_list_set(f"folder:{base}", split, items, classes, str(folder), size, labelled, max_memory_mb, stream=stream)
