@@ -1,0 +1,107 @@
+"""A diffusion model on disk: diffusers' layout, so that public checkpoints and ours are interchangeable.
+
+    MODEL/model_index.json              (so that diffusers' DDPMPipeline.from_pretrained(MODEL) works too)
+    MODEL/unet/config.json + diffusion_pytorch_model.safetensors
+    MODEL/scheduler/scheduler_config.json
+
+Any local directory of that shape with a UNet2DModel loads, e.g. a copy of google/ddpm-cifar10-32
+(whose weights are a .bin and whose scheduler is a DDPMScheduler).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from clsp.errors import UserError
+from clsp.io import read_json, write_json_atomic
+
+SCHEDULER_CONFIG = "scheduler_config.json"
+
+
+def load_model(model_dir: str | os.PathLike):
+    """(UNet2DModel in eval mode, scheduler config dict) from a diffusers-layout directory."""
+    from diffusers import UNet2DModel
+
+    root = Path(model_dir)
+    if not root.is_dir():
+        raise UserError(f"diffusion model directory {root} does not exist; train one with `clsp diffusion train` "
+                        "or point --model at a local diffusers directory (unet/ + scheduler/)")
+    unet_dir = root / "unet" if (root / "unet" / "config.json").is_file() else root
+    if not (unet_dir / "config.json").is_file():
+        raise UserError(f"{root} is not a diffusers model directory: no unet/config.json")
+    unet_config = _read_config(unet_dir / "config.json")
+    if unet_config.get("_class_name", "UNet2DModel") != "UNet2DModel":
+        raise UserError(f"{unet_dir} holds a {unet_config['_class_name']}, not the unconditional UNet2DModel clsp samples with")
+    scheduler_file = root / "scheduler" / SCHEDULER_CONFIG
+    if not scheduler_file.is_file():
+        raise UserError(f"{root} has no scheduler/{SCHEDULER_CONFIG}; a diffusers model directory needs one "
+                        "(the noise schedule the UNet was trained with)")
+    scheduler_config = _read_config(scheduler_file)
+    if "num_train_timesteps" not in scheduler_config:
+        raise UserError(f"{scheduler_file} does not describe a noise schedule (no num_train_timesteps)")
+    try:
+        unet = UNet2DModel.from_pretrained(str(unet_dir), local_files_only=True)
+    except (OSError, ValueError, RuntimeError, EnvironmentError) as e:
+        raise UserError(f"cannot load the UNet from {unet_dir}: {str(e).splitlines()[0]}") from None
+    return unet.eval(), scheduler_config
+
+
+def save_model(model_dir: str | os.PathLike, unet, scheduler_config: dict) -> Path:
+    """Write the UNet (safetensors) and scheduler config; the directory appears complete or not at all."""
+    import diffusers
+
+    final = Path(model_dir)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    try:
+        unet.save_pretrained(str(tmp / "unet"), safe_serialization=True)
+        scheduler_config = {"_class_name": "DDPMScheduler", **scheduler_config}
+        scheduler_config["_diffusers_version"] = diffusers.__version__
+        write_json_atomic(tmp / "scheduler" / SCHEDULER_CONFIG, scheduler_config)
+        write_json_atomic(tmp / "model_index.json", {
+            "_class_name": "DDPMPipeline", "_diffusers_version": diffusers.__version__,
+            "unet": ["diffusers", type(unet).__name__], "scheduler": ["diffusers", scheduler_config["_class_name"]],
+        })
+        _replace_dir(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def check_model_matches(unet, image_size: int, channels: int = 3) -> None:
+    """A model sampling images of another size or channel count than the data is a user error."""
+    cfg = unet.config
+    size = cfg.sample_size
+    sizes = tuple(size) if isinstance(size, (list, tuple)) else (size, size)
+    if size is not None and sizes != (image_size, image_size):
+        raise UserError(f"the diffusion model makes {sizes[0]}x{sizes[1]} images but the data is {image_size}x{image_size}; "
+                        "use a model trained at this size or resize the data (dataset.size / --size)")
+    if cfg.in_channels != channels or cfg.out_channels != channels:
+        raise UserError(f"the diffusion model has {cfg.in_channels} input / {cfg.out_channels} output channels "
+                        f"but the data has {channels}")
+
+
+def _read_config(path: Path) -> dict:
+    try:
+        data = read_json(path)
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot read {path}: {e}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path} is not a JSON object")
+    return data
+
+
+def _replace_dir(new: Path, final: Path) -> None:
+    """Rename `new` onto `final`; an existing `final` is moved aside first and removed after."""
+    old = None
+    if final.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old.", dir=final.parent))
+        os.replace(final, old / final.name)
+    os.replace(new, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+

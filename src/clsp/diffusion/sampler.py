@@ -1,0 +1,232 @@
+"""Plain sampling and CLSP's interpolated sampling (PAPER.md, stage 2).
+
+At every denoising step t, for a sample x_t and its anchor image x_a:
+
+    x_a,t    = sqrt(abar_t) x_a + sqrt(1 - abar_t) eps_a        fresh eps_a at every step
+    h_anchor = mid(down(x_a,t, t))                               `anchor_features`, hook inactive
+    h        = mid(down(x_t, t))                                 inside the sample's own UNet forward
+    h       <- w h + (1 - w) h_anchor                            `MidBlockInterpolation`, a forward hook
+    eps_hat  = up(h, skips of x_t, t)                            skip connections stay the sample's
+    x_{t-1}  = scheduler.step(eps_hat, t, x_t)
+
+Random streams: the sample stream (initial noise x_T, the sampler's own noise) is one generator seeded
+with `seed` and drawn for all n trajectories at once, step by step, exactly as `sample` draws it;
+the anchor noise comes from a second generator. So w = 1 reproduces `sample` bit for bit, and the
+trajectories' random draws do not depend on `batch_size` (which only bounds memory per UNet call).
+All n trajectories' states live on the device; the UNet runs over them in batches of `batch_size`,
+and one scheduler (one multistep state) advances them all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+
+from clsp.config import check, check_choice, check_positive, check_range
+from clsp.diffusion.schedulers import SAMPLERS, TIMESTEP_SPACINGS, make_scheduler, step_kwargs
+from clsp.errors import UserError
+from clsp.training import step_seed
+
+
+@dataclass
+class SamplerConfig:
+    sampler: str = "ddim"             # ddim | ddpm | dpmsolver++ | unipc
+    steps: int = 100                  # denoising steps (DDPM as trained: 1000)
+    eta: float = 0.1                  # DDIM's noise scale (0 = deterministic DDIM, 1 = DDPM-like)
+    w: float = 0.1                    # weight of the sample's own bottleneck: 1 = plain sampling
+    timestep_spacing: str = "leading"  # "linspace" makes diffusers' DDIM compute the previous step wrongly
+    clip_x0: bool = False             # clip the predicted x0 at every step (the release does not)
+    clip_final: bool = True           # clip the final sample to [-1, 1] before quantising
+    share_anchor: bool = False        # one anchor pass per anchor per step, shared by its K candidates
+    batch_size: int = 512             # trajectories per UNet call (memory only)
+
+    def __post_init__(self) -> None:
+        check_choice(self.sampler, "sampler", SAMPLERS)
+        check_positive(self.steps, "steps")
+        check_range(self.eta, "eta", 0.0, 1.0)
+        check_range(self.w, "w", 0.0, 1.0)
+        check_choice(self.timestep_spacing, "timestep_spacing", TIMESTEP_SPACINGS)
+        check_positive(self.batch_size, "batch_size")
+
+
+# -- the two pieces of the method: the anchor path and the bottleneck hook ----------------------------
+
+def anchor_features(unet, sample: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+    """The mid-block output of `unet` on `sample` at `timestep`: UNet2DModel.forward up to the mid block.
+
+    Mirrors diffusers' forward step by step (centre, time embedding, conv_in, down blocks, mid block)
+    and skips the up path, which is 73% of the cost of a forward the anchor does not need.
+    """
+    if unet.config.center_input_sample:
+        sample = 2 * sample - 1.0
+    timesteps = timestep if timestep.ndim else timestep[None]
+    timesteps = timesteps.to(sample.device) * torch.ones(sample.shape[0], dtype=timesteps.dtype, device=sample.device)
+    emb = unet.time_embedding(unet.time_proj(timesteps).to(dtype=unet.dtype))
+    if unet.class_embedding is not None:
+        raise UserError("class-conditional UNets are not supported: CLSP samples an unconditional model")
+    skip_sample = sample
+    h = unet.conv_in(sample)
+    for block in unet.down_blocks:
+        if hasattr(block, "skip_conv"):
+            h, _, skip_sample = block(hidden_states=h, temb=emb, skip_sample=skip_sample)
+        else:
+            h, _ = block(hidden_states=h, temb=emb)
+    return unet.mid_block(h, emb)
+
+
+class MidBlockInterpolation:
+    """A forward hook on `unet.mid_block` replacing its output h by w h + (1 - w) h_anchor.
+
+    Inactive (output unchanged) unless inside `with hook.anchor(h_anchor):`, so the anchor's own pass
+    through the mid block is never interpolated.
+    """
+
+    def __init__(self, unet, w: float) -> None:
+        self.unet, self.w = unet, float(w)
+        self.h_anchor: torch.Tensor | None = None
+        self._handle = None
+
+    def __enter__(self) -> "MidBlockInterpolation":
+        self._handle = self.unet.mid_block.register_forward_hook(self._hook)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._handle.remove()
+        self.h_anchor = None
+
+    @contextlib.contextmanager
+    def anchor(self, h_anchor: torch.Tensor):
+        self.h_anchor = h_anchor
+        try:
+            yield
+        finally:
+            self.h_anchor = None
+
+    def _hook(self, module, args, h):
+        if self.h_anchor is None:
+            return None
+        return self.w * h + (1.0 - self.w) * self.h_anchor
+
+
+# -- public functions ------------------------------------------------------------------------------
+
+def sample(unet, scheduler_config: dict, n: int, cfg: SamplerConfig, seed: int, device="cpu",
+           progress: bool = False) -> torch.Tensor:
+    """n unconditional samples as uint8 (n, H, W, C) on the CPU."""
+    return _denoise(unet, scheduler_config, n, cfg, seed, torch.device(device), None, 1, progress)
+
+
+def generate_positives(unet, scheduler_config: dict, anchors: torch.Tensor, k: int, cfg: SamplerConfig, seed: int,
+                       device="cpu", progress: bool = False) -> torch.Tensor:
+    """K interpolated candidates per anchor: uint8 anchors (B, H, W, C) -> uint8 (B, K, H, W, C) on the CPU.
+
+    Trajectory j = b * K + c is candidate c of anchor b, so with w = 1 the result is
+    `sample(..., n=B*K, seed)` reshaped.
+    """
+    if anchors.dtype != torch.uint8 or anchors.ndim != 4:
+        raise UserError(f"anchors must be uint8 (B, H, W, C), got {anchors.dtype} {tuple(anchors.shape)}")
+    check(k >= 1, "k", f"must be >= 1, got {k}")
+    b = anchors.shape[0]
+    out = _denoise(unet, scheduler_config, b * k, cfg, seed, torch.device(device), anchors, k, progress)
+    return out.view(b, k, *out.shape[1:])
+
+
+def anchor_noise_seed(seed: int) -> int:
+    """The seed of the anchor-noise stream, derived from the sample seed but independent of it."""
+    return step_seed(seed, 0, 0, "clsp-anchor-noise")
+
+
+def to_unit_range(images_uint8: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, H, W, C) -> float (N, C, H, W) in [-1, 1], the range the UNet was trained on."""
+    return images_uint8.permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+def to_uint8(x: torch.Tensor, clip: bool = True) -> torch.Tensor:
+    """float (N, C, H, W) in [-1, 1] -> uint8 (N, H, W, C) by round((x + 1) * 127.5), saturating."""
+    if clip:
+        x = x.clamp(-1.0, 1.0)
+    return ((x + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+
+
+# -- the loop --------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def _denoise(unet, scheduler_config: dict, n: int, cfg: SamplerConfig, seed: int, device: torch.device,
+             anchors: torch.Tensor | None, k: int, progress: bool) -> torch.Tensor:
+    check(n >= 1, "n", f"must be >= 1, got {n}")
+    height, width = _sample_size(unet, anchors)
+    channels = unet.config.in_channels
+    if anchors is not None and tuple(anchors.shape[1:]) != (height, width, channels):
+        raise UserError(f"anchors are {tuple(anchors.shape[1:])} (H, W, C) but the model makes {(height, width, channels)}")
+    on_gpu = device.type == "cuda"
+    memory_format = torch.channels_last if on_gpu else torch.contiguous_format
+    was_training = unet.training
+    unet.eval().to(device=device, memory_format=memory_format)
+    scheduler = make_scheduler(scheduler_config, cfg.sampler, cfg.steps, cfg.timestep_spacing, cfg.clip_x0)
+    timesteps = scheduler.timesteps                       # host tensor: the scheduler indexes its tables with it
+    timesteps_device = timesteps.to(device)               # the UNet's time input, copied once
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=on_gpu)
+
+    sample_stream = torch.Generator(device).manual_seed(seed)
+    x = torch.randn((n, channels, height, width), generator=sample_stream, device=device).contiguous(memory_format=memory_format)
+    kwargs = step_kwargs(cfg.sampler, cfg.eta, sample_stream)
+
+    interpolation = MidBlockInterpolation(unet, cfg.w) if anchors is not None else contextlib.nullcontext()
+    if anchors is not None:
+        x_anchor = to_unit_range(anchors.to(device)).contiguous(memory_format=memory_format)
+        if not cfg.share_anchor:                          # one anchor copy (and one noise draw) per candidate
+            x_anchor = x_anchor.repeat_interleave(k, dim=0)
+        abar = scheduler.alphas_cumprod[timesteps].to(device)
+        signal, noise_scale = abar.sqrt(), (1.0 - abar).sqrt()
+        anchor_stream = torch.Generator(device).manual_seed(anchor_noise_seed(seed))
+
+    steps = _progress(timesteps, progress)
+    try:
+        with interpolation:
+            for i, t in enumerate(steps):
+                t_unet = timesteps_device[i]
+                if anchors is not None:
+                    eps_anchor = torch.randn(x_anchor.shape, generator=anchor_stream, device=device)
+                    x_anchor_t = signal[i] * x_anchor + noise_scale[i] * eps_anchor.contiguous(memory_format=memory_format)
+                eps = torch.empty_like(x)
+                for start in range(0, n, cfg.batch_size):
+                    stop = min(n, start + cfg.batch_size)
+                    with autocast:
+                        if anchors is None:
+                            eps[start:stop] = unet(x[start:stop], t_unet).sample
+                        else:
+                            h_anchor = _anchor_h(unet, x_anchor_t, t_unet, start, stop, k, cfg.share_anchor)
+                            with interpolation.anchor(h_anchor):
+                                eps[start:stop] = unet(x[start:stop], t_unet).sample
+                x = scheduler.step(eps, t, x, **kwargs).prev_sample
+    finally:
+        unet.train(was_training)
+    return to_uint8(x, clip=cfg.clip_final).cpu()
+
+
+def _anchor_h(unet, x_anchor_t: torch.Tensor, t: torch.Tensor, start: int, stop: int, k: int, shared: bool) -> torch.Tensor:
+    """h_anchor for trajectories [start, stop): one pass per trajectory, or per anchor broadcast over its K."""
+    if not shared:
+        return anchor_features(unet, x_anchor_t[start:stop], t)
+    first, last = start // k, (stop - 1) // k + 1
+    h = anchor_features(unet, x_anchor_t[first:last], t)
+    return h.repeat_interleave(k, dim=0)[start - first * k: stop - first * k]
+
+
+def _sample_size(unet, anchors: torch.Tensor | None) -> tuple[int, int]:
+    size = unet.config.sample_size
+    if size is None:
+        if anchors is None:
+            raise UserError("the UNet's config has no sample_size; cannot tell what size of image to sample")
+        return int(anchors.shape[1]), int(anchors.shape[2])
+    return (int(size[0]), int(size[1])) if isinstance(size, (list, tuple)) else (int(size), int(size))
+
+
+def _progress(timesteps: torch.Tensor, enabled: bool):
+    if not enabled:
+        return timesteps
+    from tqdm.auto import tqdm
+
+    return tqdm(timesteps, desc="denoising", unit="step")

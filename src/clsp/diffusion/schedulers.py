@@ -1,0 +1,72 @@
+"""Noise schedules: the training schedule of DDPM, and diffusers' samplers built from a model's schedule.
+
+Every sampler is constructed from the scheduler config saved with the model (its betas), so a model
+trained here and a public checkpoint are sampled the same way. Timesteps stay on the host: diffusers'
+schedulers index their tables with them, and a host table indexed by a host scalar costs no device sync.
+"""
+
+from __future__ import annotations
+
+SAMPLERS = ("ddim", "ddpm", "dpmsolver++", "unipc")
+TIMESTEP_SPACINGS = ("leading", "trailing", "linspace")
+
+# DDPM (Ho et al. 2020), as in google/ddpm-cifar10-32: T = 1000, linear betas 1e-4 .. 0.02, epsilon prediction.
+TRAINING_SCHEDULE = {
+    "_class_name": "DDPMScheduler",
+    "num_train_timesteps": 1000,
+    "beta_start": 1e-4,
+    "beta_end": 0.02,
+    "beta_schedule": "linear",
+    "prediction_type": "epsilon",
+    "variance_type": "fixed_large",
+    "clip_sample": True,
+}
+
+
+def training_scheduler(scheduler_config: dict | None = None):
+    """The DDPMScheduler whose betas and `add_noise` the training loop uses (DDPM's schedule by default)."""
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler.from_config(_public(scheduler_config or TRAINING_SCHEDULE))
+
+
+def make_scheduler(scheduler_config: dict, sampler: str, steps: int, timestep_spacing: str = "leading",
+                   clip_x0: bool = False):
+    """A sampler over `steps` timesteps of the model's schedule, with its timesteps set (on the host).
+
+    DDIM keeps diffusers' DDIM defaults for what a DDPM config does not say (set_alpha_to_one=True,
+    steps_offset=0): the last step lands on x_0 with alpha 1, as in the paper's sampler. The multistep
+    solvers (DPM-Solver++ 2nd order, UniPC bh2) are deterministic; eta applies to DDIM only.
+    """
+    from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler
+
+    base = _public(scheduler_config)
+    if sampler == "ddim":
+        scheduler = DDIMScheduler.from_config(base, timestep_spacing=timestep_spacing, clip_sample=clip_x0)
+    elif sampler == "ddpm":
+        scheduler = DDPMScheduler.from_config(base, timestep_spacing=timestep_spacing, clip_sample=clip_x0)
+    elif sampler == "dpmsolver++":
+        scheduler = DPMSolverMultistepScheduler.from_config(
+            base, algorithm_type="dpmsolver++", solver_order=2, thresholding=False, variance_type=None,
+            timestep_spacing=timestep_spacing)
+    elif sampler == "unipc":
+        scheduler = UniPCMultistepScheduler.from_config(
+            base, predict_x0=True, solver_type="bh2", thresholding=False, timestep_spacing=timestep_spacing)
+    else:
+        raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
+    scheduler.set_timesteps(steps)
+    return scheduler
+
+
+def step_kwargs(sampler: str, eta: float, generator) -> dict:
+    """The extra arguments of each scheduler's `step`: DDIM's eta, and the sample stream for noise."""
+    if sampler == "ddim":
+        return {"eta": eta, "generator": generator}
+    if sampler in ("ddpm", "dpmsolver++"):
+        return {"generator": generator}
+    return {}
+
+
+def _public(config: dict) -> dict:
+    """A scheduler config without diffusers' bookkeeping keys (`_class_name`, `_diffusers_version`)."""
+    return {k: v for k, v in config.items() if not k.startswith("_")}

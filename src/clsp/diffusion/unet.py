@@ -1,0 +1,70 @@
+"""UNet2DModel presets: the DDPM CIFAR-10 layout (the paper's model) and two smaller ones.
+
+`ddpm-cifar10` is exactly the layout of the public google/ddpm-cifar10-32 checkpoint (35.7M
+parameters, attention at the 16x16 level and in the middle block, single-head attention), so a local
+copy of that checkpoint and a model trained here are interchangeable. `small` halves the channels
+(about 9M; Fashion-MNIST, short GPU runs); `tiny` (under 2M) is for CPU tests and the demo.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from clsp.errors import UserError
+
+
+@dataclass(frozen=True)
+class Preset:
+    block_out_channels: tuple[int, ...]
+    down_block_types: tuple[str, ...]
+    up_block_types: tuple[str, ...]
+    layers_per_block: int
+    norm_num_groups: int
+    dropout: float          # the training dropout of the layout (DDPM: 0.1 on CIFAR-10)
+
+    @property
+    def downsampling(self) -> int:
+        """How many times the image side is halved: the side must be a multiple of 2 ** this."""
+        return len(self.block_out_channels) - 1
+
+
+_DDPM_DOWN = ("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D")
+_DDPM_UP = ("UpBlock2D", "AttnUpBlock2D", "UpBlock2D", "UpBlock2D")
+
+PRESETS: dict[str, Preset] = {
+    "ddpm-cifar10": Preset((128, 256, 256, 256), _DDPM_DOWN, _DDPM_UP, 2, 32, 0.1),
+    "small": Preset((64, 128, 128, 128), _DDPM_DOWN, _DDPM_UP, 2, 32, 0.1),
+    "tiny": Preset((32, 64, 64), ("DownBlock2D", "AttnDownBlock2D", "DownBlock2D"),
+                   ("UpBlock2D", "AttnUpBlock2D", "UpBlock2D"), 1, 16, 0.0),
+}
+
+
+def check_image_size(preset: str, image_size: int) -> None:
+    p = _preset(preset)
+    factor = 2 ** p.downsampling
+    if image_size < factor or image_size % factor:
+        raise UserError(f"UNet preset '{preset}' halves the image {p.downsampling} times, so the image side must be a "
+                        f"multiple of {factor}; got {image_size} (resize the dataset with dataset.size=...)")
+
+
+def make_unet(preset: str, image_size: int, dropout: float | None = None):
+    """A freshly initialised UNet2DModel of the named layout for square RGB images of `image_size`."""
+    from diffusers import UNet2DModel
+
+    p = _preset(preset)
+    check_image_size(preset, image_size)
+    return UNet2DModel(
+        sample_size=image_size, in_channels=3, out_channels=3,
+        block_out_channels=p.block_out_channels, down_block_types=p.down_block_types, up_block_types=p.up_block_types,
+        layers_per_block=p.layers_per_block, norm_num_groups=p.norm_num_groups,
+        dropout=p.dropout if dropout is None else dropout,
+        # The original DDPM conventions (those of google/ddpm-cifar10-32):
+        downsample_padding=0, flip_sin_to_cos=False, freq_shift=1, norm_eps=1e-6,
+        attention_head_dim=None, time_embedding_type="positional", act_fn="silu", center_input_sample=False,
+    )
+
+
+def _preset(name: str) -> Preset:
+    if name not in PRESETS:
+        raise UserError(f"unknown UNet preset '{name}'; choose one of {', '.join(PRESETS)}")
+    return PRESETS[name]
