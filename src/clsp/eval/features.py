@@ -38,8 +38,11 @@ def image_batches(images, batch_size: int, device: torch.device) -> Iterator[tor
 @torch.no_grad()
 def extract_features(backbone: nn.Module, images, mean: Sequence[float], std: Sequence[float], size: int,
                      batch_size: int = 512, device: str | torch.device | None = None, flip: bool = False,
-                     progress: bool = False) -> torch.Tensor:
+                     progress: bool = False, recipe: str = "eval") -> torch.Tensor:
     """float32 (N, d) features of uint8 NHWC `images`; `flip=True` mirrors every image first.
+
+    `recipe` names the `clsp.data.augment` recipe applied before the backbone: "eval" (normalise
+    only) for probes; a training recipe ("simclr", "moco") draws random views from torch's RNG.
 
     The features stay on the device they were computed on (the probes that follow run there too).
     The backbone is moved to that device and put in eval mode; its train/eval mode is restored after,
@@ -48,7 +51,7 @@ def extract_features(backbone: nn.Module, images, mean: Sequence[float], std: Se
     device = default_device(device)
     was_training = backbone.training
     backbone.to(device).eval()
-    normalise = make_augment("eval", size, mean, std).to(device)
+    normalise = make_augment(recipe, size, mean, std).to(device)
     on_gpu = device.type == "cuda"
     batches = image_batches(images, batch_size, device)
     if progress:
@@ -85,15 +88,20 @@ class Encoder:
             self.backbone.to(memory_format=torch.channels_last)
         self.size = int(self.meta["image_size"])
         self.mean, self.std = tuple(self.meta["mean"]), tuple(self.meta["std"])
+        self._record: dict | None = None
 
-    def features(self, images, flip: bool = False, batch_size: int = 512, progress: bool = True) -> torch.Tensor:
+    def features(self, images, flip: bool = False, batch_size: int = 512, progress: bool = True,
+                 recipe: str = "eval") -> torch.Tensor:
         return extract_features(self.backbone, images, self.mean, self.std, self.size, batch_size=batch_size,
-                                device=self.device, flip=flip, progress=progress)
+                                device=self.device, flip=flip, progress=progress, recipe=recipe)
 
     def record(self) -> dict:
+        """The `encoder` field of metrics.json (the file's hash is computed once)."""
         from clsp.eval.metrics import encoder_record
 
-        return encoder_record(self.path, self.meta)
+        if self._record is None:
+            self._record = encoder_record(self.path, self.meta)
+        return dict(self._record)
 
     def dataset_config(self, cfg):
         """The dataset section with the image side set to the encoder's input resolution when unset."""

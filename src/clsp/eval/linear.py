@@ -168,18 +168,24 @@ def linear_eval(encoder_path, dataset_cfg, out_dir=None, probe_cfg: LinearProbeC
     """The paper's linear evaluation of an encoder on a dataset's train / test splits; writes metrics.json."""
     from pathlib import Path
 
-    from clsp.config import to_dict
     from clsp.data.config import load_split
     from clsp.eval.features import Encoder
-    from clsp.eval.metrics import (dataset_record, default_out_dir, finish_run, previous_result, start_run,
-                                   write_metrics)
+    from clsp.eval.metrics import default_out_dir
 
-    probe_cfg = probe_cfg or LinearProbeConfig()
     encoder = Encoder(encoder_path, device)
     out = Path(out_dir) if out_dir is not None else default_out_dir(encoder.path, "linear")
     data_cfg = encoder.dataset_config(dataset_cfg)
     train, test = load_split(data_cfg, data_cfg.train_split), load_split(data_cfg, data_cfg.test_split)
-    config = {"kind": "linear", "encoder": str(encoder.path), "dataset": to_dict(data_cfg), "probe": to_dict(probe_cfg)}
+    return evaluate_linear(encoder, train, test, out, probe_cfg or LinearProbeConfig(), progress)
+
+
+def evaluate_linear(encoder, train, test, out, probe_cfg: LinearProbeConfig, progress: bool = True) -> dict:
+    """Linear evaluation of a loaded `Encoder` on loaded sets, recorded in `out` (skipped when already done there)."""
+    from clsp.config import to_dict
+    from clsp.eval.metrics import dataset_record, finish_run, previous_result, start_run, write_metrics
+
+    config = {"kind": "linear", "encoder": str(encoder.path), "dataset": train.name, "splits": [train.split, test.split],
+              "image_size": encoder.size, "probe": to_dict(probe_cfg)}
     inputs = {"encoder": encoder.record()["sha256"], "train": train.fingerprint, "test": test.fingerprint}
     if (done := previous_result(out, config, inputs)) is not None:
         return done
@@ -187,4 +193,4 @@ def linear_eval(encoder_path, dataset_cfg, out_dir=None, probe_cfg: LinearProbeC
     results = probe(encoder, train, test, probe_cfg, progress) | {"protocol": to_dict(probe_cfg)}
     metrics = write_metrics(out, "linear", encoder.record(), dataset_record(test), results,
                             train_dataset=dataset_record(train))
-    return finish_run(out, config, inputs, metrics, linear_table(results))
+    return finish_run(out, config, inputs, metrics, linear_table(results, f"{train.name}: linear probe"))
