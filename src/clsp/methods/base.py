@@ -1,0 +1,245 @@
+"""The Lightning module every method shares: the plumbing is here once, a method adds only its loss.
+
+One training step: gather the batch on the device (step-derived indices), make all views with one
+augment call, forward them in one batch through backbone and projector, then
+
+    loss = L_method(views, z) + clsp.weight * mean(2 - 2 cos(z1, z3)) + CE(probe(sg(features)), labels)
+
+where z3 is the projection of the third view (a synthetic candidate, or a third augmentation for the
+"+aug" control) through the same (query) branch as z1, and sg stops gradients: the online linear probe
+only watches. Every epoch (or every N) the probe and a kNN classifier are scored on the test split.
+A non-finite loss is recorded on the device at no cost and checked every `log_every` steps and before
+every checkpoint, so a run stops naming the first bad step and never saves NaN weights.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from clsp.errors import UserError
+from clsp.methods.data import ViewMaker, step_rng
+from clsp.methods.lars import LARS
+from clsp.methods.losses import clsp_term
+from clsp.models.backbones import make_backbone
+from clsp.models.heads import make_projector
+
+
+class NonFiniteLossError(UserError):
+    """The loss became NaN or inf: the run stops, its last checkpoint (all finite) stays."""
+
+
+@dataclass
+class MonitorData:
+    """What the per-epoch monitors score: train images (kNN bank), the test split, the eval recipe."""
+
+    train: Any                     # uint8 NHWC tensor, or a StreamingImageSet
+    train_labels: Tensor
+    test: Any
+    test_labels: Tensor
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    size: int
+
+    def to(self, device: torch.device) -> "MonitorData":
+        for name in ("train", "train_labels", "test", "test_labels"):
+            value = getattr(self, name)
+            if isinstance(value, Tensor):
+                setattr(self, name, value.to(device))
+        return self
+
+
+def warmup_cosine(warmup_steps: int, total_steps: int, start_factor: float):
+    """LR factor per step: linear from start_factor to 1 over the warmup, then cosine down to 0."""
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return start_factor + (1 - start_factor) * step / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return factor
+
+
+def momentum_at(step: int, total_steps: int, start: float, end: float) -> float:
+    """Key-encoder momentum rising from `start` to `end` on a cosine schedule (BYOL, MoCo v3)."""
+    return end - (end - start) * (math.cos(math.pi * min(1.0, step / max(1, total_steps))) + 1) / 2
+
+
+def frozen_copy(module: nn.Module) -> nn.Module:
+    """A momentum (key) copy: same weights, no gradients."""
+    target = copy.deepcopy(module)
+    for p in target.parameters():
+        p.requires_grad_(False)
+    return target
+
+
+@torch.no_grad()
+def momentum_update(online: list[nn.Module], target: list[nn.Module], tau: float) -> None:
+    """target <- tau * target + (1 - tau) * online, parameter by parameter."""
+    online_params = [p for m in online for p in m.parameters()]
+    target_params = [p for m in target for p in m.parameters()]
+    torch._foreach_lerp_(target_params, online_params, 1.0 - tau)
+
+
+class ContrastiveMethod(L.LightningModule):
+    """Backbone + projector + online probe, the optimiser, the step, the monitors, the NaN guard.
+
+    A method implements `ssl_loss(views, z, step)`: `views` are the augmented image batches, `z` the
+    projector outputs of all views (z[0], z[1] the real views, z[2] the third view when there is one).
+    """
+
+    def __init__(self, cfg, data, views: ViewMaker, steps_per_epoch: int, num_classes: int = 0,
+                 monitor: MonitorData | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.backbone, self.feat_dim = make_backbone(cfg.backbone.arch, cfg.backbone.stem)
+        p = cfg.projector
+        self.projector = make_projector(self.feat_dim, p.hidden_dim, p.out_dim, p.layers, p.batchnorm)
+        self.probe = nn.Linear(self.feat_dim, num_classes) if num_classes else None
+        self.data, self.views, self.monitor = data, views, monitor
+        self.steps_per_epoch = steps_per_epoch
+        self.total_steps = steps_per_epoch * cfg.epochs
+        self.results: dict[str, float] = {}
+        self._first_bad_step: Tensor | None = None
+
+    # -- what a method defines ---------------------------------------------------------------------
+
+    def ssl_loss(self, views: list[Tensor], z: list[Tensor], step: int) -> Tensor:
+        raise NotImplementedError(f"{type(self).__name__} must define ssl_loss")
+
+    def lr_overrides(self) -> dict[str, float]:
+        """Submodule name -> learning rate, for parts a method trains at their own rate."""
+        return {}
+
+    # -- the step ----------------------------------------------------------------------------------
+
+    def on_fit_start(self) -> None:
+        self.data.to(self.device)
+        self.views.to(self.device)
+        if self.monitor is not None:
+            self.monitor.to(self.device)
+        self._first_bad_step = torch.full((), -1, dtype=torch.long, device=self.device)
+
+    def training_step(self, batch, batch_idx: int) -> Tensor:
+        step, rank, world = self.global_step, self.global_rank, self.trainer.world_size
+        with step_rng(self.cfg.seed, step, rank, self.device):
+            indices, images, labels = self.data.batch(batch, step, rank, world)
+            views = self.views(images, indices, step, rank)
+            feats = self.backbone(torch.cat(views))
+            z = list(self.projector(feats).chunk(len(views)))
+            loss_ssl = self.ssl_loss(views, z, step)
+            loss = loss_ssl
+            logs = {"train/loss_ssl": loss_ssl}
+            if len(views) == 3:
+                loss_clsp = clsp_term(z[0], z[2])
+                loss = loss + self.cfg.clsp.weight * loss_clsp
+                logs["train/loss_clsp"] = loss_clsp
+            if self.probe is not None and labels is not None:
+                real = feats.detach().chunk(len(views))[:2]
+                logits = self.probe(torch.cat(real).float())
+                targets = labels.repeat(2)
+                loss = loss + F.cross_entropy(logits, targets)
+                self.log("train/probe_acc", (logits.argmax(1) == targets).float().mean() * 100,
+                         on_step=False, on_epoch=True, batch_size=len(targets))
+        self._guard_finite(loss, step)
+        self.log_dict(logs, on_step=True, on_epoch=False, batch_size=len(images))
+        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(images))
+        return loss
+
+    def _guard_finite(self, loss: Tensor, step: int) -> None:
+        """Record the first non-finite step on the device; look at it (one host sync) only every
+        log_every steps, at epoch ends and before checkpoints, i.e. before anything is saved."""
+        bad = ~torch.isfinite(loss.detach())
+        self._first_bad_step = torch.where(bad & (self._first_bad_step < 0), step, self._first_bad_step)
+        done = step + 1
+        trainer_cfg = self.cfg.trainer
+        if done % trainer_cfg.log_every and done % trainer_cfg.checkpoint_every and done % self.steps_per_epoch \
+                and done != self.total_steps:
+            return
+        first = int(self.trainer.strategy.reduce(self._first_bad_step.clone(), reduce_op=torch.distributed.ReduceOp.MAX)
+                    if self.trainer.world_size > 1 else self._first_bad_step)
+        if first >= 0:
+            raise NonFiniteLossError(
+                f"the loss became NaN or inf at training step {first}; the run stopped and its last checkpoint "
+                f"(from before that step) is kept. Lower `lr` or the warmup start, or check the inputs, then rerun "
+                f"(it resumes from the checkpoint)")
+
+    # -- optimiser ---------------------------------------------------------------------------------
+
+    def param_groups(self) -> list[dict]:
+        """SSL parameters at `lr` (with LARS: biases and norms in their own group, no weight decay,
+        no adaptation), methods' own-rate parts, and the probe at `probe.lr` without weight decay."""
+        cfg, lars = self.cfg, self.cfg.optimizer == "lars"
+        overrides = self.lr_overrides()
+        groups: dict[str, dict] = {}
+
+        def add(name: str, p: nn.Parameter, **options) -> None:
+            groups.setdefault(name, dict(name=name, params=[], **options))["params"].append(p)
+
+        for name, p in self.named_parameters():
+            if not p.requires_grad:
+                continue
+            top = name.split(".")[0]
+            if top == "probe":
+                add("probe", p, lr=cfg.probe.lr, weight_decay=0.0, lars_exclude=True)
+            elif lars and p.ndim <= 1:
+                add(f"{top}_no_decay" if top in overrides else "no_decay", p, lr=overrides.get(top, cfg.lr),
+                    weight_decay=0.0, lars_exclude=True)
+            elif top in overrides:
+                add(top, p, lr=overrides[top])
+            else:
+                add("ssl", p)
+        return list(groups.values())
+
+    def configure_optimizers(self):
+        cfg = self.cfg
+        if cfg.optimizer == "lars":
+            optimizer = LARS(self.param_groups(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                             eta=cfg.lars_eta)
+        else:
+            groups = [{k: v for k, v in g.items() if k != "lars_exclude"} for g in self.param_groups()]
+            optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        warmup = cfg.warmup_epochs * self.steps_per_epoch
+        schedule = warmup_cosine(warmup, self.total_steps, cfg.warmup_start_lr / cfg.lr)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # -- monitors ----------------------------------------------------------------------------------
+
+    def on_train_epoch_end(self) -> None:
+        if self.monitor is None:
+            return
+        epoch, last = self.current_epoch + 1, self.current_epoch + 1 >= self.cfg.epochs
+        probe_due = self.probe is not None and (last or (self.cfg.probe.every and epoch % self.cfg.probe.every == 0))
+        knn_due = self.cfg.knn.every_n_epochs > 0 and (last or epoch % self.cfg.knn.every_n_epochs == 0)
+        if not (probe_due or knn_due):
+            return
+        m = self.monitor
+        test_feats = self._features(m.test)
+        if probe_due:
+            with torch.no_grad():
+                acc = (self.probe(test_feats).argmax(1) == m.test_labels).float().mean() * 100
+            self.results["probe_acc"] = float(acc)
+            self.log("test/probe_acc", self.results["probe_acc"], on_epoch=True)
+        if knn_due:
+            from clsp.eval.knn import knn_accuracy
+
+            k = self.cfg.knn.k
+            accuracy = knn_accuracy(self._features(m.train), m.train_labels, test_feats, m.test_labels, ks=[k],
+                                    temperature=self.cfg.knn.temperature, num_classes=self.probe.out_features
+                                    if self.probe is not None else None)
+            self.results["knn_acc"] = accuracy[k]
+            self.log("test/knn_acc", accuracy[k], on_epoch=True)
+
+    def _features(self, images) -> Tensor:
+        from clsp.eval.features import extract_features
+
+        m = self.monitor
+        return extract_features(self.backbone, images, m.mean, m.std, m.size, batch_size=self.cfg.knn.batch_size,
+                                device=self.device)

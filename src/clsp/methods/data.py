@@ -1,0 +1,157 @@
+"""The batch path of pretraining: which images a step trains on, and their views, made on the device.
+
+Small sets (CIFAR, STL at 64 px, Fashion-MNIST) and their positives live on the device as uint8. The
+loader yields only step numbers; a step gathers its images by `epoch_batch_indices(global step)` and
+draws one synthetic candidate per image, so no DataLoader worker and no host-to-device copy of
+pixels is involved. Large sets (StreamingImageSet) come through a DataLoader whose batch sampler uses
+the same step-derived indices. Either way, all randomness of a step (augmentation, candidate choice,
+dropout) is seeded from (seed, global step, rank): a resumed run replays exactly what an
+uninterrupted one does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from clsp.training import StepLoader, epoch_batch_indices, step_seed
+
+
+@contextlib.contextmanager
+def step_rng(seed: int, step: int, rank: int, device: torch.device) -> Iterator[None]:
+    """Torch's global RNG (CPU and this device) seeded for one step, restored afterwards."""
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices, device_type="cuda"):
+        torch.manual_seed(step_seed(seed, step, rank))
+        yield
+
+
+class ResidentBatches:
+    """Training images (uint8 NHWC) and labels held on the device; a batch is chosen by the step."""
+
+    def __init__(self, images: Tensor, labels: Tensor | None, batch_size: int, seed: int) -> None:
+        self.images, self.labels, self.batch_size, self.seed = images, labels, batch_size, seed
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def to(self, device: torch.device) -> "ResidentBatches":
+        self.images = self.images.to(device)
+        self.labels = None if self.labels is None else self.labels.to(device)
+        return self
+
+    def steps_per_epoch(self, world: int) -> int:
+        return len(self) // (self.batch_size * world)
+
+    def loader(self, world: int) -> StepLoader:
+        return StepLoader(self.steps_per_epoch(world))
+
+    def batch(self, loader_item, step: int, rank: int, world: int) -> tuple[Tensor, Tensor, Tensor | None]:
+        """(dataset indices, uint8 images, labels or None) of this rank's share of a global step."""
+        idx = epoch_batch_indices(len(self), self.batch_size, step, self.seed, rank, world)
+        indices = torch.from_numpy(idx).to(self.images.device, non_blocking=True)
+        labels = None if self.labels is None else self.labels[indices]
+        return indices, self.images[indices], labels
+
+
+class StepBatchSampler:
+    """Batch sampler for streaming sets: the batches of `epoch_batch_indices`, epoch by epoch.
+
+    Lightning calls `set_epoch`; `start_step` (set when training starts) skips the steps of the epoch
+    a resumed run has already done, so the remaining steps see the same images as without the stop.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int) -> None:
+        self.n, self.batch_size, self.seed = n, batch_size, seed
+        self.epoch, self.start_step = 0, 0
+
+    def _world(self) -> tuple[int, int]:
+        from clsp.methods.losses import world
+
+        return world()
+
+    def __len__(self) -> int:
+        return self.n // (self.batch_size * self._world()[1])
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[list[int]]:
+        rank, size = self._world()
+        per_epoch = len(self)
+        first = max(self.epoch * per_epoch, self.start_step)
+        for step in range(first, (self.epoch + 1) * per_epoch):
+            yield epoch_batch_indices(self.n, self.batch_size, step, self.seed, rank, size).tolist()
+
+
+class _Indexed(torch.utils.data.Dataset):
+    def __init__(self, dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        image, label = self.dataset[i]
+        return i, torch.from_numpy(np.ascontiguousarray(image)), label
+
+
+class StreamingBatches:
+    """A StreamingImageSet read by a DataLoader (workers decode) that yields (indices, uint8, labels)."""
+
+    def __init__(self, dataset, batch_size: int, seed: int, workers: int = 8) -> None:
+        self.dataset, self.batch_size, self.seed, self.workers = dataset, batch_size, seed, workers
+        self.sampler = StepBatchSampler(len(dataset), batch_size, seed)
+        self.labels = torch.from_numpy(dataset.labels)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def to(self, device: torch.device) -> "StreamingBatches":
+        return self
+
+    def steps_per_epoch(self, world: int) -> int:
+        return len(self) // (self.batch_size * world)
+
+    def loader(self, world: int) -> torch.utils.data.DataLoader:
+        return torch.utils.data.DataLoader(_Indexed(self.dataset), batch_sampler=self.sampler, num_workers=self.workers,
+                                           pin_memory=torch.cuda.is_available(), persistent_workers=self.workers > 0)
+
+    def batch(self, loader_item, step: int, rank: int, world: int) -> tuple[Tensor, Tensor, Tensor | None]:
+        indices, images, labels = loader_item
+        return indices, images, labels
+
+
+class ViewMaker:
+    """The views of a batch: two augmentations of each image and, when asked, a third view that is an
+    augmented synthetic candidate (`synthetic`, CLSP) or a third augmentation of the image (`augment`,
+    the paper's "+aug" control). All views share one augmentation recipe and one augment call."""
+
+    def __init__(self, augment: torch.nn.Module, third_view: str | None, positives=None, seed: int = 0) -> None:
+        self.augment, self.third_view, self.positives, self.seed = augment, third_view, positives, seed
+
+    @property
+    def n_views(self) -> int:
+        return 2 if self.third_view is None else 3
+
+    def to(self, device: torch.device) -> "ViewMaker":
+        self.augment = self.augment.to(device)
+        if self.positives is not None:
+            self.positives = self.positives.to(device)
+        return self
+
+    def __call__(self, images: Tensor, indices: Tensor, step: int, rank: int) -> list[Tensor]:
+        batch = [images, images]
+        if self.third_view == "synthetic":
+            batch.append(self.positives.sample(indices, generator=self._candidate_rng(step, rank)))
+        elif self.third_view == "augment":
+            batch.append(images)
+        return list(self.augment(torch.cat(batch)).chunk(len(batch)))
+
+    def _candidate_rng(self, step: int, rank: int) -> torch.Generator:
+        generator = torch.Generator(device=self.positives.device)
+        return generator.manual_seed(step_seed(self.seed, step, rank, "candidates"))

@@ -1,0 +1,47 @@
+"""MoCo v2+ (Chen et al. 2020, symmetrised): queries from the online encoder, keys from a momentum copy.
+
+    tau_s = 1 - (1 - tau_0) (cos(pi s / S) + 1) / 2            key momentum, 0.99 -> 0.999 over S steps
+    L = 1/2 [InfoNCE(q1, k2, Q2) + InfoNCE(q2, k1, Q1)]        one negative queue per view
+    Q_v <- enqueue(k_v over the global batch)                   FIFO; queues are buffers, so in checkpoints
+
+The CLSP term uses q1 and q3, both from the query (online) encoder; the base adds it.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from clsp.methods.base import ContrastiveMethod, frozen_copy, momentum_at, momentum_update
+from clsp.methods.losses import gather, infonce_queue
+
+
+class MoCo(ContrastiveMethod):
+    def __init__(self, cfg, *args, **kwargs) -> None:
+        super().__init__(cfg, *args, **kwargs)
+        self.key_backbone = frozen_copy(self.backbone)
+        self.key_projector = frozen_copy(self.projector)
+        queue = F.normalize(torch.randn(2, cfg.moco.queue_size, cfg.projector.out_dim), dim=2)
+        self.register_buffer("queue", queue)
+
+    def ssl_loss(self, views: list[Tensor], z: list[Tensor], step: int) -> Tensor:
+        tau = momentum_at(step, self.total_steps, self.cfg.moco.momentum_start, self.cfg.moco.momentum_end)
+        momentum_update([self.backbone, self.projector], [self.key_backbone, self.key_projector], tau)
+        with torch.no_grad():
+            k1, k2 = F.normalize(self.key_projector(self.key_backbone(torch.cat(views[:2]))).float(), dim=1).chunk(2)
+        q1, q2 = z[0], z[1]
+        queue = self.queue.clone()  # the loss keeps it for backward; the enqueue below writes in place
+        t = self.cfg.temperature
+        loss = (infonce_queue(q1, k2, queue[1], t) + infonce_queue(q2, k1, queue[0], t)) / 2
+        self.enqueue(torch.stack([gather(k1), gather(k2)]), step)
+        self.log("train/key_momentum", tau, on_step=True, on_epoch=False, batch_size=len(z[0]))
+        return loss
+
+    @torch.no_grad()
+    def enqueue(self, keys: Tensor, step: int) -> None:
+        """Write this step's global keys (2, B_global, d) over the oldest; the position follows from
+        the step (the queue size is a multiple of the global batch), so no pointer needs saving."""
+        n = keys.shape[1]
+        start = (step * n) % self.queue.shape[1]
+        self.queue[:, start:start + n] = keys.to(self.queue.dtype)

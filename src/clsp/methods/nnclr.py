@@ -1,0 +1,43 @@
+"""NNCLR (Dwibedi et al. 2021): the positive of a view is the nearest neighbour of the other view's
+projection in a support set of past projections.
+
+    NN(z) = argmax_{s in S} cos(z, s)                          top-1 over the support set S
+    L = 1/2 [NNCLR(NN(z1), p2) + NNCLR(NN(z2), p1)]           p = predictor(z), negatives p_j of the batch
+    S <- enqueue(z1 / |z1| over the global batch)              FIFO buffer, saved in checkpoints
+
+The CLSP term is taken on the projections z1, z3; the base adds it.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from clsp.methods.base import ContrastiveMethod
+from clsp.methods.losses import gather, nearest_neighbours, nnclr_loss
+from clsp.models.heads import make_predictor
+
+
+class NNCLR(ContrastiveMethod):
+    def __init__(self, cfg, *args, **kwargs) -> None:
+        super().__init__(cfg, *args, **kwargs)
+        d = cfg.projector.out_dim
+        self.predictor = make_predictor(d, cfg.nnclr.predictor_hidden_dim)
+        self.register_buffer("support", F.normalize(torch.randn(cfg.nnclr.support_size, d), dim=1))
+
+    def ssl_loss(self, views: list[Tensor], z: list[Tensor], step: int) -> Tensor:
+        z1, z2 = z[0], z[1]
+        p1, p2 = self.predictor(torch.cat([z1, z2])).chunk(2)
+        nn1 = nearest_neighbours(z1.detach(), self.support)[:, 0]
+        nn2 = nearest_neighbours(z2.detach(), self.support)[:, 0]
+        t = self.cfg.temperature
+        loss = (nnclr_loss(nn1, p2, t) + nnclr_loss(nn2, p1, t)) / 2
+        self.enqueue(gather(F.normalize(z1.detach().float(), dim=1)), step)
+        return loss
+
+    @torch.no_grad()
+    def enqueue(self, z: Tensor, step: int) -> None:
+        n = len(z)
+        start = (step * n) % len(self.support)
+        self.support[start:start + n] = z.to(self.support.dtype)

@@ -1,0 +1,278 @@
+"""Stage 3: self-supervised pretraining, with or without the CLSP term. `pretrain(cfg) -> out_dir`.
+
+Everything a user can get wrong is checked before any training: unknown keys and ranges (the config),
+queue or support-set sizes the global batch does not divide, a CLSP weight without a store, a store
+made for other images. A finished run with the same config and inputs is skipped; an interrupted one
+resumes exactly from out_dir/checkpoints/last.ckpt. Outputs: encoder.safetensors (the backbone and
+what evaluation needs to use it), metrics.json, logs/metrics.csv, tb/, checkpoints/.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from clsp.config import check, check_choice, check_nonnegative, check_positive, field
+from clsp.data.config import DatasetConfig
+from clsp.errors import UserError
+from clsp.training import TrainerConfig
+
+log = logging.getLogger("clsp.pretrain")
+
+METHOD_NAMES = ("simclr", "moco", "nnclr", "all4one")
+
+
+@dataclass
+class BackboneConfig:
+    arch: str = "resnet18"            # resnet18 | resnet50
+    stem: str = "cifar"               # cifar (32 px) | stl (64 px) | imagenet (224 px)
+
+
+@dataclass
+class ProjectorConfig:
+    hidden_dim: int = 4096
+    out_dim: int = 256
+    layers: int = 2                   # the paper: Linear-ReLU-Linear; All4One: 3 with batch norm
+    batchnorm: bool = False
+
+    def __post_init__(self) -> None:
+        check_positive(self.hidden_dim, "projector.hidden_dim")
+        check_positive(self.out_dim, "projector.out_dim")
+        check(self.layers >= 1, "projector.layers", f"must be >= 1, got {self.layers}")
+
+
+@dataclass
+class MocoConfig:
+    queue_size: int = 32768           # per view; a multiple of the global batch
+    momentum_start: float = 0.99      # key-encoder momentum, cosine schedule to momentum_end
+    momentum_end: float = 0.999
+
+
+@dataclass
+class NNCLRConfig:
+    support_size: int = 65536         # a multiple of the global batch
+    predictor_hidden_dim: int = 4096
+
+
+@dataclass
+class All4OneConfig:
+    support_size: int = 98304         # a multiple of the global batch
+    momentum_start: float = 0.99
+    momentum_end: float = 1.0
+    predictor_hidden_dim: int = 4096
+    neighbours: int = 5               # tokens the centroid transformer summarises
+    layers: int = 3                   # centroid transformer
+    heads: int = 8
+    ff_dim: int = 512
+    dropout: float = 0.1
+    transformer_lr: float = 0.1
+    centroid_temperature: float = 0.1
+    feature_scale: float = 10.0       # the feature term's scale in the authors' code
+    nn_weight: float = 0.5
+    centroid_weight: float = 0.5
+    feature_weight: float = 0.5
+
+    def __post_init__(self) -> None:
+        check(self.neighbours >= 2, "all4one.neighbours", f"must be >= 2, got {self.neighbours}")
+
+
+@dataclass
+class ClspConfig:
+    weight: float = 0.0               # lambda; 0 = the plain method
+    positives: Optional[str] = None   # positives store directory (`clsp synthesize` makes it); set by the pipeline
+    third_view: str = "synthetic"     # synthetic (CLSP) | augment (the paper's "+aug" control)
+
+    def __post_init__(self) -> None:
+        check_nonnegative(self.weight, "clsp.weight")
+        check_choice(self.third_view, "clsp.third_view", ["synthetic", "augment"])
+
+
+@dataclass
+class ProbeConfig:
+    lr: float = 0.1                   # online linear probe on detached features (own param group, no decay)
+    every: int = 1                    # epochs between test-split scores (the last epoch always); 0 = last only
+
+
+@dataclass
+class KnnConfig:
+    every_n_epochs: int = 10          # 0 = never (the last epoch is scored when > 0)
+    k: int = 20
+    temperature: float = 0.07
+    batch_size: int = 512             # feature extraction batch
+
+
+@dataclass
+class PretrainConfig:
+    dataset: DatasetConfig = field(DatasetConfig)
+    method: str = "simclr"            # simclr | moco | nnclr | all4one
+    backbone: BackboneConfig = field(BackboneConfig)
+    projector: ProjectorConfig = field(ProjectorConfig)
+    optimizer: str = "sgd"            # sgd | lars
+    lr: float = 0.5
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    lars_eta: float = 0.02
+    batch_size: int = 1024            # per device
+    epochs: int = 1000
+    warmup_epochs: int = 10
+    warmup_start_lr: float = 1e-3
+    temperature: float = 0.2
+    augment: str = "simclr"           # augmentation recipe (clsp.data.augment): simclr | moco
+    moco: MocoConfig = field(MocoConfig)
+    nnclr: NNCLRConfig = field(NNCLRConfig)
+    all4one: All4OneConfig = field(All4OneConfig)
+    clsp: ClspConfig = field(ClspConfig)
+    probe: ProbeConfig = field(ProbeConfig)
+    knn: KnnConfig = field(KnnConfig)
+    trainer: TrainerConfig = field(TrainerConfig)
+    workers: int = 8                  # DataLoader workers, streaming sets only
+    seed: int = 0
+    out_dir: str = "runs/pretrain"
+
+    def __post_init__(self) -> None:
+        check_choice(self.method, "method", METHOD_NAMES)
+        check_choice(self.optimizer, "optimizer", ["sgd", "lars"])
+        check_choice(self.augment, "augment", ["simclr", "moco"])
+        for key in ("lr", "batch_size", "epochs", "temperature", "warmup_start_lr"):
+            check_positive(getattr(self, key), key)
+        check_nonnegative(self.weight_decay, "weight_decay")
+        check(0 <= self.warmup_epochs < self.epochs, "warmup_epochs", f"must be in [0, epochs), got {self.warmup_epochs}")
+        check(self.warmup_start_lr <= self.lr, "warmup_start_lr", f"must be <= lr ({self.lr}), got {self.warmup_start_lr}")
+        check_nonnegative(self.probe.every, "probe.every")
+        check_nonnegative(self.knn.every_n_epochs, "knn.every_n_epochs")
+
+    @property
+    def third_view(self) -> Optional[str]:
+        """The third view a step makes, or None when the CLSP term is off."""
+        return self.clsp.third_view if self.clsp.weight > 0 else None
+
+
+def validate(cfg: PretrainConfig, world: int) -> None:
+    """The checks that need the number of processes: queue and support-set sizes vs the global batch,
+    and a CLSP weight that needs a store."""
+    global_batch = cfg.batch_size * world
+    sizes = {"moco": ("moco.queue_size", cfg.moco.queue_size), "nnclr": ("nnclr.support_size", cfg.nnclr.support_size),
+             "all4one": ("all4one.support_size", cfg.all4one.support_size)}
+    if cfg.method in sizes:
+        key, size = sizes[cfg.method]
+        check(size > 0 and size % global_batch == 0, key,
+              f"{size} is not a multiple of the global batch {global_batch} (batch_size {cfg.batch_size} x {world} "
+              f"processes); choose e.g. {max(1, size // global_batch) * global_batch}")
+    if cfg.third_view == "synthetic" and not cfg.clsp.positives:
+        raise UserError("clsp.weight > 0 needs a positives store: set clsp.positives=DIR (made by `clsp synthesize`), "
+                        "or clsp.third_view=augment for the +aug control, or clsp.weight=0 for the plain method")
+
+
+def run_inputs(train, store) -> dict[str, str]:
+    from clsp.io import hash_json
+
+    inputs = {"dataset": train.fingerprint}
+    if store is not None:
+        from clsp.positives.store import identity
+
+        inputs["positives"] = hash_json(identity(store.manifest))
+    return inputs
+
+
+def pretrain(cfg: PretrainConfig, callbacks: list | None = None) -> Path:
+    """Train cfg.method on cfg.dataset (with the CLSP term when cfg.clsp.weight > 0); return out_dir.
+
+    `callbacks`: extra Lightning callbacks (e.g. to stop early)."""
+    import torch
+
+    from clsp import rundir, training
+    from clsp.data.augment import make_augment
+    from clsp.data.config import load_split
+    from clsp.data.registry import ImageSet
+    from clsp.methods import method_class
+    from clsp.methods.base import MonitorData
+    from clsp.methods.data import ResidentBatches, StreamingBatches, ViewMaker
+
+    world = training.world_size(cfg.trainer)
+    validate(cfg, world)
+    out = Path(cfg.out_dir)
+    train = load_split(cfg.dataset, cfg.dataset.train_split)
+    global_batch = cfg.batch_size * world
+    if len(train) < global_batch:
+        raise UserError(f"dataset {cfg.dataset.name} has {len(train)} training images, fewer than the global batch "
+                        f"{global_batch}; lower batch_size")
+    store = None
+    if cfg.third_view == "synthetic":
+        from clsp.positives.store import PositivesStore
+
+        store = PositivesStore.open(cfg.clsp.positives, train)
+    inputs = run_inputs(train, store)
+    if rundir.is_complete(out, cfg, inputs):
+        log.info(f"pretrain: {out} already holds this run (done.json matches); skipping")
+        return out
+    rundir.start(out, cfg, inputs)
+
+    torch.manual_seed(cfg.seed)  # initial weights and queues
+    resident = isinstance(train, ImageSet)
+    if resident:
+        images, labels = train.tensors("cpu")
+        data = ResidentBatches(images, labels, cfg.batch_size, cfg.seed)
+    else:
+        data = StreamingBatches(train, cfg.batch_size, cfg.seed, cfg.workers)
+    size = train.image_size
+    views = ViewMaker(make_augment(cfg.augment, size, train.mean, train.std), cfg.third_view, store, cfg.seed)
+    monitor, num_classes = None, 0
+    if train.labels is not None:
+        test = load_split(cfg.dataset, cfg.dataset.test_split)
+        num_classes = len(train.classes)
+        as_tensor = lambda ds: ds.tensors("cpu")[0] if isinstance(ds, ImageSet) else ds  # noqa: E731
+        monitor = MonitorData(as_tensor(train), torch.from_numpy(train.labels), as_tensor(test),
+                              torch.from_numpy(test.labels), tuple(train.mean), tuple(train.std), size)
+    steps_per_epoch = data.steps_per_epoch(world)
+    module = method_class(cfg.method)(cfg, data, views, steps_per_epoch, num_classes, monitor)
+    if training.uses_gpu(cfg.trainer):
+        module = module.to(memory_format=torch.channels_last)
+    if cfg.trainer.compile:
+        module.backbone.compile()
+
+    resume = training.last_checkpoint(out)
+    trainer = training.make_trainer(cfg.trainer, out, max_steps=steps_per_epoch * cfg.epochs, max_epochs=cfg.epochs,
+                                    callbacks=list(callbacks or []), use_distributed_sampler=False)
+    if resume is not None:
+        log.info(f"pretrain: resuming from {resume}")
+    if not resident:
+        data.sampler.start_step = _checkpoint_step(resume)
+    log.info(f"pretrain: {cfg.method}{' + CLSP' if cfg.third_view == 'synthetic' else ' + aug' if cfg.third_view else ''}"
+             f" on {cfg.dataset.name} ({len(train)} images, {steps_per_epoch} steps/epoch x {cfg.epochs} epochs, "
+             f"global batch {global_batch}) -> {out}")
+    start_step, started = _checkpoint_step(resume), time.perf_counter()
+    trainer.fit(module, train_dataloaders=data.loader(world), ckpt_path=str(resume) if resume else None)
+    wall = time.perf_counter() - started
+    if not trainer.is_global_zero:
+        return out
+
+    steps_done = trainer.global_step - start_step
+    metrics = {
+        "method": cfg.method, "clsp_weight": cfg.clsp.weight, "third_view": cfg.third_view,
+        "probe_test_acc": module.results.get("probe_acc"), "knn_acc": module.results.get("knn_acc"),
+        "knn_k": cfg.knn.k, "steps": trainer.global_step, "epochs": trainer.current_epoch,
+        "wall_seconds": wall, "images_per_second": steps_done * global_batch / wall if wall > 0 else None,
+        "views_per_image": views.n_views, "global_batch": global_batch,
+    }
+    from clsp.io import write_json_atomic
+    from clsp.models.encoder import ENCODER_FILE, save_encoder
+
+    meta = {"arch": cfg.backbone.arch, "stem": cfg.backbone.stem, "feat_dim": module.feat_dim,
+            "dataset": cfg.dataset.name, "image_size": size, "mean": list(train.mean), "std": list(train.std),
+            "method": cfg.method, "clsp_lambda": cfg.clsp.weight, "third_view": cfg.third_view, "epochs": cfg.epochs}
+    save_encoder(out / ENCODER_FILE, module.backbone, meta)
+    write_json_atomic(out / "metrics.json", metrics)
+    rundir.finish(out, cfg, inputs, {"encoder": ENCODER_FILE, "metrics": metrics})
+    log.info(f"pretrain: done in {wall:.0f} s; probe {metrics['probe_test_acc']}, kNN {metrics['knn_acc']} -> {out}")
+    return out
+
+
+def _checkpoint_step(path: Path | None) -> int:
+    if path is None:
+        return 0
+    import torch
+
+    return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["global_step"])
