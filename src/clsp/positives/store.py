@@ -152,6 +152,10 @@ class StoreWriter:
     def __init__(self, path: str | os.PathLike, new_manifest: dict, rank: int = 0, world: int = 1) -> None:
         self.path, self.rank, self.world = Path(path), rank, world
         existing = read_manifest(self.path)
+        if existing is not None and rank == 0:
+            # temporary files of a killed run; no rank writes before the start barrier, so none is live
+            for stale in self.path.glob(".*.tmp"):
+                stale.unlink(missing_ok=True)
         if existing is None:
             if self.path.exists() and any(not p.name.startswith(".") for p in self.path.iterdir()):
                 raise UserError(f"{self.path} exists, is not empty and holds no {MANIFEST}: it is not a positives store; "

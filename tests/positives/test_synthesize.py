@@ -1,0 +1,201 @@
+"""The synthesis job with the real sampler and a tiny random UNet on 8x8 digits (CPU, K = 2, 3 steps).
+
+One uninterrupted single-process store is the reference; a job killed with SIGKILL and resumed, and a
+2-process torchrun job, must write exactly its bytes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from clsp.cli import build_parser, main
+from clsp.config import load_config
+from clsp.data.config import load_split
+from clsp.errors import ConfigError, UserError
+from clsp.io import hash_directory
+from clsp.positives import PositivesStore
+from clsp.positives.store import CONFIG, MANIFEST, chunk_path
+from clsp.positives.synthesize import SynthesizeConfig, chunk_seed, synthesize
+
+SUBSET, CHUNK, K, STEPS = 48, 8, 2, 3   # 6 chunks
+
+
+@contextlib.contextmanager
+def one_thread():
+    """The subprocesses run with OMP_NUM_THREADS=1; so does every in-process run they are compared with."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    from clsp.diffusion.model import save_model
+    from clsp.diffusion.schedulers import TRAINING_SCHEDULE
+    from clsp.diffusion.unet import make_unet
+
+    torch.manual_seed(0)
+    return save_model(tmp_path_factory.mktemp("model") / "tiny", make_unet("tiny", 8), TRAINING_SCHEDULE)
+
+
+def cli_args(model, out) -> list[str]:
+    return ["synthesize", "--model", str(model), "--dataset", "digits", "--subset", str(SUBSET), "--k", str(K),
+            "--steps", str(STEPS), "--chunk-size", str(CHUNK), "--out", str(out), "--accelerator", "cpu"]
+
+
+def config(model, out, *overrides) -> SynthesizeConfig:
+    return load_config(SynthesizeConfig, overrides=[
+        f"model={model}", f"out={out}", "dataset.name=digits", f"dataset.subset={SUBSET}", f"k={K}",
+        f"sampler.steps={STEPS}", f"chunk_size={CHUNK}", "accelerator=cpu", "progress=false", *overrides])
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_model, tmp_path_factory):
+    """An uninterrupted single-process store."""
+    with one_thread():
+        return synthesize(config(tiny_model, tmp_path_factory.mktemp("ref") / "store"))
+
+
+def chunk_bytes(store: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(store.glob("chunk_*.npy"))}
+
+
+def subprocess_env() -> dict:
+    return dict(os.environ, OMP_NUM_THREADS="1", CLSP_QUIET="1", PYTHONUNBUFFERED="1")
+
+
+def test_a_complete_run_writes_every_chunk_from_its_own_seed(reference, tiny_model):
+    from clsp.diffusion.model import load_model
+    from clsp.diffusion.sampler import generate_positives
+
+    cfg = config(tiny_model, reference)
+    dataset = load_split(cfg.dataset, "train")
+    store = PositivesStore.open(reference, dataset)
+    assert (store.n, store.k, store.image_shape) == (SUBSET, K, (8, 8, 3))
+    manifest = store.manifest
+    assert manifest["complete"] and manifest["complete_chunks"] == list(range(6))
+    assert manifest["model_hash"] == hash_directory(tiny_model)
+    assert manifest["generation"]["sampler"]["steps"] == STEPS and manifest["generation"]["sampler"]["w"] == 0.1
+    saved = load_config(SynthesizeConfig, reference / CONFIG)  # what `clsp synthesize --config` resumes with
+    assert (saved.out, saved.model) == (str(reference.resolve()), str(tiny_model.resolve()))
+    assert (saved.sampler, saved.dataset, saved.k, saved.chunk_size) == (cfg.sampler, cfg.dataset, K, CHUNK)
+
+    # chunk 3 is exactly the sampler's output for its anchors under hash(seed, 3)
+    unet, scheduler_config = load_model(tiny_model)
+    anchors = torch.from_numpy(dataset.images[3 * CHUNK:4 * CHUNK])
+    with one_thread():
+        direct = generate_positives(unet, scheduler_config, anchors, K, cfg.sampler, seed=chunk_seed(cfg.seed, 3))
+    assert torch.equal(store.candidates(torch.arange(3 * CHUNK, 4 * CHUNK)), direct)
+    assert chunk_seed(0, 3) != chunk_seed(0, 4) and chunk_seed(0, 3) != chunk_seed(1, 3)
+    everything = store.candidates(torch.arange(SUBSET))
+    assert not torch.equal(everything[:, 0], everything[:, 1])  # the K candidates differ
+
+
+def test_running_again_on_a_complete_store_redoes_nothing(reference, tiny_model, tmp_path):
+    import shutil
+
+    store = tmp_path / "store"
+    shutil.copytree(reference, store)
+    inodes = {p.name: p.stat().st_ino for p in store.glob("chunk_*.npy")}
+    with one_thread():
+        synthesize(config(tiny_model, store))
+    assert {p.name: p.stat().st_ino for p in store.glob("chunk_*.npy")} == inodes
+
+
+def test_killed_job_resumes_to_identical_bytes(reference, tiny_model, tmp_path):
+    store = tmp_path / "store"
+    job = subprocess.Popen([sys.executable, "-m", "clsp", *cli_args(tiny_model, store)], env=subprocess_env(),
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 120
+    done: list[int] = []
+    while not done and job.poll() is None and time.monotonic() < deadline:
+        with contextlib.suppress(OSError, ValueError):
+            done = json.loads((store / MANIFEST).read_text())["complete_chunks"]
+        time.sleep(0.005)
+    job.send_signal(signal.SIGKILL)
+    output = job.communicate()[0].decode()
+    assert job.returncode == -signal.SIGKILL, f"the job ended before it could be killed:\n{output}"
+    manifest = json.loads((store / MANIFEST).read_text())
+    assert 1 <= len(manifest["complete_chunks"]) < 6 and not manifest["complete"]
+    with pytest.raises(UserError, match=r"incomplete .*resume it with `clsp synthesize --config"):
+        PositivesStore.open(store)
+
+    kept = {chunk_path(store, i).name: chunk_path(store, i).stat().st_ino for i in manifest["complete_chunks"]}
+    with one_thread():
+        synthesize(config(tiny_model, store))
+    assert chunk_bytes(store) == chunk_bytes(reference)
+    assert {name: (store / name).stat().st_ino for name in kept} == kept  # finished chunks were not redone
+    assert not list(store.glob(".*.tmp"))
+    assert PositivesStore.open(store).manifest["complete"]
+
+
+def test_two_processes_write_the_same_store_as_one(reference, tiny_model, tmp_path):
+    store = tmp_path / "store"
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          "-m", "clsp", *cli_args(tiny_model, store)],
+                         env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert chunk_bytes(store) == chunk_bytes(reference)
+    manifest = json.loads((store / MANIFEST).read_text())
+    assert manifest["complete"] and manifest["complete_chunks"] == list(range(6))
+    assert not list(store.glob("progress_rank*.json"))
+    assert "UNet evaluations" in run.stderr + run.stdout
+
+
+def test_restart_with_other_settings_is_refused_before_any_work(reference, tiny_model, tmp_path):
+    import shutil
+
+    store = tmp_path / "store"
+    shutil.copytree(reference, store)
+    before = chunk_bytes(store)
+    with pytest.raises(UserError, match=r"other settings \(generation.sampler.steps: 3 in the store, 4 now\).*new --out"):
+        synthesize(config(tiny_model, store, "sampler.steps=4"))
+    with pytest.raises(UserError, match=r"dataset.fingerprint.*new --out"):
+        synthesize(config(tiny_model, store, "dataset.subset=47"))
+    assert chunk_bytes(store) == before
+
+
+def test_a_model_of_another_size_is_refused_before_the_store_is_made(tiny_model, tmp_path):
+    with pytest.raises(UserError, match="8x8 images but the data is 16x16"):
+        synthesize(config(tiny_model, tmp_path / "store", "dataset.size=16"))
+    assert not (tmp_path / "store").exists()
+
+
+def test_cli_flags_map_onto_the_config():
+    args = build_parser().parse_args(["synthesize", "--model", "m", "--dataset", "digits", "--split", "test", "--k", "4",
+                                      "--w", "0.3", "--steps", "7", "--eta", "0", "--sampler", "ddpm", "--batch-size", "16",
+                                      "--seed", "5", "--chunk-size", "32", "--root", "r", "--size", "16", "--subset", "10",
+                                      "--out", "o", "sampler.share_anchor=true"])
+    from clsp.positives.cli import synthesize_config
+
+    cfg = synthesize_config(args)
+    assert (cfg.model, cfg.out, cfg.split, cfg.k, cfg.seed, cfg.chunk_size) == ("m", "o", "test", 4, 5, 32)
+    assert (cfg.dataset.name, cfg.dataset.root, cfg.dataset.size, cfg.dataset.subset) == ("digits", "r", 16, 10)
+    s = cfg.sampler
+    assert (s.sampler, s.steps, s.eta, s.w, s.batch_size, s.share_anchor) == ("ddpm", 7, 0.0, 0.3, 16, True)
+    defaults = synthesize_config(build_parser().parse_args(["synthesize", "--model", "m", "--out", "o"]))
+    assert (defaults.k, defaults.sampler.steps, defaults.sampler.eta, defaults.sampler.w, defaults.sampler.sampler) == (8, 100, 0.1, 0.1, "ddim")
+
+
+def test_cli_errors_are_one_line_and_exit_2(capsys, tmp_path):
+    assert main(["synthesize", "--dataset", "digits", "--out", str(tmp_path / "s")]) == 2
+    assert "config key 'model'" in capsys.readouterr().err
+    assert main(["synthesize", "--model", "m", "--out", "o", "--k", "0"]) == 2
+    assert "config key 'k': must be > 0" in capsys.readouterr().err
+    assert main(["synthesize", "--model", str(tmp_path / "missing"), "--dataset", "digits", "--out", str(tmp_path / "s")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match=r"'(sampler\.)?w': must be in"):
+        load_config(SynthesizeConfig, overrides=["model=m", "out=o", "sampler.w=2"])
