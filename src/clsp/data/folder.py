@@ -47,7 +47,7 @@ def read_image(path: str | os.PathLike, size: int) -> np.ndarray:
                                reducing_gap=None)
             w, h = im.size
             left, top = (w - size) // 2, (h - size) // 2
-            return np.asarray(im.crop((left, top, left + size, top + size)), dtype=np.uint8)
+            return np.array(im.crop((left, top, left + size, top + size)), dtype=np.uint8)
     except (OSError, ValueError, SyntaxError) as e:  # PIL raises these for missing, truncated and corrupt files
         raise UserError(f"cannot read image {path}: {e}; remove or replace the file") from None
 

@@ -36,7 +36,7 @@ CALTECH_SPLIT_SEED = 0
 Index = tuple[list[str], list[int], list[str]]  # image paths, labels, class names
 
 
-def _torchvision_index(make: Callable[[], object], folder: Path) -> Index:
+def _torchvision_index(make: Callable[[], object], folder: Path, classes: list[str] | None = None) -> Index:
     """Build a torchvision dataset (no download) and take its file list, labels and classes."""
     try:
         ds = make()
@@ -44,8 +44,7 @@ def _torchvision_index(make: Callable[[], object], folder: Path) -> Index:
         raise UserError(f"cannot read the dataset in {folder}: {e}; download it again "
                         f"(python -m clsp.data.fetch NAME --root DIR)") from None
     files = ds._image_files if hasattr(ds, "_image_files") else ds._images  # pets names its list _images
-    classes = getattr(ds, "classes", None) or [str(i + 1) for i in range(max(ds._labels, default=-1) + 1)]
-    return [str(f) for f in files], list(ds._labels), list(classes)
+    return [str(f) for f in files], list(ds._labels), list(classes or ds.classes)
 
 
 def _pets(root: Path, part: str) -> Index:
@@ -58,7 +57,8 @@ def _flowers(root: Path, part: str) -> Index:
     """Flowers-102's classes are numbered 1..102 in its files; the names are not part of the download."""
     from torchvision.datasets import Flowers102
 
-    return _torchvision_index(lambda: Flowers102(str(root), split=part, download=False), root / "flowers-102")
+    return _torchvision_index(lambda: Flowers102(str(root), split=part, download=False), root / "flowers-102",
+                              classes=[str(i) for i in range(1, 103)])
 
 
 def _dtd(root: Path, part: str, partition: int = 1) -> Index:
