@@ -199,3 +199,14 @@ def test_cli_errors_are_one_line_and_exit_2(capsys, tmp_path):
     assert "does not exist" in capsys.readouterr().err
     with pytest.raises(ConfigError, match=r"'(sampler\.)?w': must be in"):
         load_config(SynthesizeConfig, overrides=["model=m", "out=o", "sampler.w=2"])
+
+
+def test_preview_command_finds_the_dataset_from_the_store_or_refuses_another(reference, tmp_path, capsys):
+    png = tmp_path / "grid.png"
+    assert main(["positives", "preview", str(reference), "--out", str(png), "--n", "3"]) == 0
+    from PIL import Image
+
+    assert Image.open(png).size[1] == 3 * 34 + 2  # three rows of 8x8 anchors enlarged to 32 px
+    assert main(["positives", "preview", str(reference), "--dataset", "digits", "--out", str(tmp_path / "x.png")]) == 2
+    assert "was made for digits train (N=48" in capsys.readouterr().err  # the full split is not the store's subset
+    assert not (tmp_path / "x.png").exists()

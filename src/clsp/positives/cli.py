@@ -92,10 +92,12 @@ def run_preview(args: argparse.Namespace) -> int:
     manifest = read_manifest(args.store)
     if manifest is None:
         raise UserError(f"{args.store} is not a positives store (no manifest.json)")
-    recorded = manifest.get("sources", {})
+    recorded = manifest.get("sources", {}).get("dataset_config")
+    if args.dataset is None and recorded is None:
+        raise UserError(f"{args.store} does not record its dataset's settings; pass --dataset NAME (and --root, --size, --subset)")
     given = {k: v for k, v in {"name": args.dataset, "root": args.root, "size": args.size, "subset": args.subset}.items()
              if v is not None}
-    dataset_cfg = load_config(DatasetConfig, extra=given if args.dataset else {**recorded.get("dataset_config", {}), **given})
+    dataset_cfg = load_config(DatasetConfig, extra=given if args.dataset else {**recorded, **given})
     dataset = load_split(dataset_cfg, args.split or manifest["dataset"]["split"])
     path = preview(args.store, dataset, args.out, args.n)
     print(f"wrote {path}")
