@@ -43,7 +43,7 @@ def load_model(model_dir: str | os.PathLike):
     if "num_train_timesteps" not in scheduler_config:
         raise UserError(f"{scheduler_file} does not describe a noise schedule (no num_train_timesteps)")
     try:
-        unet = UNet2DModel.from_pretrained(str(unet_dir), local_files_only=True)
+        unet = UNet2DModel.from_pretrained(str(unet_dir), local_files_only=True, low_cpu_mem_usage=False)
     except (OSError, ValueError, RuntimeError, EnvironmentError) as e:
         raise UserError(f"cannot load the UNet from {unet_dir}: {str(e).splitlines()[0]}") from None
     return unet.eval(), scheduler_config

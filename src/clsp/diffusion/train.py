@@ -1,0 +1,219 @@
+"""Stage 1: an unconditional DDPM on the training images (PAPER.md), with Lightning.
+
+    x_0 ~ data (random horizontal flip),  t ~ U{0..T-1},  eps ~ N(0, I)
+    x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps                (DDPMScheduler.add_noise)
+    L   = || eps - eps_theta(x_t, t) ||^2                         (epsilon prediction, plain MSE)
+
+Adam with linear warmup, grad-norm clipping, and an EMA of the weights with constant decay after the
+first update (the EMA weights are what gets saved and sampled). The dataset lives on the device as
+uint8; each step's batch and randomness derive from (seed, global step, rank), so a run killed and
+resumed from its last checkpoint replays exactly what an uninterrupted run does.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from clsp.config import check, check_nonnegative, check_positive, check_range, field
+from clsp.data.config import DatasetConfig
+from clsp.diffusion.schedulers import TRAINING_SCHEDULE
+from clsp.errors import UserError
+from clsp.training import TrainerConfig
+
+log = logging.getLogger("clsp.diffusion")
+
+
+@dataclass
+class DiffusionTrainConfig:
+    dataset: DatasetConfig = field(DatasetConfig)
+    model: str = "ddpm-cifar10"         # UNet preset: ddpm-cifar10 | small | tiny (image size from the dataset)
+    dropout: Optional[float] = None     # None = the preset's (ddpm-cifar10: 0.1)
+    init_from: Optional[str] = None     # a diffusers model directory to fine-tune instead of a fresh UNet
+    batch_size: int = 128               # per device
+    lr: float = 2e-4
+    warmup_steps: int = 5000
+    grad_clip: float = 1.0
+    ema_decay: float = 0.9999
+    max_steps: int = 800_000
+    sample_every: int = 5000            # steps between sample grids from the EMA weights
+    n_sample_grid: int = 64
+    sample_steps: int = 100             # DDIM steps for those grids
+    seed: int = 0
+    out_dir: str = "runs/diffusion"
+    trainer: TrainerConfig = field(TrainerConfig)
+
+    def __post_init__(self) -> None:
+        from clsp.diffusion.unet import PRESETS
+
+        check(self.model in PRESETS, "model", f"must be one of {list(PRESETS)}, got {self.model!r}")
+        check(self.dropout is None or 0.0 <= self.dropout < 1.0, "dropout", f"must be in [0, 1), got {self.dropout}")
+        check_positive(self.batch_size, "batch_size")
+        check_positive(self.lr, "lr")
+        check_nonnegative(self.warmup_steps, "warmup_steps")
+        check_positive(self.grad_clip, "grad_clip")
+        check_range(self.ema_decay, "ema_decay", 0.0, 1.0)
+        check_positive(self.max_steps, "max_steps")
+        check_positive(self.sample_every, "sample_every")
+        check_nonnegative(self.n_sample_grid, "n_sample_grid")
+        check_positive(self.sample_steps, "sample_steps")
+
+
+# -- the objective ---------------------------------------------------------------------------------
+
+def random_flip(x: torch.Tensor) -> torch.Tensor:
+    """Flip each image of a (B, C, H, W) batch horizontally with probability 1/2 (torch's global RNG)."""
+    flip = torch.rand(x.shape[0], device=x.device) < 0.5
+    return torch.where(flip[:, None, None, None], x.flip(3), x)
+
+
+def diffusion_loss(unet, noise_schedule, x0: torch.Tensor) -> torch.Tensor:
+    """The DDPM objective on a batch x0 in [-1, 1]: MSE between the noise and its prediction."""
+    noise = torch.randn_like(x0)
+    t = torch.randint(0, noise_schedule.config.num_train_timesteps, (x0.shape[0],), device=x0.device)
+    x_t = noise_schedule.add_noise(x0, noise, t)
+    return F.mse_loss(unet(x_t, t).sample.float(), noise.float())
+
+
+# -- Lightning -------------------------------------------------------------------------------------
+
+def _lightning_module():
+    import lightning as L
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    from clsp.diffusion.sampler import SamplerConfig, sample, to_unit_range
+    from clsp.diffusion.schedulers import training_scheduler
+    from clsp.grids import image_grid, save_png
+    from clsp.training import epoch_batch_indices, step_seed
+
+    class DiffusionModule(L.LightningModule):
+        """The UNet, its EMA (in the checkpoint, never trained), and the device-resident images."""
+
+        def __init__(self, cfg: DiffusionTrainConfig, unet, scheduler_config: dict, images: torch.Tensor) -> None:
+            super().__init__()
+            self.cfg, self.scheduler_config = cfg, scheduler_config
+            self.unet = unet
+            self.ema = AveragedModel(unet, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+            self.ema.requires_grad_(False)
+            self.noise_schedule = training_scheduler(scheduler_config)
+            self.images = images                     # uint8 (N, H, W, 3); moved to the device at fit start
+
+        def on_fit_start(self) -> None:
+            self.images = self.images.to(self.device)
+            if self.device.type == "cuda":
+                self.unet.to(memory_format=torch.channels_last)
+                if self.cfg.trainer.compile:
+                    self.unet.compile()
+
+        def training_step(self, batch, batch_idx):
+            step, rank = self.global_step, self.global_rank
+            torch.manual_seed(step_seed(self.cfg.seed, step, rank, "diffusion"))   # flip, t, noise, dropout
+            idx = epoch_batch_indices(len(self.images), self.cfg.batch_size, step, self.cfg.seed, rank,
+                                      self.trainer.world_size)
+            x0 = random_flip(self._gather(idx))
+            loss = diffusion_loss(self.unet, self.noise_schedule, x0)
+            self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False)
+            return loss
+
+        def _gather(self, idx) -> torch.Tensor:
+            index = torch.from_numpy(idx)
+            if self.device.type == "cuda":                # no host sync: pinned source, asynchronous copy
+                index = index.pin_memory()
+            x = to_unit_range(self.images[index.to(self.device, non_blocking=True)])
+            return x.contiguous(memory_format=torch.channels_last) if self.device.type == "cuda" else x
+
+        def optimizer_step(self, *args, **kwargs) -> None:
+            super().optimizer_step(*args, **kwargs)
+            self.ema.update_parameters(self.unet)         # before any checkpoint of this step is written
+
+        def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+            step = self.global_step
+            if step % self.cfg.trainer.log_every == 0 and not torch.isfinite(outputs["loss"]):
+                raise UserError(f"the diffusion loss is not finite at step {step}; lower lr or check the data")
+            if self.trainer.is_global_zero and self.cfg.n_sample_grid and (
+                    step % self.cfg.sample_every == 0 or step == self.cfg.max_steps):
+                self.save_sample_grid(step)
+
+        def save_sample_grid(self, step: int) -> Path:
+            """A grid from the EMA weights with a fixed seed, so that grids show the model's progress."""
+            sampler = SamplerConfig(sampler="ddim", steps=self.cfg.sample_steps, eta=0.0, batch_size=self.cfg.batch_size)
+            images = sample(self.ema.module, self.scheduler_config, self.cfg.n_sample_grid, sampler, self.cfg.seed, self.device)
+            path = Path(self.cfg.out_dir) / "samples" / f"step{step:08d}.png"
+            save_png(path, image_grid(images, ncols=math.ceil(math.sqrt(len(images)))))
+            return path
+
+        def configure_optimizers(self):
+            optimizer = torch.optim.Adam(self.unet.parameters(), lr=self.cfg.lr, fused=self.device.type == "cuda")
+            warmup = max(1, self.cfg.warmup_steps)
+            schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    return DiffusionModule
+
+
+# -- the stage function ----------------------------------------------------------------------------
+
+def train_diffusion(cfg: DiffusionTrainConfig) -> Path:
+    """Train (or resume, or skip if already done) and return the diffusers model directory."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    from clsp import rundir
+    from clsp.data.config import load_split
+    from clsp.data.registry import ImageSet
+    from clsp.diffusion.model import check_model_matches, load_model, save_model
+    from clsp.diffusion.unet import check_image_size, make_unet
+    from clsp.io import hash_directory, read_json
+    from clsp.training import StepLoader, last_checkpoint, make_trainer, world_size
+
+    out = Path(cfg.out_dir)
+    model_dir = out / "model"
+    train_set = load_split(cfg.dataset, cfg.dataset.train_split)
+    if not isinstance(train_set, ImageSet):
+        raise UserError(f"dataset '{cfg.dataset.name}' streams from disk; diffusion training needs an in-memory "
+                        "dataset (resize it with dataset.size=... to one that fits)")
+    inputs = {"dataset": train_set.fingerprint,
+              "init_model": hash_directory(cfg.init_from) if cfg.init_from else "none"}
+    if rundir.is_complete(out, cfg, inputs) and model_dir.is_dir():
+        log.info("diffusion: %s is complete for this config and data; reusing %s", out, model_dir)
+        return model_dir
+    resume = last_checkpoint(out)
+    if resume is not None and (out / "inputs.json").is_file() and read_json(out / "inputs.json") != inputs:
+        raise UserError(f"{out} holds a diffusion run on other data or another init model; "
+                        "choose another out_dir or delete it")
+    world = world_size(cfg.trainer)
+    if len(train_set) < cfg.batch_size * world:
+        raise UserError(f"the dataset has {len(train_set)} images, fewer than one global batch "
+                        f"({cfg.batch_size} x {world} devices); lower batch_size")
+
+    torch.manual_seed(cfg.seed)                                 # the same initial weights on every rank
+    if cfg.init_from:
+        unet, scheduler_config = load_model(cfg.init_from)
+        check_model_matches(unet, train_set.image_size)
+        if cfg.dropout is not None:
+            for m in unet.modules():
+                if isinstance(m, torch.nn.Dropout):
+                    m.p = cfg.dropout
+        unet.train()
+    else:
+        check_image_size(cfg.model, train_set.image_size)
+        unet, scheduler_config = make_unet(cfg.model, train_set.image_size, cfg.dropout), dict(TRAINING_SCHEDULE)
+
+    if rank_zero_only.rank == 0:
+        rundir.start(out, cfg, inputs)
+    module = _lightning_module()(cfg, unet, scheduler_config, torch.from_numpy(train_set.images))
+    trainer = make_trainer(cfg.trainer, out, max_steps=cfg.max_steps, gradient_clip_val=cfg.grad_clip)
+    steps_per_epoch = len(train_set) // (cfg.batch_size * world)
+    log.info("diffusion: %s UNet (%.1fM parameters) on %d images of %dpx, %d steps%s", cfg.model if not cfg.init_from else cfg.init_from,
+             sum(p.numel() for p in unet.parameters()) / 1e6, len(train_set), train_set.image_size, cfg.max_steps,
+             f", resuming from {resume}" if resume else "")
+    trainer.fit(module, train_dataloaders=StepLoader(steps_per_epoch), ckpt_path=str(resume) if resume else None)
+    if trainer.is_global_zero:
+        save_model(model_dir, module.ema.module, scheduler_config)
+        rundir.finish(out, cfg, inputs, outputs={"model": str(model_dir), "steps": int(trainer.global_step)})
+    return model_dir
