@@ -54,11 +54,11 @@ def read_metrics(out_dir: str | Path) -> dict[str, Any]:
     return read_json(Path(out_dir) / METRICS_FILE)
 
 
-def format_table(header: Sequence[str], rows: Sequence[Sequence[Any]], title: str | None = None) -> str:
-    """A plain fixed-width table: the first column left-aligned, numbers right-aligned with 2 decimals."""
+def format_table(header: Sequence[str], rows: Sequence[Sequence[Any]], title: str | None = None, digits: int = 2) -> str:
+    """A plain fixed-width table: the first column left-aligned, the others right-aligned, floats rounded."""
     def cell(v: Any) -> str:
         if isinstance(v, float):
-            return f"{v:.2f}"
+            return f"{v:.{digits}f}"
         return "-" if v is None else str(v)
 
     cells = [[cell(v) for v in header]] + [[cell(v) for v in row] for row in rows]

@@ -1,0 +1,97 @@
+"""t-SNE of an encoder's test features, coloured by class: does the embedding separate the classes?
+
+Features are L2-normalised first (the geometry the contrastive loss and the kNN probe use), then
+embedded in 2-D by scikit-learn's t-SNE (PCA initialisation, a fixed random_state). The figure is
+drawn with matplotlib's Agg canvas (no display needed) and written atomically.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def tsne_2d(features: np.ndarray, perplexity: float = 30.0, seed: int = 0) -> tuple[np.ndarray, float]:
+    """(n, 2) t-SNE coordinates of L2-normalised features and the final KL divergence."""
+    from sklearn.manifold import TSNE
+
+    x = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+    perplexity = min(perplexity, max(1.0, (len(x) - 1) / 3))  # t-SNE needs perplexity < n
+    tsne = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed)
+    return tsne.fit_transform(x.astype(np.float32)), float(tsne.kl_divergence_)
+
+
+def plot_embedding(coords: np.ndarray, labels: np.ndarray, class_names: list[str], path: str | Path, title: str) -> Path:
+    """A scatter plot coloured by class with a legend of class names, written atomically as PNG."""
+    import matplotlib
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from clsp.io import atomic_path
+
+    classes = np.unique(labels)
+    cmap = "tab10" if len(class_names) <= 10 else "tab20" if len(class_names) <= 20 else "turbo"
+    fig = Figure(figsize=(8, 6.5), dpi=150)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    palette = matplotlib.colormaps[cmap].resampled(max(len(class_names), 1))
+    for c in classes:
+        sel = labels == c
+        ax.scatter(coords[sel, 0], coords[sel, 1], s=float(np.clip(4000 / len(coords), 3, 20)), color=palette(int(c)), label=class_names[int(c)], alpha=0.8,
+                   linewidths=0)
+    ax.set_title(title, fontsize=10)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, markerscale=3, frameon=False,
+              ncol=1 if len(classes) <= 25 else 2)
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    return path
+
+
+def embed_plot(encoder_path, dataset_cfg, out_dir=None, n: int = 2000, figure_name: str = "tsne.png",
+               perplexity: float = 30.0, seed: int = 0, device=None) -> dict:
+    """t-SNE of `n` test images (a fixed random subset); writes the figure and metrics.json into out_dir."""
+    from clsp.config import to_dict
+    from clsp.data.config import load_split
+    from clsp.errors import UserError
+    from clsp.eval.features import Encoder
+    from clsp.eval.metrics import (dataset_record, default_out_dir, finish_run, format_table, previous_result,
+                                   start_run, write_metrics)
+
+    if n < 5:
+        raise UserError(f"--n must be at least 5 for a t-SNE, got {n}")
+    encoder = Encoder(encoder_path, device)
+    out = Path(out_dir) if out_dir is not None else default_out_dir(encoder.path, "embed")
+    data_cfg = encoder.dataset_config(dataset_cfg)
+    test = load_split(data_cfg, data_cfg.test_split)
+    if test.labels is None:
+        raise UserError(f"{test.name} {test.split} has no labels to colour the embedding by")
+    config = {"kind": "embed", "encoder": str(encoder.path), "dataset": to_dict(data_cfg), "n": n,
+              "perplexity": perplexity, "seed": seed, "figure": figure_name}
+    inputs = {"encoder": encoder.record()["sha256"], "test": test.fingerprint}
+    if (done := previous_result(out, config, inputs)) is not None and (out / figure_name).is_file():
+        return done
+    start_run(out, config, inputs)
+    idx = np.sort(np.random.default_rng(seed).permutation(len(test))[:n])
+    subset = test.subset(idx) if hasattr(test, "subset") else _streamed_subset(test, idx)
+    feats = encoder.features(subset).cpu().numpy()
+    coords, kl = tsne_2d(feats, perplexity, seed)
+    labels = np.asarray(subset.labels)
+    title = f"t-SNE of {encoder.meta.get('method', 'encoder')} features: {test.name} {test.split} (n={len(idx)})"
+    plot_embedding(coords, labels, list(test.classes), out / figure_name, title)
+    results = {"figure": figure_name, "n": int(len(idx)), "perplexity": perplexity, "kl_divergence": kl, "seed": seed}
+    metrics = write_metrics(out, "embed", encoder.record(), dataset_record(test), results)
+    table = format_table(["t-SNE", "value"], [["points", len(idx)], ["KL divergence", kl], ["figure", str(out / figure_name)]])
+    return finish_run(out, config, inputs, metrics, table, outputs=["metrics.json", figure_name])
+
+
+def _streamed_subset(ds, idx: np.ndarray):
+    """An in-memory ImageSet of a few images of a streaming set."""
+    from clsp.data.registry import ImageSet
+
+    images = np.stack([ds[int(i)][0] for i in idx])
+    return ImageSet(ds.name, ds.split, images, ds.labels[idx], list(ds.classes), ds.source, ds.mean, ds.std)
