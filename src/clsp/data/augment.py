@@ -5,7 +5,7 @@ or (B, 3, H, W) on CPU or GPU; output: float32 (B, 3, size, size) channels_last,
 dataset's mean/std.
 
 The random parameters are drawn from torch's global *CPU* generator whatever the images' device
-(kornia's default; `Augment` keeps it so after `.to(device)`). A few numbers per sample cross to
+(kornia's default, kept after `.to(device)`). A few numbers per sample cross to
 the GPU; the pixels never leave it. In return a seed gives the same views on CPU and GPU, so a
 resumed or moved run sees exactly the same augmentations (seed with `torch.manual_seed`).
 """
@@ -61,16 +61,11 @@ class Augment(nn.Module):
     def __init__(self, recipe: str, size: int, mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()
         self.recipe, self.size = recipe, size
-        self.ops = nn.Sequential(*_kornia_ops(recipe, size))
+        # Deliberately not registered as a submodule: `.to(device)` moves the buffers below but leaves
+        # kornia's samplers on their default, the CPU generator (see the module docstring).
+        object.__setattr__(self, "ops", nn.Sequential(*_kornia_ops(recipe, size)))
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
-
-    def _apply(self, fn, *args, **kwargs):
-        """Move the buffers, but keep kornia's parameter sampling on the CPU generator (see the module doc)."""
-        out = super()._apply(fn, *args, **kwargs)
-        for op in self.ops:
-            op.set_rng_device_and_dtype(torch.device("cpu"), torch.float32)
-        return out
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -82,8 +77,12 @@ class Augment(nn.Module):
             x = nn.functional.interpolate(x, size=(self.size, self.size), mode="bilinear", antialias=True, align_corners=False)
         if len(self.ops):
             x = self.ops(x)
-        mean, std = self.mean.to(x.device), self.std.to(x.device)
+        mean, std = self.mean.to(x.device, x.dtype), self.std.to(x.device, x.dtype)
         return ((x - mean) / std).contiguous(memory_format=torch.channels_last)
+
+
+    def extra_repr(self) -> str:
+        return f"recipe={self.recipe}, size={self.size}, ops={[type(op).__name__ for op in self.ops]}"
 
 
 def make_augment(recipe: str, size: int, mean: Sequence[float], std: Sequence[float]) -> Augment:
