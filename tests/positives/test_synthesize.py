@@ -210,3 +210,11 @@ def test_preview_command_finds_the_dataset_from_the_store_or_refuses_another(ref
     assert main(["positives", "preview", str(reference), "--dataset", "digits", "--out", str(tmp_path / "x.png")]) == 2
     assert "was made for digits train (N=48" in capsys.readouterr().err  # the full split is not the store's subset
     assert not (tmp_path / "x.png").exists()
+
+
+@pytest.mark.parametrize("preset", ["synthesize/cifar10", "synthesize/fashion-mnist"])
+def test_presets_hold_the_paper_settings(preset):
+    cfg = load_config(SynthesizeConfig, preset, ["model=m", "out=o"])
+    s = cfg.sampler
+    assert (cfg.k, s.sampler, s.steps, s.eta, s.w, s.timestep_spacing, s.clip_x0) == (8, "ddim", 100, 0.1, 0.1, "leading", False)
+    assert cfg.dataset.name == preset.split("/")[1]
