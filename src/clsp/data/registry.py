@@ -153,9 +153,13 @@ class StreamingImageSet:
         loader = DataLoader(_TorchView(self), batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
                             num_workers=workers, pin_memory=str(device).startswith("cuda"),
                             generator=torch.Generator().manual_seed(seed), persistent_workers=False)
-        for images, labels in loader:
-            labels = labels.to(device, non_blocking=True) if self.labels is not None else None
-            yield images.to(device, non_blocking=True), labels
+        try:
+            for images, labels in loader:
+                labels = labels.to(device, non_blocking=True) if self.labels is not None else None
+                yield images.to(device, non_blocking=True), labels
+        except UserError as e:  # from a worker it arrives wrapped in its traceback: keep the one-line message
+            lines = [line.split("UserError: ", 1)[-1] for line in str(e).splitlines() if line.strip()]
+            raise UserError(lines[-1]) from None
 
 
 class _TorchView:
