@@ -88,7 +88,8 @@ def register(subparsers) -> None:
     p.add_argument("--sampler", default="ddim")
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--eta", type=float, default=None, help="DDIM eta (default: the sampler's)")
-    p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--batch-size", type=int, default=500, help="samples per chunk (a resumable unit) and per UNet call")
+    p.add_argument("--dims", type=int, default=2048, help="Inception layer: 2048 (pool3, the standard FID), 768, 192, 64")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None)
     p.add_argument("--out", default=None, help="output directory (default: beside the model, under eval/fid/)")
@@ -164,5 +165,5 @@ def run_fid(args) -> int:
 
     data = DatasetConfig(name=args.dataset, root=args.root, size=args.size)
     fid_eval(args.model, data, args.out, n=args.n, inception_weights=args.inception_weights, sampler=args.sampler,
-             steps=args.steps, eta=args.eta, batch_size=args.batch_size, seed=args.seed, device=args.device)
+             steps=args.steps, eta=args.eta, batch_size=args.batch_size, seed=args.seed, device=args.device, dims=args.dims)
     return 0
