@@ -162,7 +162,6 @@ class StoreWriter:
                                 f"choose a new --out")
             self.manifest = dict(new_manifest, complete_chunks=[], complete=False, created=_now())
             self.done: set[int] = set()
-            self.new = True
         else:
             if identity(existing) != identity(new_manifest):
                 raise UserError(f"positives store {self.path} was made with other settings "
@@ -170,7 +169,7 @@ class StoreWriter:
                                 f"use a new --out, or delete {self.path} to regenerate it")
             self.manifest = dict(existing, sources=new_manifest["sources"], versions=new_manifest["versions"])
             self.done = complete_chunks(self.path, existing)
-            self.new = False
+        self.todo_at_open = self.remaining()
 
     @property
     def total(self) -> int:
@@ -180,9 +179,9 @@ class StoreWriter:
         return [i for i in range(self.total) if i not in self.done]
 
     def my_chunks(self) -> list[int]:
-        """This rank's share of the remaining chunks, dealt round-robin (every rank computes the same
-        list, since all read the store's state before any of them writes)."""
-        return self.remaining()[self.rank::self.world]
+        """This rank's share of the chunks that remained when the store was opened, dealt round-robin:
+        every rank computes the same deal, since all open the store before any of them writes."""
+        return self.todo_at_open[self.rank::self.world]
 
     def start(self, config_yaml: str | None = None) -> None:
         """Rank 0 writes the manifest (and the config that resumes the job) before any chunk lands."""

@@ -83,6 +83,7 @@ def _absolute(cfg: SynthesizeConfig) -> SynthesizeConfig:
 def synthesize(cfg: SynthesizeConfig) -> Path:
     """Generate (or finish generating) the store `cfg.out`; returns its path once complete."""
     import torch
+    import torch.distributed as dist
     from tqdm.auto import tqdm
 
     from clsp.data.config import load_split
@@ -102,16 +103,14 @@ def synthesize(cfg: SynthesizeConfig) -> Path:
                          rank=rank, world=world)
 
     if world > 1:  # gloo serves as a barrier only: every rank reads the store's state before any rank writes
-        import torch.distributed as dist
-
         dist.init_process_group("gloo", timeout=_dt.timedelta(hours=12))
         dist.barrier()
     writer.start(to_yaml(_absolute(cfg)))
     n = len(dataset)
     if rank == 0:
-        todo = sum(stop - start for start, stop in (chunk_bounds(i, n, cfg.chunk_size) for i in writer.remaining()))
+        todo = sum(stop - start for start, stop in (chunk_bounds(i, n, cfg.chunk_size) for i in writer.todo_at_open))
         log.info(f"synthesize: {describe_work(n, cfg.k, cfg.sampler.steps, cfg.sampler.share_anchor)}; "
-                 f"{writer.total} chunks of {cfg.chunk_size}, {len(writer.done)} already complete, "
+                 f"{writer.total} chunks of {cfg.chunk_size}, {writer.total - len(writer.todo_at_open)} already complete, "
                  f"{todo:,} images to do on {world} process(es) -> {cfg.out}")
 
     mine = writer.my_chunks()
@@ -127,9 +126,7 @@ def synthesize(cfg: SynthesizeConfig) -> Path:
             writer.write_chunk(index, candidates.cpu().numpy())
             bar.update(stop - start)
 
-    if world > 1:
-        import torch.distributed as dist
-
+    if world > 1:  # rank 0 completes the manifest once every rank's chunks are on disk
         dist.barrier()
         dist.destroy_process_group()
     if rank == 0:
