@@ -1,0 +1,36 @@
+"""The contract with pretraining: an encoder written by `clsp.methods.pretrain` loads and evaluates."""
+
+import pytest
+
+from clsp.data.config import DatasetConfig
+
+TINY_PRETRAIN = [
+    "dataset.name=digits", "dataset.subset=96", "method=simclr", "batch_size=32", "epochs=1", "warmup_epochs=0",
+    "lr=0.05", "backbone.arch=resnet10", "projector.hidden_dim=32", "projector.out_dim=16", "knn.every_n_epochs=0",
+    "trainer.accelerator=cpu", "trainer.progress=false",
+]
+
+
+@pytest.fixture(scope="module")
+def pretrained_run(tmp_path_factory):
+    from clsp.config import load_config
+    from clsp.methods.pretrain import PretrainConfig, pretrain
+
+    out = tmp_path_factory.mktemp("pretrain") / "simclr"
+    return pretrain(load_config(PretrainConfig, None, [*TINY_PRETRAIN, f"out_dir={out}"]))
+
+
+def test_pretrained_run_dir_evaluates(pretrained_run, tmp_path):
+    from clsp.eval.knn import knn_eval
+    from clsp.eval.linear import LinearProbeConfig, linear_eval
+
+    data = DatasetConfig(name="digits", subset=96)
+    knn = knn_eval(pretrained_run, data, tmp_path / "knn", device="cpu")
+    assert knn["encoder"]["method"] == "simclr" and knn["encoder"]["arch"] == "resnet10"
+    assert set(knn["results"]["accuracy"]) == {"5", "10", "20", "50", "100", "200"}
+    assert knn["results"]["best"] == max(knn["results"]["accuracy"].values())
+    assert knn["results"]["fixed"] == knn["results"]["accuracy"]["200"]
+    linear = linear_eval(pretrained_run, data, tmp_path / "linear", LinearProbeConfig(epochs=3, milestones=[2]),
+                         device="cpu", progress=False)
+    assert linear["encoder"]["sha256"] == knn["encoder"]["sha256"]
+    assert 0 <= linear["results"]["top1"] <= linear["results"]["top5"] <= 100
