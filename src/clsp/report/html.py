@@ -58,23 +58,21 @@ def first_number(d: Any, *paths: str) -> float | None:
 
 
 def knn_best(m: dict) -> tuple[float | None, Any]:
-    """(top-1 at the best k, that k): the release's protocol."""
-    top1 = first_number(m, "best.top1", "results.best.top1", "best_top1", "top1_best")
-    k = _get(m, "best.k") or _get(m, "results.best.k") or _get(m, "best_k")
-    return top1, k
+    """(top-1 at the best k, that k): the release's protocol (eval/knn metrics.json, docs/metrics.md)."""
+    return first_number(m, "results.best"), _get(m, "results.best_k")
 
 
 def knn_fixed(m: dict) -> float | None:
-    return first_number(m, "fixed.top1", "results.fixed.top1", "top1.200", "results.top1.200", "k200_top1")
+    return first_number(m, "results.fixed")
 
 
 def linear_top1(m: dict) -> float | None:
-    return first_number(m, "top1", "results.top1", "test.top1", "test_top1")
+    return first_number(m, "results.top1")
 
 
 def probe_top1(m: dict) -> float | None:
     """The online probe's final test top-1 from a pretraining run's metrics.json."""
-    return first_number(m, "probe_test_acc", "online_probe.test_top1", "probe.test_acc", "probe_acc", "online_probe_acc")
+    return first_number(m, "probe_test_acc")
 
 
 # -- the run directory ------------------------------------------------------------------------------
@@ -259,32 +257,38 @@ def transfer_section(run: RunDirectory, page: Page) -> str | None:
     paper_rows = [m for m in paper.TRANSFER_TOP1] if run.paper == "transfer" else []
     head = "<tr><th>run</th>" + "".join(f"<th>{e(s)}</th>" for s in sets) + "</tr>"
     body = ""
+    lacking = ""
     for name, values in per_run.items():
         if not values:
             continue
-        body += f'<tr><td><code>{e(name)}</code></td>' + "".join(f'<td class="num">{fmt(values.get(s))}</td>' for s in sets) + "</tr>"
+        cells = ""
+        for s in sets:
+            value = values.get(s)
+            if isinstance(value, str):
+                lacking += page.lack(f"transfer set {s} for {name}: {value}")
+                value = None
+            cells += f'<td class="num">{fmt(value)}</td>'
+        body += f'<tr><td><code>{e(name)}</code></td>{cells}</tr>'
     for name in paper_rows:
         body += (f'<tr class="paper"><td>paper: {e(name)}</td>'
                  + "".join(f'<td class="num paper">{fmt(paper.paper_transfer(name, s))}</td>' for s in sets) + "</tr>")
     out = f'<table id="transfer"><thead>{head}</thead><tbody>{body}</tbody></table>'
-    out += "<p class=\"note\">Linear evaluation top-1 (%) on each downstream set's test split.</p>"
+    out += "<p class=\"note\">Linear evaluation top-1 (%) on each downstream set's test split.</p>" + lacking
     for name, values in per_run.items():
         if not values:
             out += page.lack(f"transfer evaluation of {name} (eval/{name}/transfer/metrics.json)")
     return out
 
 
-def transfer_rows(m: dict | None) -> dict[str, float]:
-    """{downstream set: top-1} from a transfer metrics.json (a row per set; a missing set has none)."""
-    if not m:
-        return {}
-    rows = m.get("sets") or m.get("results") or m.get("rows") or {}
-    out: dict[str, float] = {}
-    items = rows.items() if isinstance(rows, dict) else ((r.get("dataset") or r.get("name"), r) for r in rows)
-    for name, row in items:
-        value = row if isinstance(row, (int, float)) else first_number(row, "top1", "linear.top1", "test_top1")
-        if name and value is not None:
-            out[str(name)] = float(value)
+def transfer_rows(m: dict | None) -> dict[str, float | str]:
+    """{downstream set: top-1, or the reason it is missing} from a transfer metrics.json (a row per set)."""
+    out: dict[str, float | str] = {}
+    for row in _get(m or {}, "results.sets") or []:
+        name = row.get("dataset")
+        if row.get("status") == "missing":
+            out[name] = str(row.get("reason") or "missing")
+        elif isinstance(row.get("top1"), (int, float)):
+            out[name] = float(row["top1"])
     return out
 
 
@@ -346,28 +350,28 @@ def hardness_table(m: dict | None) -> str:
     """Mean and quartiles of each similarity distribution, when the metrics hold them."""
     if not m:
         return ""
-    dists = m.get("distributions") or m.get("results") or {}
+    dists = _get(m, "results.similarity")
     if not isinstance(dists, dict):
         return ""
     rows = ""
     for label, d in dists.items():
-        if not isinstance(d, dict):
-            continue
         mean = first_number(d, "mean")
         q = [first_number(d, key) for key in ("q25", "median", "q75")]
-        if q[1] is None:
-            q[1] = first_number(d, "q50")
         rows += (f"<tr><td>{e(label)}</td><td class=\"num\">{fmt(mean, 3)}</td>"
                  + "".join(f'<td class="num">{fmt(v, 3)}</td>' for v in q) + "</tr>")
     if not rows:
         return ""
-    return ('<table class="small"><thead><tr><th>cosine similarity to</th><th>mean</th><th>q25</th><th>median</th>'
+    harder = first_number(m, "results.synthetic_harder_than_nn")
+    premise = (f'<p class="note">Synthetic candidates are less similar to their anchor than its nearest neighbour '
+               f"for {100 * harder:.1f}% of anchors.</p>" if harder is not None else "")
+    return premise + ('<table class="small"><thead><tr><th>cosine similarity to</th><th>mean</th><th>q25</th><th>median</th>'
             f"<th>q75</th></tr></thead><tbody>{rows}</tbody></table>")
 
 
 def timings_section(run: RunDirectory, page: Page) -> str:
     stages = run.timings.get("stages") or {}
-    seconds = {name: float(s["seconds"]) for name, s in stages.items() if isinstance(s, dict) and "seconds" in s}
+    in_order = sorted((s.get("finished_at") or "", name) for name, s in stages.items() if isinstance(s, dict) and "seconds" in s)
+    seconds = {name: float(stages[name]["seconds"]) for _, name in in_order}  # in the order the stages finished
     if not seconds:
         return page.lack("stage timings (timings.json)")
     rows = "".join(f"<tr><td>{e(name)}</td><td class=\"num\">{e(figures.format_seconds(s))}</td>"
