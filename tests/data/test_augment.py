@@ -93,6 +93,7 @@ def test_simclr_recipe_matches_the_paper():
     ops = ops_of(make_augment("simclr", 32, MEAN, STD))
     assert set(ops) == {K.RandomResizedCrop, K.ColorJitter, K.RandomGrayscale, K.RandomHorizontalFlip}
     crop = ops[K.RandomResizedCrop]._param_generator
+    assert ops[K.RandomResizedCrop].flags["cropping_mode"] == "resample"  # one batched warp, no per-sample loop
     assert torch.allclose(torch.as_tensor(crop.scale, dtype=torch.float32), torch.tensor([0.08, 1.0]))
     jitter = ops[K.ColorJitter]
     assert (jitter.p, jitter.brightness, jitter.contrast, jitter.saturation, jitter.hue) == (0.8, 0.4, 0.4, 0.4, 0.1)

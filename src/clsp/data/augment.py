@@ -26,13 +26,20 @@ def blur_kernel_size(size: int) -> int:
     return int(0.1 * size) // 2 * 2 + 1
 
 
+def _random_resized_crop(size: int) -> nn.Module:
+    """Crops resampled in one batched warp: kornia's default ("slice") loops over the samples in Python."""
+    import kornia.augmentation as K
+
+    return K.RandomResizedCrop((size, size), scale=(0.08, 1.0), cropping_mode="resample")
+
+
 def _kornia_ops(recipe: str, size: int) -> list[nn.Module]:
     import kornia.augmentation as K
 
     blur = [K.RandomGaussianBlur(blur_kernel_size(size), (0.1, 2.0), p=0.5)] if size >= BLUR_MIN_SIZE else []
     if recipe == "simclr":
         return [
-            K.RandomResizedCrop((size, size), scale=(0.08, 1.0)),
+            _random_resized_crop(size),
             K.ColorJitter(0.4, 0.4, 0.4, 0.1, p=0.8),
             K.RandomGrayscale(p=0.2),
             K.RandomHorizontalFlip(),
@@ -40,7 +47,7 @@ def _kornia_ops(recipe: str, size: int) -> list[nn.Module]:
         ]
     if recipe == "moco":
         return [
-            K.RandomResizedCrop((size, size), scale=(0.08, 1.0)),
+            _random_resized_crop(size),
             K.ColorJitter(0.4, 0.4, 0.2, 0.1, p=0.8),
             K.RandomGrayscale(p=0.2),
             *blur,
