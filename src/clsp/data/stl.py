@@ -32,20 +32,24 @@ def find_stl10(root: str | os.PathLike | None) -> Path | None:
     return None
 
 
-def read_images(path: Path, size: int) -> np.ndarray:
-    """(N, size, size, 3) uint8 from an X file, read and resized in chunks (the unlabeled file is 2.7 GB)."""
+def count_images(path: Path) -> int:
+    """Images in an X file, checking that it holds whole images."""
     if not path.is_file():
         raise UserError(f"STL-10 is incomplete: {path} is missing; download it again")
     nbytes = path.stat().st_size
     if nbytes == 0 or nbytes % IMAGE_BYTES:
         raise UserError(f"{path} is truncated or not an STL-10 image file ({nbytes} bytes is not a multiple of "
                         f"{IMAGE_BYTES}); download it again")
+    return nbytes // IMAGE_BYTES
+
+
+def read_images(path: Path, out: np.ndarray) -> None:
+    """Fill `out` (N, size, size, 3) from an X file, in chunks: the unlabeled file is 2.7 GB."""
     raw = np.memmap(path, dtype=np.uint8, mode="r").reshape(-1, 3, SIDE, SIDE)
-    out = np.empty((len(raw), size, size, 3), dtype=np.uint8)
+    size = out.shape[1]
     for start in range(0, len(raw), 4096):
-        chunk = np.ascontiguousarray(raw[start:start + 4096].transpose(0, 3, 2, 1))
+        chunk = np.ascontiguousarray(raw[start:start + 4096].transpose(0, 3, 2, 1))  # (3, W, H) -> (H, W, 3)
         out[start:start + len(chunk)] = resize(chunk, size)
-    return out
 
 
 def read_labels(path: Path, n: int) -> np.ndarray:
@@ -68,15 +72,17 @@ def load_stl10(split: str = "train", root=None, size: int | None = None) -> Imag
                         "or run `python -m clsp.data.fetch stl10 --root DIR`")
     size = DEFAULT_SIZE if size is None else size
     parts = SPLITS[split]
-    images = [read_images(where / f"{part}_X.bin", size) for part in parts]
+    counts = [count_images(where / f"{part}_X.bin") for part in parts]
     labelled = "unlabeled" not in parts
-    labels = read_labels(where / f"{parts[0]}_y.bin", len(images[0])) if labelled else None
+    labels = read_labels(where / f"{parts[0]}_y.bin", counts[0]) if labelled else None
+    rgb = np.empty((sum(counts), size, size, 3), dtype=np.uint8)
+    for part, start, n in zip(parts, np.cumsum([0] + counts), counts):
+        read_images(where / f"{part}_X.bin", rgb[start:start + n])
     names_file = where / "class_names.txt"
     classes = names_file.read_text().split() if names_file.is_file() else [str(i) for i in range(10)]
     if len(classes) != 10:
         raise UserError(f"{names_file} should name 10 classes, one a line; found {len(classes)}")
     files = [where / f"{part}_X.bin" for part in parts] + ([where / f"{parts[0]}_y.bin"] if labelled else [])
     mean, std = NORMALIZATION["stl10"]
-    rgb = images[0] if len(images) == 1 else np.concatenate(images)
     return ImageSet("stl10", split, rgb, labels, classes, str(where), mean, std,
                     cache_key=fingerprint_cache_key("stl10", split, size, files))
