@@ -152,7 +152,9 @@ def test_two_processes_write_the_same_store_as_one(reference, tiny_model, tmp_pa
     manifest = json.loads((store / MANIFEST).read_text())
     assert manifest["complete"] and manifest["complete_chunks"] == list(range(6))
     assert not list(store.glob("progress_rank*.json"))
-    assert "UNet evaluations" in run.stderr + run.stdout
+    printed = run.stderr + run.stdout
+    assert "UNet evaluations" in printed and "on 2 process(es)" in printed
+    assert "rank 0/2: 3 chunks" in printed and "rank 1/2: 3 chunks" in printed  # the work was shared, not repeated
 
 
 def test_restart_with_other_settings_is_refused_before_any_work(reference, tiny_model, tmp_path):
@@ -218,3 +220,20 @@ def test_presets_hold_the_paper_settings(preset):
     s = cfg.sampler
     assert (cfg.k, s.sampler, s.steps, s.eta, s.w, s.timestep_spacing, s.clip_x0) == (8, "ddim", 100, 0.1, 0.1, "leading", False)
     assert cfg.dataset.name == preset.split("/")[1]
+
+
+def test_nan_born_candidates_are_counted_as_degenerate(tiny_model, tmp_path):
+    """A NaN inside the UNet spreads to whole images, which the uint8 cast makes constant (black): the
+    statistics must count every such candidate."""
+    from clsp.diffusion.model import load_model, save_model
+    from clsp.positives.stats import store_stats
+
+    unet, scheduler_config = load_model(tiny_model)
+    with torch.no_grad():
+        unet.mid_block.resnets[0].conv1.weight[0, 0, 0, 0] = float("nan")
+    broken = save_model(tmp_path / "broken", unet, scheduler_config)
+    with one_thread():
+        store = synthesize(config(broken, tmp_path / "store", "dataset.subset=12"))
+    stats = store_stats(PositivesStore.open(store))
+    assert stats["degenerate"]["constant"] == stats["degenerate"]["all_black"] == 12 * K
+    assert all(s["max"] == 0 for s in stats["slots"])

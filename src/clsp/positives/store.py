@@ -230,7 +230,7 @@ class PositivesStore:
     [N, K, H, W, C], so a training step gathers its positives without leaving the GPU.
     """
 
-    def __init__(self, path: Path, manifest: dict, chunks: list[np.ndarray] | None, resident=None) -> None:
+    def __init__(self, path: Path, manifest: dict, chunks: list[np.ndarray], resident=None) -> None:
         self.path, self.manifest = path, manifest
         self._chunks = chunks          # memory-mapped chunk arrays (CPU)
         self._resident = resident      # one tensor [N, K, H, W, C] (any device)
@@ -281,11 +281,9 @@ class PositivesStore:
     def __len__(self) -> int:
         return self.n
 
-    def chunk_arrays(self) -> Iterable[np.ndarray]:
-        """The chunks in order, memory-mapped (stats and previews walk them without loading all)."""
-        if self._chunks is not None:
-            return iter(self._chunks)
-        return (self._resident[s:s + self.chunk_size].cpu().numpy() for s in range(0, self.n, self.chunk_size))
+    def chunk_arrays(self) -> list[np.ndarray]:
+        """The chunks in order, memory-mapped (statistics walk them without loading the whole store)."""
+        return list(self._chunks)
 
     def to(self, device) -> "PositivesStore":
         """The store resident on `device` as one uint8 tensor [N, K, H, W, C] (GPU memory, or RAM for

@@ -114,6 +114,8 @@ def synthesize(cfg: SynthesizeConfig) -> Path:
                  f"{todo:,} images to do on {world} process(es) -> {cfg.out}")
 
     mine = writer.my_chunks()
+    if world > 1:
+        log.info(f"synthesize: rank {rank}/{world}: {len(mine)} chunks")
     device = pick_device(cfg.accelerator, local_rank)
     unet = unet.to(device).eval()
     bounds = [chunk_bounds(i, n, cfg.chunk_size) for i in mine]
