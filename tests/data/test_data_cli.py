@@ -76,8 +76,9 @@ def test_preview_rejects_bad_counts(tmp_path, capsys):
     assert main(["data", "preview", f"folder:{tmp_path / 'pics'}", "--out", str(tmp_path / "v.png"), "--n", "0"]) == 2
 
 
-def test_fetch_refuses_what_it_cannot_download():
+def test_fetch_refuses_what_it_cannot_download(tmp_path):
     from clsp.data.fetch import main as fetch_main
 
     with pytest.raises(SystemExit, match="cannot download 'imagenet100'.*manual download"):
-        fetch_main(["imagenet100", "--root", "/nonexistent"])
+        fetch_main(["imagenet100", "--root", str(tmp_path / "target")])
+    assert not (tmp_path / "target").exists()  # refused before touching the disk

@@ -12,7 +12,11 @@ import sys
 from pathlib import Path
 
 
-def _torchvision_downloads(name: str, root: str) -> None:
+DOWNLOADABLE = ("fashion-mnist", "cifar10", "cifar100", "stl10", "pets", "flowers102", "dtd", "food101", "aircraft",
+                "caltech101")
+
+
+def _torchvision_download(name: str, root: str) -> None:
     """Call torchvision's own download for every split the registry reads."""
     from torchvision import datasets as tv
 
@@ -28,9 +32,6 @@ def _torchvision_downloads(name: str, root: str) -> None:
         "aircraft": lambda: tv.FGVCAircraft(root, download=True),
         "caltech101": lambda: tv.Caltech101(root, download=True),
     }
-    if name not in downloads:
-        raise SystemExit(f"fetch: cannot download '{name}'; downloadable: {', '.join(downloads)}"
-                         + (" (ImageNet needs a manual download from image-net.org)" if name == "imagenet100" else ""))
     downloads[name]()
 
 
@@ -38,8 +39,11 @@ def fetch(name: str, root: str | Path) -> str:
     """Download `name` into `root` and load its train split; returns a one-line summary."""
     from clsp.data import load_dataset
 
+    if name not in DOWNLOADABLE:
+        raise SystemExit(f"fetch: cannot download '{name}'; downloadable: {', '.join(DOWNLOADABLE)}"
+                         + (" (ImageNet needs a manual download from image-net.org)" if name == "imagenet100" else ""))
     Path(root).mkdir(parents=True, exist_ok=True)
-    _torchvision_downloads(name, str(root))
+    _torchvision_download(name, str(root))
     ds = load_dataset(name, "train", root=root)
     return f"{name}: {len(ds)} train images in {ds.source}"
 
@@ -48,8 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     from clsp.data.registry import cache_dir
 
     parser = argparse.ArgumentParser(prog="python -m clsp.data.fetch", description=__doc__.splitlines()[0])
-    parser.add_argument("name", help="fashion-mnist, cifar10, cifar100, stl10, pets, flowers102, dtd, food101, "
-                                     "aircraft, caltech101")
+    parser.add_argument("name", help=", ".join(DOWNLOADABLE))
     parser.add_argument("--root", default=None, help=f"download folder (default: the clsp data cache, {cache_dir()})")
     args = parser.parse_args(argv)
     root = args.root or str(cache_dir())
