@@ -151,3 +151,12 @@ def test_gpu_resident_store_samples_on_the_gpu(tmp_path, digits_small):
     assert drawn.device.type == "cuda" and drawn.shape == (450, 8, 8, 3)
     slots = drawn[:, 0, 0, 0].long().cpu()
     assert torch.equal(drawn.cpu(), torch.from_numpy(cands[indices.cpu().numpy(), slots.numpy()]))
+
+
+def test_indices_outside_the_store_are_refused(tmp_path, digits_small):
+    store = PositivesStore.open(write_store(tmp_path / "s", digits_small, planted_candidates(45, 2)).path, digits_small)
+    for bad in ([45], [-1]):  # the memory-mapped reader checks (numpy would wrap -1 silently)
+        with pytest.raises(IndexError):
+            store.sample(torch.tensor(bad))
+    with pytest.raises(IndexError):  # the resident tensor is indexed by torch, which checks without a host sync
+        store.to("cpu").candidates(torch.tensor([45]))

@@ -321,11 +321,11 @@ class PositivesStore:
         import torch
 
         indices = torch.as_tensor(indices, device=self.device).long()
-        if len(indices) and (int(indices.min()) < 0 or int(indices.max()) >= self.n):
-            raise IndexError(f"positives store has {self.n} images; got indices outside [0, {self.n})")
-        if self._resident is not None:
+        if self._resident is not None:  # torch checks the bounds; no host sync here, it runs every step
             return self._resident[indices] if slots is None else self._resident[indices, slots]
         rows = indices.numpy()
+        if len(rows) and (rows.min() < 0 or rows.max() >= self.n):  # numpy would wrap negative indices
+            raise IndexError(f"positives store has {self.n} images; got indices outside [0, {self.n})")
         slot_rows = None if slots is None else slots.numpy()
         out = np.empty((len(rows), *(() if slots is not None else (self.k,)), *self.image_shape), dtype=np.uint8)
         which = rows // self.chunk_size
