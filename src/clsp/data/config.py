@@ -25,11 +25,14 @@ class DatasetConfig:
         check_nonnegative(self.subset, "dataset.subset")
 
 
-def load_split(cfg: DatasetConfig, split: str):
-    """Load one split as the config says (subset drawn with a fixed seed, so it is reproducible)."""
+def load_split(cfg: DatasetConfig, split: str, require_labels: bool = False):
+    """Load one split as the config says (subset drawn with a fixed seed, so it is reproducible).
+
+    `require_labels`: evaluation needs labels; an unlabelled split (a flat folder) is then an error.
+    """
     from clsp.data.registry import ImageSet, load_dataset
 
-    ds = load_dataset(cfg.name, split=split, root=cfg.root, size=cfg.size)
+    ds = load_dataset(cfg.name, split=split, root=cfg.root, size=cfg.size, require_labels=require_labels)
     if cfg.subset and isinstance(ds, ImageSet) and cfg.subset < len(ds):
         idx = np.sort(np.random.default_rng(0).permutation(len(ds))[: cfg.subset])
         ds = ds.subset(idx)
