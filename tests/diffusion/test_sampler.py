@@ -1,0 +1,155 @@
+"""The interpolating sampler: the anchor path, the hook, the random streams, the schedulers."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from clsp.diffusion import sampler as sampler_module
+from clsp.diffusion.sampler import (SamplerConfig, anchor_features, anchor_noise_seed, generate_positives, sample,
+                                    to_unit_range)
+from clsp.diffusion.schedulers import make_scheduler
+from clsp.errors import UserError
+
+STEPS = 4
+
+
+def capture(module, store: list, pre: bool = False):
+    """Record a module's outputs (or its positional inputs with pre=True) on every call."""
+    if pre:
+        return module.register_forward_pre_hook(lambda m, args: store.append(tuple(a for a in args)))
+    return module.register_forward_hook(lambda m, args, out: store.append(out))
+
+
+def test_anchor_path_equals_the_mid_block_output_of_a_plain_forward(tiny_unet):
+    torch.manual_seed(1)
+    x, t = torch.randn(5, 3, 8, 8), torch.tensor([0, 10, 250, 600, 999])
+    seen = []
+    handle = capture(tiny_unet.mid_block, seen)
+    with torch.no_grad():
+        tiny_unet(x, t)
+        handle.remove()
+        mine = anchor_features(tiny_unet, x, t)
+        single = anchor_features(tiny_unet, x[:1], torch.tensor(0))     # a 0-dim timestep broadcasts
+    assert torch.equal(mine, seen[0])
+    torch.testing.assert_close(single, seen[0][:1])                 # (another batch size: other kernels)
+
+
+@pytest.mark.parametrize("name,share", [("ddim", False), ("ddim", True), ("dpmsolver++", False), ("dpmsolver++", True),
+                                        ("unipc", False), ("ddpm", False)])
+def test_w1_reproduces_plain_sampling_bit_for_bit(tiny_unet, schedule, digit_anchors, name, share):
+    cfg = SamplerConfig(sampler=name, steps=STEPS, w=1.0, eta=0.5, share_anchor=share, batch_size=5)
+    plain = sample(tiny_unet, schedule, 3 * 4, cfg, seed=7)
+    positives = generate_positives(tiny_unet, schedule, digit_anchors[:3], 4, cfg, seed=7)
+    assert positives.shape == (3, 4, 8, 8, 3) and positives.dtype == torch.uint8
+    assert torch.equal(positives.reshape(12, 8, 8, 3), plain)
+    interpolated = generate_positives(tiny_unet, schedule, digit_anchors[:3], 4, SamplerConfig(
+        sampler=name, steps=STEPS, w=0.0, eta=0.5, share_anchor=share, batch_size=5), seed=7)
+    assert not torch.equal(interpolated, positives)                     # the hook is live
+
+
+def test_results_depend_on_seed_not_on_batching(tiny_unet, schedule, digit_anchors):
+    def run(batch_size, seed=3):
+        return generate_positives(tiny_unet, schedule, digit_anchors, 3,
+                                  SamplerConfig(steps=STEPS, eta=1.0, batch_size=batch_size), seed=seed)
+
+    reference = run(12)
+    assert torch.equal(reference, run(12))
+    # The random draws are per step for all trajectories, so the memory bound changes no draw.
+    assert (reference.float() - run(5).float()).abs().max() <= 1
+    assert not torch.equal(reference, run(12, seed=4))
+
+
+def test_w0_uses_the_anchor_bottleneck_and_the_sample_skips(tiny_unet, schedule, digit_anchors, monkeypatch):
+    anchors_h, up_inputs, unet_inputs = [], [], []
+    original = sampler_module.anchor_features
+
+    def recording_anchor_features(unet, x, t):
+        h = original(unet, x, t)
+        anchors_h.append(h)
+        return h
+
+    monkeypatch.setattr(sampler_module, "anchor_features", recording_anchor_features)
+    hooks = [capture(tiny_unet.up_blocks[0], up_inputs, pre=True),
+             tiny_unet.register_forward_pre_hook(lambda m, args: unet_inputs.append(args))]
+    generate_positives(tiny_unet, schedule, digit_anchors[:2], 2, SamplerConfig(steps=STEPS, w=0.0, batch_size=4), seed=0)
+    for h in hooks:
+        h.remove()
+
+    assert len(anchors_h) == len(up_inputs) == len(unet_inputs) == STEPS
+    for h_anchor, (h_used, skips, _), (x_t, t) in zip(anchors_h, up_inputs, unet_inputs):
+        assert torch.equal(h_used, h_anchor)                           # w = 0: the bottleneck is the anchor's
+        own = []
+        handle = capture(tiny_unet.up_blocks[0], own, pre=True)
+        with torch.no_grad():
+            tiny_unet(x_t, t)                                            # a plain forward of the same sample
+        handle.remove()
+        assert all(torch.equal(a, b) for a, b in zip(skips, own[0][1]))  # the skips are the sample's own
+        assert not torch.equal(own[0][0], h_anchor)
+
+
+def test_hook_mixes_w_h_with_one_minus_w_anchor(tiny_unet, schedule, digit_anchors, monkeypatch):
+    raw, used, anchor_h = [], [], []
+    handles = [capture(tiny_unet.mid_block, raw), capture(tiny_unet.up_blocks[0], used, pre=True)]
+    original = sampler_module.anchor_features
+    monkeypatch.setattr(sampler_module, "anchor_features", lambda u, x, t: anchor_h.append(original(u, x, t)) or anchor_h[-1])
+    generate_positives(tiny_unet, schedule, digit_anchors[:2], 1, SamplerConfig(steps=2, w=0.3), seed=0)
+    for h in handles:
+        h.remove()
+    own = raw[1::2]                                                      # raw[0::2] are the anchor passes
+    assert len(own) == len(used) == 2
+    for h, h_a, (h_used, *_rest) in zip(own, anchor_h, used):
+        torch.testing.assert_close(h_used, 0.3 * h + 0.7 * h_a, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("share", [False, True])
+def test_anchor_is_noised_at_the_current_timestep_with_fresh_noise(tiny_unet, schedule, digit_anchors, monkeypatch, share):
+    calls = []
+    original = sampler_module.anchor_features
+    monkeypatch.setattr(sampler_module, "anchor_features", lambda u, x, t: calls.append((x.clone(), t.clone())) or original(u, x, t))
+    b, k = 4, 3
+    cfg = SamplerConfig(steps=10, w=0.1, share_anchor=share, batch_size=64)
+    generate_positives(tiny_unet, schedule, digit_anchors, k, cfg, seed=5)
+
+    scheduler = make_scheduler(schedule, "ddim", 10)
+    assert [int(t) for _, t in calls] == scheduler.timesteps.tolist()        # the current step's t, every step
+    x_a = to_unit_range(digit_anchors)
+    if not share:
+        x_a = x_a.repeat_interleave(k, dim=0)                                # independent noise per candidate
+    noises = []
+    for (x_t, t), step_t in zip(calls, scheduler.timesteps):
+        assert x_t.shape == x_a.shape                                        # shared: one pass per anchor
+        abar = scheduler.alphas_cumprod[step_t]
+        eps = (x_t - abar.sqrt() * x_a) / (1 - abar).sqrt()                  # invert x_a,t = sqrt(abar) x_a + sqrt(1-abar) eps
+        assert abs(eps.mean()) < 0.15 and 0.85 < eps.std() < 1.15             # a standard normal draw ...
+        noises.append(eps.flatten())
+    flat = torch.stack(noises)
+    corr = torch.corrcoef(flat)
+    assert (corr - torch.eye(len(flat))).abs().max() < 0.2                   # ... fresh at every step
+    if not share:                                                            # and per candidate of the same anchor
+        first = noises[0].view(b * k, -1)
+        assert not torch.allclose(first[0], first[1], atol=1e-3)
+    # The anchor stream is not the sample stream: it never equals the initial noise x_T.
+    x_T = torch.randn((b * k, 3, 8, 8), generator=torch.Generator().manual_seed(5)).flatten()
+    assert not torch.allclose(noises[0], x_T[: noises[0].numel()], atol=1e-3)
+    assert anchor_noise_seed(5) != 5
+
+
+def test_ddim_defaults_follow_the_paper(schedule):
+    scheduler = make_scheduler(schedule, "ddim", 100)
+    assert scheduler.timesteps.tolist() == list(range(990, -1, -10))   # uniform "leading" stride
+    assert scheduler.config.clip_sample is False                          # no per-step x0 clipping
+    assert float(scheduler.final_alpha_cumprod) == 1.0                    # the last step lands on x_0
+    cfg = SamplerConfig()
+    assert (cfg.sampler, cfg.steps, cfg.eta, cfg.w, cfg.clip_final, cfg.share_anchor) == ("ddim", 100, 0.1, 0.1, True, False)
+
+
+def test_bad_inputs_are_user_errors(tiny_unet, schedule, digit_anchors):
+    with pytest.raises(UserError, match="uint8"):
+        generate_positives(tiny_unet, schedule, digit_anchors.float(), 2, SamplerConfig(steps=2), seed=0)
+    with pytest.raises(UserError, match="model makes"):
+        generate_positives(tiny_unet, schedule, torch.zeros(2, 16, 16, 3, dtype=torch.uint8), 2, SamplerConfig(steps=2), seed=0)
+    with pytest.raises(UserError, match="sampler"):
+        SamplerConfig(sampler="euler")
+    with pytest.raises(UserError, match="'w'"):
+        SamplerConfig(w=1.5)
