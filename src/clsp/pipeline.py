@@ -60,6 +60,8 @@ class SynthesisConfig:
 class EvalConfig:
     """Stage 4: which evaluations run on each encoder, and their settings."""
 
+    train_split: Optional[str] = None             # the labelled split probes train on (None: dataset.train_split;
+                                                  # STL-10 pretrains on train+unlabeled and probes on train)
     knn: bool = True
     knn_temperature: float = 0.07
     linear: bool = True
@@ -302,7 +304,8 @@ class Pipeline:
         cfg, ev = self.cfg, self.cfg.eval
         encoder = self.run / "pretrain" / name
         out_dir = self.run / "eval" / name
-        data, stages = cfg.dataset, []
+        data = dataclasses.replace(cfg.dataset, train_split=ev.train_split or cfg.dataset.train_split)
+        stages = []
 
         def inputs(with_store: bool = False) -> Callable[[], Dict[str, str]]:
             return lambda: {"encoder": self.encoder_hash(name), **({"positives": self.store_hash()} if with_store else {})}
@@ -325,9 +328,9 @@ class Pipeline:
         if ev.hardness:
             from clsp.eval.hardness import hardness_eval
 
-            stages.append(Stage(f"eval/{name}/hardness", {"dataset": to_dict(data), "n": ev.hardness_n, "seed": ev.seed},
+            stages.append(Stage(f"eval/{name}/hardness", {"dataset": to_dict(cfg.dataset), "n": ev.hardness_n, "seed": ev.seed},
                                 inputs(with_store=True),
-                                lambda: hardness_eval(encoder, data, self.store, out_dir / "hardness", n=ev.hardness_n,
+                                lambda: hardness_eval(encoder, cfg.dataset, self.store, out_dir / "hardness", n=ev.hardness_n,
                                                       seed=ev.seed)))
         if ev.transfer:
             from clsp.eval.transfer import transfer_eval
@@ -366,13 +369,23 @@ class Pipeline:
         title = f"interpolation weight w ({self.cfg.synthesis.sampler.sampler}, {self.cfg.synthesis.sampler.steps} steps)"
         grids.save_png(self.run / "figures" / "w_sweep.png", grids.w_sweep_image(few, sweep, title=title))
 
+    def check_data(self) -> None:
+        """Diffusion training needs the training images in memory; a streamed set needs model_dir."""
+        from clsp.data.registry import ImageSet
+
+        self.dataset_fingerprint()
+        if self.diffusion is not None and not isinstance(self._train_set, ImageSet):
+            raise UserError(f"dataset {self.cfg.dataset.name} streams from disk, so the pipeline cannot train a diffusion "
+                            "model on it; give a trained local diffusers model with model_dir=DIR")
+
     def execute(self) -> Path:
         from clsp import rundir
         from clsp.rundir import fingerprint
 
+        stages = self.stages()
+        self.check_data()
         rundir.start(self.run, self.cfg)
         records = StageRecords(self.run)
-        stages = self.stages()
         log.info(f"pipeline: {len(stages)} stages -> {self.run}")
         for i, stage in enumerate(stages, 1):
             key = fingerprint(stage.config, stage.inputs())

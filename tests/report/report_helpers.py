@@ -56,15 +56,15 @@ def make_run_dir(root: Path, methods=("simclr", "moco"), variants=("base", "clsp
             pre = run / "pretrain" / name
             pre.mkdir(parents=True)
             (pre / "encoder.safetensors").write_bytes(b"weights")
-            (pre / "metrics.json").write_text(json.dumps({"probe_test_acc": 50.0 + i + j}))
+            (pre / "metrics.json").write_text(json.dumps({"probe_test_acc": 50.0 + i + j, "knn_acc": 55.0}))
             if f"curves:{name}" not in skip:
                 rows = [{"step": s, "epoch": s // 5, "train/loss": 5.0 - 0.1 * s - j} for s in range(10)]
-                rows += [{"step": s, "epoch": s // 5, "knn/acc": 40.0 + s + 3 * j} for s in (4, 9)]
+                rows += [{"step": s, "epoch": s // 5, "test/knn_acc": 40.0 + s + 3 * j} for s in (4, 9)]
                 write_metrics_csv(pre / "logs" / "metrics.csv", rows)
-            knn = {"kind": "knn", "best": {"k": 20, "top1": 60.0 + 2 * j + i}, "fixed": {"k": 200, "top1": 58.0 + 2 * j}}
+            knn = {"kind": "knn", "results": {"best_k": 20, "best": 60.0 + 2 * j + i, "fixed_k": 200, "fixed": 58.0 + 2 * j}}
             _write_json(run / "eval" / name / "knn" / "metrics.json", knn)
             if f"linear:{name}" not in skip:
-                _write_json(run / "eval" / name / "linear" / "metrics.json", {"kind": "linear", "top1": 70.0 + 1.5 * j + i})
+                _write_json(run / "eval" / name / "linear" / "metrics.json", {"kind": "linear", "results": {"top1": 70.0 + 1.5 * j + i, "top5": 99.0}})
             write_png(run / "eval" / name / "embed" / "tsne.png", rng.integers(0, 255, (50, 50, 3), dtype=np.uint8))
             if "hardness" not in skip:
                 write_png(run / "eval" / name / "hardness" / "hardness.png", rng.integers(0, 255, (50, 80, 3), dtype=np.uint8))

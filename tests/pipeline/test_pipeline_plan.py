@@ -1,0 +1,65 @@
+"""Planning: the stage configs the pipeline composes, and the checks made before any work."""
+
+from __future__ import annotations
+
+import pytest
+
+from clsp.errors import ConfigError, UserError
+from clsp.pipeline import Pipeline, StageRecords, run_pipeline
+
+
+def test_stage_configs_are_composed_from_the_pipeline_config(micro_config, tmp_path):
+    cfg = micro_config("variants=[base,clsp,aug]", "methods=[simclr,moco]", "pretrain.seed=7",
+                       "method_overrides={moco: {lr: 0.05, moco: {queue_size: 64}, clsp: {weight: 0.5}}}")
+    plan = Pipeline(cfg)
+    run = tmp_path / "run"
+    assert plan.diffusion.out_dir == str(run / "diffusion") and plan.diffusion.dataset == cfg.dataset
+    assert plan.diffusion.model == "tiny" and plan.diffusion.trainer == cfg.trainer
+    assert list(plan.runs) == ["simclr", "simclr-clsp", "simclr-aug", "moco", "moco-clsp", "moco-aug"]
+    simclr, clsp, aug = plan.runs["simclr"], plan.runs["simclr-clsp"], plan.runs["simclr-aug"]
+    assert simclr.clsp.weight == 0 and simclr.third_view is None
+    assert clsp.clsp.weight == 1.0 and clsp.third_view == "synthetic" and clsp.clsp.positives == str(run / "positives")
+    assert aug.third_view == "augment" and aug.clsp.positives is None
+    assert clsp.out_dir == str(run / "pretrain" / "simclr-clsp") and clsp.dataset == cfg.dataset and clsp.seed == 7
+    moco = plan.runs["moco-clsp"]
+    assert (moco.method, moco.lr, moco.moco.queue_size, moco.clsp.weight) == ("moco", 0.05, 64, 0.5)
+    assert simclr.lr == 0.1  # the overrides of one method leave the others alone
+    names = [s.name for s in plan.stages()]
+    assert names[:5] == ["diffusion", "synthesis", "figures", "pretrain/simclr", "pretrain/simclr-clsp"]
+    assert "eval/moco-aug/hardness" in names and len(names) == 3 + 6 + 6 * 4
+
+
+def test_a_given_model_dir_replaces_diffusion_training(micro_config, tmp_path):
+    plan = Pipeline(micro_config(f"model_dir={tmp_path}"))
+    assert plan.diffusion is None and plan.model_dir == tmp_path.resolve()
+    assert [s.name for s in plan.stages()][:2] == ["synthesis", "figures"]
+    with pytest.raises(UserError, match="model_dir .* is not a directory"):
+        Pipeline(micro_config(f"model_dir={tmp_path / 'nothing'}"))
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["variants=[clsp]", "pretrain.clsp.weight=0"], "variant 'clsp' of simclr needs a CLSP weight > 0"),
+    (["method_overrides={simclr: {lrr: 1}}"], "pretraining simclr .*unknown config key 'lrr'"),
+    (["methods=[moco]", "method_overrides={moco: {moco: {queue_size: 50}}}"], "moco.queue_size.*not a multiple"),
+    (["methods=[byol]"], "methods"),
+    (["variants=[clsp,twice]"], "variants"),
+    (["w_sweep=[0.1,1.5]"], "w_sweep"),
+    (["method_overrides={moco: {lr: 1}}"], "method_overrides"),
+])
+def test_bad_settings_stop_before_any_work(micro_config, tmp_path, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        run_pipeline(micro_config(*overrides))
+    assert not (tmp_path / "run").exists()
+
+
+def test_stage_records_hold_fingerprints_and_timings(tmp_path):
+    records = StageRecords(tmp_path)
+    assert not records.is_complete("pretrain/simclr", "abc")
+    records.complete("pretrain/simclr", "abc", 12.345)
+    records.complete("diffusion", "def", 2.0)
+    assert records.is_complete("pretrain/simclr", "abc")
+    assert not records.is_complete("pretrain/simclr", "abd")  # other inputs: run again
+    from clsp.io import read_json
+
+    timings = read_json(tmp_path / "timings.json")
+    assert timings["stages"]["pretrain/simclr"]["seconds"] == 12.35 and timings["total_seconds"] == 14.35
