@@ -8,14 +8,14 @@ COMMON = {"schema", "kind", "encoder", "dataset", "created_at", "results"}
 
 
 def test_eval_knn_prints_a_table_and_writes_metrics(encoder_file, tmp_path, capsys):
-    code = main(["eval", "knn", "--ckpt", str(encoder_file.parent), "--dataset", "digits", "--subset", "120",
+    code = main(["eval", "knn", "--ckpt", str(encoder_file.parent), "--dataset", "digits", "--subset", "60",
                  "--out", str(tmp_path / "knn"), "--device", "cpu"])
     assert code == 0
     out = capsys.readouterr().out
     assert "k=200" in out and "best (k=" in out and "fixed (k=200)" in out
     metrics = json.loads((tmp_path / "knn" / "metrics.json").read_text())
     assert COMMON <= set(metrics) and metrics["kind"] == "knn"
-    assert metrics["encoder"]["sha256"] and metrics["dataset"]["fingerprint"] and metrics["dataset"]["n"] == 120
+    assert metrics["encoder"]["sha256"] and metrics["dataset"]["fingerprint"] and metrics["dataset"]["n"] == 60
 
 
 def test_user_errors_exit_2_with_one_line(tmp_path, capsys):

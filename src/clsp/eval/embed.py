@@ -12,13 +12,13 @@ from pathlib import Path
 import numpy as np
 
 
-def tsne_2d(features: np.ndarray, perplexity: float = 30.0, seed: int = 0) -> tuple[np.ndarray, float]:
+def tsne_2d(features: np.ndarray, perplexity: float = 30.0, seed: int = 0, max_iter: int = 1000) -> tuple[np.ndarray, float]:
     """(n, 2) t-SNE coordinates of L2-normalised features and the final KL divergence."""
     from sklearn.manifold import TSNE
 
     x = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
     perplexity = min(perplexity, max(1.0, (len(x) - 1) / 3))  # t-SNE needs perplexity < n
-    tsne = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed)
+    tsne = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed, max_iter=max_iter)
     return tsne.fit_transform(x.astype(np.float32)), float(tsne.kl_divergence_)
 
 
@@ -53,7 +53,7 @@ def plot_embedding(coords: np.ndarray, labels: np.ndarray, class_names: list[str
 
 
 def embed_plot(encoder_path, dataset_cfg, out_dir=None, n: int = 2000, figure_name: str = "tsne.png",
-               perplexity: float = 30.0, seed: int = 0, device=None) -> dict:
+               perplexity: float = 30.0, seed: int = 0, device=None, max_iter: int = 1000) -> dict:
     """t-SNE of `n` test images (a fixed random subset); writes the figure and metrics.json into out_dir."""
     from clsp.config import to_dict
     from clsp.data.config import load_split
@@ -71,7 +71,7 @@ def embed_plot(encoder_path, dataset_cfg, out_dir=None, n: int = 2000, figure_na
     if test.labels is None:
         raise UserError(f"{test.name} {test.split} has no labels to colour the embedding by")
     config = {"kind": "embed", "encoder": str(encoder.path), "dataset": to_dict(data_cfg), "n": n,
-              "perplexity": perplexity, "seed": seed, "figure": figure_name}
+              "perplexity": perplexity, "seed": seed, "figure": figure_name, "max_iter": max_iter}
     inputs = {"encoder": encoder.record()["sha256"], "test": test.fingerprint}
     if (done := previous_result(out, config, inputs)) is not None and (out / figure_name).is_file():
         return done
@@ -79,7 +79,7 @@ def embed_plot(encoder_path, dataset_cfg, out_dir=None, n: int = 2000, figure_na
     idx = np.sort(np.random.default_rng(seed).permutation(len(test))[:n])
     subset = test.subset(idx) if hasattr(test, "subset") else _streamed_subset(test, idx)
     feats = encoder.features(subset).cpu().numpy()
-    coords, kl = tsne_2d(feats, perplexity, seed)
+    coords, kl = tsne_2d(feats, perplexity, seed, max_iter)
     labels = np.asarray(subset.labels)
     title = f"t-SNE of {encoder.meta.get('method', 'encoder')} features: {test.name} {test.split} (n={len(idx)})"
     plot_embedding(coords, labels, list(test.classes), out / figure_name, title)

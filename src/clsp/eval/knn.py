@@ -74,14 +74,15 @@ def knn_eval(encoder_path, dataset_cfg, out_dir=None, ks: Sequence[int] = KS, te
     """
     from clsp.data.config import load_split
     from clsp.eval.features import Encoder
-    from clsp.eval.metrics import (dataset_record, default_out_dir, finish_run, previous_result, start_run,
-                                   write_metrics)
+    from clsp.eval.metrics import (dataset_record, default_out_dir, finish_run, previous_result, require_labels,
+                                   start_run, write_metrics)
 
     ks = sorted(set(int(k) for k in ks) | {int(fixed_k)})
     encoder = Encoder(encoder_path, device)
     out = Path(out_dir) if out_dir is not None else default_out_dir(encoder.path, "knn")
     data_cfg = encoder.dataset_config(dataset_cfg)
     train, test = load_split(data_cfg, data_cfg.train_split), load_split(data_cfg, data_cfg.test_split)
+    require_labels(train, test)
     config = {"kind": "knn", "encoder": str(encoder.path), "dataset": to_dict(data_cfg), "ks": ks,
               "temperature": temperature, "fixed_k": fixed_k}
     inputs = {"encoder": encoder.record()["sha256"], "train": train.fingerprint, "test": test.fingerprint}

@@ -137,10 +137,28 @@ def topk_accuracy(layer: nn.Linear, feats: torch.Tensor, labels, ks=(1, 5), batc
     return {k: 100.0 * int(correct[k]) / len(feats) for k in ks}
 
 
+def features_and_mirror(encoder, dataset, batch_size: int = 512, progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features of every image and of its mirror, in one pass over the data (streamed sets are read once)."""
+    from clsp.eval.features import image_batches
+
+    batches = image_batches(dataset, batch_size, encoder.device)
+    if progress:
+        from tqdm.auto import tqdm
+
+        batches = tqdm(batches, total=-(-len(dataset) // batch_size), desc="features + mirrors", unit="batch", leave=False)
+    plain, mirror = [], []
+    for batch in batches:
+        plain.append(encoder.features(batch, batch_size=len(batch), progress=False))
+        mirror.append(encoder.features(batch, flip=True, batch_size=len(batch), progress=False))
+    return torch.cat(plain), torch.cat(mirror)
+
+
 def probe(encoder, train_set, test_set, cfg: LinearProbeConfig, progress: bool = True) -> dict:
     """Linear evaluation of an `Encoder` (clsp.eval.features) on a train / test pair; the results dict."""
     from clsp.errors import UserError
+    from clsp.eval.metrics import require_labels
 
+    require_labels(train_set, test_set)
     num_classes = len(train_set.classes)
     test_feats = encoder.features(test_set, progress=progress)
     if cfg.on_the_fly:
@@ -149,8 +167,7 @@ def probe(encoder, train_set, test_set, cfg: LinearProbeConfig, progress: bool =
         layer, losses = train_linear_probe_on_the_fly(encoder.backbone, train_set.images, train_set.labels, encoder.mean,
                                                       encoder.std, encoder.size, num_classes, cfg, encoder.device, progress)
     else:
-        feats = encoder.features(train_set, progress=progress)
-        mirror = encoder.features(train_set, flip=True, progress=progress)
+        feats, mirror = features_and_mirror(encoder, train_set, progress=progress)
         layer, losses = train_linear_probe(feats, mirror, train_set.labels, num_classes, cfg, progress)
     acc = topk_accuracy(layer, test_feats, test_set.labels)
     return {"top1": acc[1], "top5": acc[5], "final_train_loss": losses[-1], "train_loss": losses,

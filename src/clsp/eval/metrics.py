@@ -37,6 +37,16 @@ def dataset_record(ds, split: str | None = None) -> dict[str, Any]:
             "fingerprint": ds.fingerprint, "classes": len(ds.classes)}
 
 
+def require_labels(*datasets) -> None:
+    """Probes need class labels; an unlabelled split is the user's to replace."""
+    from clsp.errors import UserError
+
+    for ds in datasets:
+        if ds.labels is None or not ds.classes:
+            raise UserError(f"{ds.name} {ds.split} has no class labels; evaluate on a labelled split "
+                            "(e.g. dataset train_split/test_split, or a folder with one subfolder per class)")
+
+
 def now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
