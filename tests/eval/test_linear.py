@@ -63,7 +63,7 @@ def test_precomputed_flips_equal_the_on_the_fly_protocol(digits16_train):
     assert not torch.allclose(fast.weight, other.weight, atol=1e-4)
 
 
-def test_linear_eval_of_an_encoder_file_writes_metrics(encoder_file, tmp_path):
+def test_linear_eval_of_an_encoder_file_writes_metrics(encoder_file, tmp_path, capsys):
     from clsp.eval.linear import linear_eval
     from clsp.eval.metrics import read_metrics
 
@@ -78,5 +78,8 @@ def test_linear_eval_of_an_encoder_file_writes_metrics(encoder_file, tmp_path):
     assert res["top1"] > 30  # random ResNet features of digits are far above chance (10%)
     assert (tmp_path / "linear" / "done.json").is_file()
     # the same evaluation again is recognised as done and not recomputed
+    capsys.readouterr()
     again = linear_eval(encoder_file, data, tmp_path / "linear", cfg, device="cpu", progress=False)
     assert again["created_at"] == metrics["created_at"]
+    shown = capsys.readouterr().out
+    assert "up to date" in shown and f"{res['top1']:.2f}" in shown  # the recorded table, shown again

@@ -59,8 +59,7 @@ def embed_plot(encoder_path, dataset_cfg, out_dir=None, n: int = 2000, figure_na
     from clsp.data.config import load_split
     from clsp.errors import UserError
     from clsp.eval.features import Encoder
-    from clsp.eval.metrics import (dataset_record, default_out_dir, finish_run, format_table, previous_result,
-                                   start_run, write_metrics)
+    from clsp.eval.metrics import dataset_record, default_out_dir, finish_run, previous_result, start_run, write_metrics
 
     if n < 5:
         raise UserError(f"--n must be at least 5 for a t-SNE, got {n}")
@@ -73,7 +72,7 @@ def embed_plot(encoder_path, dataset_cfg, out_dir=None, n: int = 2000, figure_na
     config = {"kind": "embed", "encoder": str(encoder.path), "dataset": to_dict(data_cfg), "n": n,
               "perplexity": perplexity, "seed": seed, "figure": figure_name, "max_iter": max_iter}
     inputs = {"encoder": encoder.record()["sha256"], "test": test.fingerprint}
-    if (done := previous_result(out, config, inputs)) is not None and (out / figure_name).is_file():
+    if (done := previous_result(out, config, inputs, embed_table, files=[figure_name])) is not None:
         return done
     start_run(out, config, inputs)
     idx = np.sort(np.random.default_rng(seed).permutation(len(test))[:n])
@@ -85,8 +84,14 @@ def embed_plot(encoder_path, dataset_cfg, out_dir=None, n: int = 2000, figure_na
     plot_embedding(coords, labels, list(test.classes), out / figure_name, title)
     results = {"figure": figure_name, "n": int(len(idx)), "perplexity": perplexity, "kl_divergence": kl, "seed": seed}
     metrics = write_metrics(out, "embed", encoder.record(), dataset_record(test), results)
-    table = format_table(["t-SNE", "value"], [["points", len(idx)], ["KL divergence", kl], ["figure", str(out / figure_name)]])
-    return finish_run(out, config, inputs, metrics, table, outputs=["metrics.json", figure_name])
+    return finish_run(out, config, inputs, metrics, embed_table(results), outputs=["metrics.json", figure_name])
+
+
+def embed_table(results: dict) -> str:
+    from clsp.eval.metrics import format_table
+
+    return format_table(["t-SNE", "value"], [["points", results["n"]], ["KL divergence", results["kl_divergence"]],
+                                             ["figure", results["figure"]]])
 
 
 def _streamed_subset(ds, idx: np.ndarray):

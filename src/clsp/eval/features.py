@@ -44,10 +44,14 @@ def extract_features(backbone: nn.Module, images, mean: Sequence[float], std: Se
     `recipe` names the `clsp.data.augment` recipe applied before the backbone: "eval" (normalise
     only) for probes; a training recipe ("simclr", "moco") draws random views from torch's RNG.
 
-    The features stay on the device they were computed on (the probes that follow run there too).
-    The backbone is moved to that device and put in eval mode; its train/eval mode is restored after,
-    so a monitor may call this in the middle of training.
+    The features stay on the device they were computed on (the probes that follow run there too):
+    `device`, else the backbone's own accelerator, else the GPU when there is one. The backbone is
+    moved there and put in eval mode; its train/eval mode is restored after, so a monitor may call
+    this in the middle of training.
     """
+    param = next(backbone.parameters(), None)
+    if device is None and param is not None and param.device.type != "cpu":
+        device = param.device  # a DDP rank's own GPU, not cuda:0
     device = default_device(device)
     was_training = backbone.training
     backbone.to(device).eval()

@@ -140,7 +140,7 @@ def fid_eval(model_dir, dataset_cfg, out_dir=None, n: int = 50000, inception_wei
     from clsp.diffusion.model import check_model_matches, load_model
     from clsp.diffusion.sampler import SamplerConfig
     from clsp.eval.features import default_device
-    from clsp.eval.metrics import dataset_record, finish_run, format_table, previous_result, start_run, write_metrics
+    from clsp.eval.metrics import dataset_record, finish_run, previous_result, start_run, write_metrics
     from clsp.io import hash_directory
 
     if n < 2:
@@ -160,7 +160,7 @@ def fid_eval(model_dir, dataset_cfg, out_dir=None, n: int = 50000, inception_wei
               "sampler": to_dict(sampler_cfg), "chunk_size": batch_size}
     inputs = {"model": hash_directory(model_dir), "train": train.fingerprint,
               "inception": _file_hash(inception_weights)}
-    if (done := previous_result(out, config, inputs)) is not None:
+    if (done := previous_result(out, config, inputs, fid_table)) is not None:
         return done
     start_run(out, config, inputs)
     samples = generate_samples(unet.to(device), scheduler_config, n, sampler_cfg, seed, out / "samples", batch_size,
@@ -172,9 +172,16 @@ def fid_eval(model_dir, dataset_cfg, out_dir=None, n: int = 50000, inception_wei
                "dims": dims, "features": f"torch-fidelity inception-v3-compat, layer {dims}" + (" (pool3)" if dims == 2048 else "")}
     model = {"path": str(model_dir), "fingerprint": inputs["model"]}
     metrics = write_metrics(out, "fid", None, dataset_record(train), results, model=model)
-    table = format_table(["FID", "value"], [["FID", fid], ["samples", n], ["real images", len(train)],
-                                            ["sampler", f"{sampler} {steps} steps"]])
-    return finish_run(out, config, inputs, metrics, table)
+    return finish_run(out, config, inputs, metrics, fid_table(results))
+
+
+def fid_table(results: dict) -> str:
+    from clsp.eval.metrics import format_table
+
+    sampler = results["sampler"]
+    return format_table(["FID", "value"], [["FID", results["fid"]], ["Inception layer", results["dims"]],
+                                           ["samples", results["n_samples"]], ["real images", results["n_real"]],
+                                           ["sampler", f"{sampler['sampler']}, {sampler['steps']} steps"]])
 
 
 def _file_hash(path) -> str:

@@ -109,8 +109,7 @@ def hardness_eval(encoder_path, dataset_cfg, positives, out_dir=None, n: int = 1
     from clsp.data.config import load_split
     from clsp.errors import UserError
     from clsp.eval.features import Encoder
-    from clsp.eval.metrics import (dataset_record, default_out_dir, finish_run, format_table, previous_result,
-                                   start_run, write_metrics)
+    from clsp.eval.metrics import dataset_record, default_out_dir, finish_run, previous_result, start_run, write_metrics
     from clsp.io import hash_json
 
     encoder = Encoder(encoder_path, device)
@@ -129,7 +128,7 @@ def hardness_eval(encoder_path, dataset_cfg, positives, out_dir=None, n: int = 1
     inputs = {"encoder": encoder.record()["sha256"], "train": train.fingerprint,
               "positives": hash_json({k: manifest.get(k) for k in ("dataset", "model_hash", "generation")})
               if manifest else str(positives)}
-    if (done := previous_result(out, config, inputs)) is not None and (out / "hardness.png").is_file():
+    if (done := previous_result(out, config, inputs, hardness_table, files=["hardness.png"])) is not None:
         return done
     start_run(out, config, inputs)
     anchor_idx = np.sort(np.random.default_rng(seed).permutation(len(train))[:n])
@@ -143,11 +142,16 @@ def hardness_eval(encoder_path, dataset_cfg, positives, out_dir=None, n: int = 1
     title = f"{encoder.meta.get('method', 'encoder')} on {train.name}: similarity of positives to their anchor"
     plot_hardness(sims, out / "hardness.png", title)
     metrics = write_metrics(out, "hardness", encoder.record(), dataset_record(train), results, positives=str(positives))
-    rows = [[name, s["mean"], s["q25"], s["median"], s["q75"], s["n"]] for name, s in summary.items()]
-    table = format_table(["positive", "mean", "q25", "median", "q75", "n"], rows,
-                         f"hardness (cosine similarity; synthetic < NN for {100 * results['synthetic_harder_than_nn']:.1f}% of anchors)",
-                         digits=3)
-    return finish_run(out, config, inputs, metrics, table, outputs=["metrics.json", "hardness.png"])
+    return finish_run(out, config, inputs, metrics, hardness_table(results), outputs=["metrics.json", "hardness.png"])
+
+
+def hardness_table(results: dict) -> str:
+    from clsp.eval.metrics import format_table
+
+    rows = [[name, s["mean"], s["q25"], s["median"], s["q75"], s["n"]] for name, s in results["similarity"].items()]
+    title = (f"hardness: cosine similarity to the anchor (synthetic below NN for "
+             f"{100 * results['synthetic_harder_than_nn']:.1f}% of anchors)")
+    return format_table(["positive", "mean", "q25", "median", "q75", "n"], rows, title, digits=3)
 
 
 def _images_at(ds, idx: np.ndarray) -> np.ndarray:

@@ -86,7 +86,7 @@ def knn_eval(encoder_path, dataset_cfg, out_dir=None, ks: Sequence[int] = KS, te
     config = {"kind": "knn", "encoder": str(encoder.path), "dataset": to_dict(data_cfg), "ks": ks,
               "temperature": temperature, "fixed_k": fixed_k}
     inputs = {"encoder": encoder.record()["sha256"], "train": train.fingerprint, "test": test.fingerprint}
-    if (done := previous_result(out, config, inputs)) is not None:
+    if (done := previous_result(out, config, inputs, knn_table)) is not None:
         return done
     start_run(out, config, inputs)
     train_feats = encoder.features(train, batch_size=batch_size)

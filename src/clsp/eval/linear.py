@@ -204,10 +204,11 @@ def evaluate_linear(encoder, train, test, out, probe_cfg: LinearProbeConfig, pro
     config = {"kind": "linear", "encoder": str(encoder.path), "dataset": train.name, "splits": [train.split, test.split],
               "image_size": encoder.size, "probe": to_dict(probe_cfg)}
     inputs = {"encoder": encoder.record()["sha256"], "train": train.fingerprint, "test": test.fingerprint}
-    if (done := previous_result(out, config, inputs)) is not None:
+    title = f"{train.name}: linear probe"
+    if (done := previous_result(out, config, inputs, lambda results: linear_table(results, title))) is not None:
         return done
     start_run(out, config, inputs)
     results = probe(encoder, train, test, probe_cfg, progress) | {"protocol": to_dict(probe_cfg)}
     metrics = write_metrics(out, "linear", encoder.record(), dataset_record(test), results,
                             train_dataset=dataset_record(train))
-    return finish_run(out, config, inputs, metrics, linear_table(results, f"{train.name}: linear probe"))
+    return finish_run(out, config, inputs, metrics, linear_table(results, title))

@@ -86,13 +86,20 @@ def default_out_dir(encoder_path: str | Path, kind: str) -> Path:
     return Path(encoder_path).resolve().parent / "eval" / kind
 
 
-def previous_result(out_dir: str | Path, config: dict, inputs: dict[str, str]) -> dict | None:
-    """The metrics of a finished run of exactly this evaluation (same settings, same input fingerprints)."""
+def previous_result(out_dir: str | Path, config: dict, inputs: dict[str, str], table=None,
+                    files: Sequence[str] = ()) -> dict | None:
+    """The metrics of a finished run of exactly this evaluation (same settings, same input fingerprints),
+    with its table printed again (`table(results) -> str`); None when it must be (re)computed."""
     from clsp import rundir
 
-    if rundir.is_complete(out_dir, config, inputs) and (Path(out_dir) / METRICS_FILE).is_file():
-        return read_metrics(out_dir)
-    return None
+    out = Path(out_dir)
+    if not rundir.is_complete(out, config, inputs) or not all((out / f).is_file() for f in (METRICS_FILE, *files)):
+        return None
+    metrics = read_metrics(out)
+    if table is not None:
+        print(f"{out / METRICS_FILE} is up to date for this encoder, data and settings (delete done.json to recompute)")
+        print(table(metrics["results"]), flush=True)
+    return metrics
 
 
 def start_run(out_dir: str | Path, config: dict, inputs: dict[str, str]) -> None:
