@@ -169,6 +169,9 @@ def probe(encoder, train_set, test_set, cfg: LinearProbeConfig, progress: bool =
     else:
         feats, mirror = features_and_mirror(encoder, train_set, progress=progress)
         layer, losses = train_linear_probe(feats, mirror, train_set.labels, num_classes, cfg, progress)
+    if not math.isfinite(losses[-1]):
+        raise UserError(f"the linear probe diverged on {train_set.name} (training loss {losses[-1]}); "
+                        f"try a smaller --lr than {cfg.lr}")
     acc = topk_accuracy(layer, test_feats, test_set.labels)
     return {"top1": acc[1], "top5": acc[5], "final_train_loss": losses[-1], "train_loss": losses,
             "num_classes": num_classes, "n_train": len(train_set), "n_test": len(test_set)}
