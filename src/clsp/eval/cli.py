@@ -72,7 +72,7 @@ def register(subparsers) -> None:
     p.add_argument("--positives", required=True, help="the positives store directory written by `clsp synthesize`")
     p.add_argument("--n", type=int, default=1000, help="anchors (a fixed random subset of the training set)")
     p.add_argument("--augment", default=None, choices=["simclr", "moco"],
-                   help="recipe of 'another augmentation of itself' (default: the encoder's method's)")
+                   help="recipe of 'another augmentation of itself' (default: the encoder meta's, else moco for MoCo, simclr otherwise)")
     p.add_argument("--seed", type=int, default=0)
     _out(p, "hardness")
     p.set_defaults(func=run_hardness)

@@ -114,7 +114,7 @@ def hardness_eval(encoder_path, dataset_cfg, positives, out_dir=None, n: int = 1
 
     encoder = Encoder(encoder_path, device)
     out = Path(out_dir) if out_dir is not None else default_out_dir(encoder.path, "hardness")
-    augment = augment or ("moco" if "moco" in str(encoder.meta.get("method", "")) else "simclr")
+    augment = augment or encoder.meta.get("augment") or ("moco" if encoder.meta.get("method") == "moco" else "simclr")
     train = load_split(dataset_cfg, dataset_cfg.train_split)
     if store is None:
         from clsp.positives.store import PositivesStore

@@ -27,7 +27,7 @@ def file_sha256(path: str | Path) -> str:
 
 def encoder_record(path: str | Path, meta: dict[str, Any]) -> dict[str, Any]:
     """What identifies the evaluated encoder: its file, content hash and how it was trained."""
-    keys = ("method", "arch", "stem", "feat_dim", "image_size", "dataset", "clsp_lambda")
+    keys = ("method", "arch", "stem", "feat_dim", "image_size", "dataset", "clsp_lambda", "third_view", "epochs")
     return {"path": str(Path(path).resolve()), "sha256": file_sha256(path), **{k: meta.get(k) for k in keys}}
 
 
