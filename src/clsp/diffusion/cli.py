@@ -46,14 +46,15 @@ def register(subparsers) -> None:
 
 
 def resolve_train_preset(name: str) -> str:
-    """`--config cifar10` means configs/diffusion/cifar10.yaml unless a file of that name exists."""
-    from clsp.config import resolve_preset
-    from clsp.errors import ConfigError
+    """`--config cifar10` means configs/diffusion/cifar10.yaml (not the pipeline's configs/cifar10.yaml);
+    a path to a file, or any other preset name, resolves as everywhere else."""
+    from clsp.config import CONFIG_DIR, resolve_preset
 
-    try:
-        return str(resolve_preset(name))
-    except ConfigError:
-        return str(resolve_preset(Path("diffusion") / name))
+    if not Path(name).is_file():
+        own = (CONFIG_DIR / "diffusion" / name).with_suffix(".yaml")
+        if own.is_file():
+            return str(own)
+    return str(resolve_preset(name))
 
 
 def _train(args: argparse.Namespace) -> int:

@@ -1,0 +1,107 @@
+"""DDPM training on real digits: the loss falls, outputs are complete, and a killed run resumes exactly."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from clsp.config import load_config
+from clsp.diffusion.cli import resolve_train_preset
+from clsp.diffusion.model import check_model_matches, load_model
+from clsp.diffusion.train import DiffusionTrainConfig, random_flip, train_diffusion
+from clsp.errors import ConfigError, UserError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def config(out_dir, *overrides):
+    return load_config(DiffusionTrainConfig, resolve_train_preset("tiny-digits"),
+                       [f"out_dir={out_dir}", "trainer.progress=false", *overrides])
+
+
+def logged_losses(run_dir) -> list[float]:
+    with open(Path(run_dir) / "logs" / "metrics.csv") as f:
+        return [float(r["train/loss"]) for r in csv.DictReader(f) if r.get("train/loss")]
+
+
+def test_loss_falls_and_the_run_is_complete(tmp_path):
+    cfg = config(tmp_path / "run", "max_steps=40", "sample_every=40", "n_sample_grid=4", "sample_steps=5",
+                 "trainer.checkpoint_every=40")
+    model_dir = train_diffusion(cfg)
+
+    losses = logged_losses(tmp_path / "run")
+    assert len(losses) == 4
+    assert sum(losses[-2:]) / 2 < 0.5 * losses[0], losses               # epsilon-MSE starts near 1 and falls fast
+    unet, scheduler_config = load_model(model_dir)
+    check_model_matches(unet, 16)
+    assert scheduler_config["beta_schedule"] == "linear" and scheduler_config["num_train_timesteps"] == 1000
+    assert (tmp_path / "run" / "samples" / "step00000040.png").is_file()
+    assert (tmp_path / "run" / "done.json").is_file() and any((tmp_path / "run" / "tb").iterdir())
+
+    # The saved UNet holds the EMA weights, which the checkpoint carries beside the raw ones.
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    saved = load_file(model_dir / "unet" / "diffusion_pytorch_model.safetensors")
+    assert state["ema.n_averaged"] == 40
+    name = "conv_out.weight"
+    assert torch.equal(saved[name], state[f"ema.module.{name}"])
+    assert not torch.equal(saved[name], state[f"unet.{name}"])
+
+    # Done work is not redone.
+    stamp = (model_dir / "unet" / "diffusion_pytorch_model.safetensors").stat().st_mtime_ns
+    assert train_diffusion(cfg) == model_dir
+    assert (model_dir / "unet" / "diffusion_pytorch_model.safetensors").stat().st_mtime_ns == stamp
+
+
+def test_kill_and_resume_gives_the_weights_of_an_uninterrupted_run(tmp_path):
+    overrides = ["dataset.size=8", "batch_size=8", "max_steps=30", "trainer.checkpoint_every=5", "sample_every=1000",
+                 "n_sample_grid=0", "dropout=0.1"]                          # dropout: its RNG must replay too
+    reference = train_diffusion(config(tmp_path / "straight", *overrides))
+
+    command = [sys.executable, "-m", "clsp", "diffusion", "train", "--config", "tiny-digits",
+               f"out_dir={tmp_path / 'killed'}", "trainer.progress=false", *overrides]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CLSP_QUIET": "1"}
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    last = tmp_path / "killed" / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 240
+    while not last.is_file() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    _, err = process.communicate()
+    assert process.returncode == -signal.SIGKILL, err.decode()[-2000:]
+    assert not (tmp_path / "killed" / "model").exists()                   # it died mid-run
+    step = torch.load(last, weights_only=True)["global_step"]
+    assert 0 < step < 30
+
+    resumed = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming from" in resumed.stderr
+    a = load_file(reference / "unet" / "diffusion_pytorch_model.safetensors")
+    b = load_file(tmp_path / "killed" / "model" / "unet" / "diffusion_pytorch_model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_flip_is_per_sample():
+    torch.manual_seed(0)
+    x = torch.arange(64.0).view(1, 1, 1, 64).expand(64, 3, 8, 64).contiguous()
+    y = random_flip(x)
+    flipped = (y[:, 0, 0, 0] == 63).float()
+    assert 0 < flipped.sum() < 64 and torch.equal(y[flipped.bool()], x[flipped.bool()].flip(3))
+
+
+def test_bad_configs_fail_before_any_work(tmp_path):
+    with pytest.raises(ConfigError, match="model"):
+        config(tmp_path, "model=huge")
+    with pytest.raises(UserError, match="multiple of 4"):
+        train_diffusion(config(tmp_path / "r", "dataset.size=10"))
+    with pytest.raises(UserError, match="fewer than one global batch"):
+        train_diffusion(config(tmp_path / "r", "batch_size=4096"))
+    assert not (tmp_path / "r").exists()

@@ -1,0 +1,86 @@
+"""UNet presets and the diffusers-layout model directory."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from clsp.diffusion.model import check_model_matches, load_model, save_model
+from clsp.diffusion.sampler import anchor_features
+from clsp.diffusion.unet import make_unet
+from clsp.errors import UserError
+
+
+def n_params(module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def test_ddpm_cifar10_preset_is_the_google_layout():
+    unet = make_unet("ddpm-cifar10", 32)
+    assert n_params(unet) == 35_746_307                                  # google/ddpm-cifar10-32: 35.7M
+    c = unet.config
+    assert list(c.block_out_channels) == [128, 256, 256, 256] and c.layers_per_block == 2
+    assert list(c.down_block_types) == ["DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"]
+    assert list(c.up_block_types) == ["UpBlock2D", "AttnUpBlock2D", "UpBlock2D", "UpBlock2D"]
+    assert (c.downsample_padding, c.flip_sin_to_cos, c.freq_shift, c.norm_eps, c.dropout) == (0, False, 1, 1e-6, 0.1)
+    with torch.no_grad():                                                # the bottleneck at 32x32 is 256 x 4 x 4
+        h = anchor_features(unet.eval(), torch.zeros(1, 3, 32, 32), torch.tensor(500))
+    assert h.shape == (1, 256, 4, 4)
+
+
+def test_smaller_presets_and_resolutions():
+    assert 8.5e6 < n_params(make_unet("small", 32)) < 9.5e6
+    assert n_params(make_unet("tiny", 16)) < 2e6
+    assert make_unet("ddpm-cifar10", 64, dropout=0.0).config.sample_size == 64   # STL-10 at 64 px
+    with pytest.raises(UserError, match="multiple of 8"):
+        make_unet("ddpm-cifar10", 36)
+    with pytest.raises(UserError, match="unknown UNet preset"):
+        make_unet("huge", 32)
+
+
+def test_save_load_round_trip(tmp_path, tiny_unet, schedule):
+    model_dir = save_model(tmp_path / "m", tiny_unet, schedule)
+    assert (model_dir / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+    assert json.loads((model_dir / "model_index.json").read_text())["unet"] == ["diffusers", "UNet2DModel"]
+    unet, scheduler_config = load_model(model_dir)
+    assert scheduler_config["beta_end"] == 0.02 and scheduler_config["num_train_timesteps"] == 1000
+    assert not unet.training
+    for (name, a), (_, b) in zip(tiny_unet.state_dict().items(), unet.state_dict().items()):
+        assert torch.equal(a, b), name
+    # Saving again replaces the directory whole: no temporary directories are left beside it.
+    save_model(model_dir, unet, scheduler_config)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+
+
+@pytest.mark.parametrize("safetensors", [True, False])
+def test_a_directory_written_by_diffusers_itself_loads(tmp_path, tiny_unet, safetensors):
+    from diffusers import DDPMPipeline, DDPMScheduler
+
+    scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear", variance_type="fixed_large")
+    DDPMPipeline(unet=tiny_unet, scheduler=scheduler).save_pretrained(tmp_path / "hub", safe_serialization=safetensors)
+    unet, scheduler_config = load_model(tmp_path / "hub")
+    assert scheduler_config["_class_name"] == "DDPMScheduler"
+    x, t = torch.randn(2, 3, 8, 8), torch.tensor([3, 700])
+    with torch.no_grad():
+        assert torch.equal(unet(x, t).sample, tiny_unet(x, t).sample)
+
+
+def test_bad_directories_are_user_errors_naming_the_path(tmp_path, saved_tiny_model):
+    with pytest.raises(UserError, match=str(tmp_path / "missing")):
+        load_model(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="no unet/config.json"):
+        load_model(tmp_path / "empty")
+    (saved_tiny_model / "scheduler" / "scheduler_config.json").unlink()
+    with pytest.raises(UserError, match="scheduler"):
+        load_model(saved_tiny_model)
+
+
+def test_check_model_matches(tiny_unet):
+    check_model_matches(tiny_unet, 8)
+    with pytest.raises(UserError, match="8x8 images but the data is 32x32"):
+        check_model_matches(tiny_unet, 32)
+    with pytest.raises(UserError, match="channels"):
+        check_model_matches(tiny_unet, 8, channels=1)
