@@ -16,9 +16,10 @@ def test_tsne_separates_separated_clusters():
 
 
 def test_embed_plot_writes_figure_and_metrics(encoder_file, tmp_path):
-    metrics = embed_plot(encoder_file, DatasetConfig(name="digits"), tmp_path / "embed", n=60, perplexity=10,
-                         device="cpu", max_iter=300)
-    png = tmp_path / "embed" / "tsne.png"
+    png = tmp_path / "figures" / "digits-tsne.png"  # a figure path of the user's choosing
+    metrics = embed_plot(encoder_file, DatasetConfig(name="digits"), tmp_path / "embed", n=60, figure=png,
+                         perplexity=10, device="cpu", max_iter=300)
+    assert metrics["results"]["figure"] == str(png.resolve())
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
     assert metrics["kind"] == "embed" and metrics["results"]["n"] == 60 and metrics["dataset"]["split"] == "test"
     assert not list((tmp_path / "embed").glob(".*.tmp"))  # atomic writes leave nothing behind

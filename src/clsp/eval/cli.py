@@ -61,7 +61,9 @@ def register(subparsers) -> None:
 
     p = sub.add_parser("embed", help="t-SNE of test features, coloured by class")
     _encoder_and_data(p)
-    p.add_argument("--out", default=None, help="the figure's path, e.g. tsne.png (default: eval/embed/tsne.png beside the encoder)")
+    p.add_argument("--out", default=None,
+                   help="the figure's path (e.g. tsne.png), or a directory for it and metrics.json "
+                        "(default: eval/embed/ beside the encoder, which also holds metrics.json)")
     p.add_argument("--n", type=int, default=2000, help="test images to embed (a fixed random subset)")
     p.add_argument("--perplexity", type=float, default=30.0)
     p.add_argument("--seed", type=int, default=0)
@@ -142,11 +144,11 @@ def run_embed(args) -> int:
 
     from clsp.eval.embed import embed_plot
 
-    out_dir, figure = None, "tsne.png"
+    out_dir, figure = None, None
     if args.out is not None:
         out = Path(args.out)
-        out_dir, figure = (out.parent, out.name) if out.suffix else (out, figure)
-    embed_plot(args.ckpt, _dataset(args), out_dir, n=args.n, figure_name=figure, perplexity=args.perplexity,
+        out_dir, figure = (None, out) if out.suffix.lower() in (".png", ".pdf", ".svg", ".jpg") else (out, None)
+    embed_plot(args.ckpt, _dataset(args), out_dir, n=args.n, figure=figure, perplexity=args.perplexity,
                seed=args.seed, device=args.device)
     return 0
 

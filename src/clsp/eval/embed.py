@@ -23,7 +23,7 @@ def tsne_2d(features: np.ndarray, perplexity: float = 30.0, seed: int = 0, max_i
 
 
 def plot_embedding(coords: np.ndarray, labels: np.ndarray, class_names: list[str], path: str | Path, title: str) -> Path:
-    """A scatter plot coloured by class with a legend of class names, written atomically as PNG."""
+    """A scatter plot coloured by class with a legend of class names, written atomically (format from the suffix)."""
     import matplotlib
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -48,13 +48,14 @@ def plot_embedding(coords: np.ndarray, labels: np.ndarray, class_names: list[str
     fig.tight_layout()
     path = Path(path)
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
+        fig.savefig(tmp, format=path.suffix.lstrip(".").lower() or "png")
     return path
 
 
-def embed_plot(encoder_path, dataset_cfg, out_dir=None, n: int = 2000, figure_name: str = "tsne.png",
-               perplexity: float = 30.0, seed: int = 0, device=None, max_iter: int = 1000) -> dict:
-    """t-SNE of `n` test images (a fixed random subset); writes the figure and metrics.json into out_dir."""
+def embed_plot(encoder_path, dataset_cfg, out_dir=None, n: int = 2000, figure=None, perplexity: float = 30.0,
+               seed: int = 0, device=None, max_iter: int = 1000) -> dict:
+    """t-SNE of `n` test images (a fixed random subset): the figure (default out_dir/tsne.png) and
+    out_dir/metrics.json, whose `results.figure` is the figure's path relative to out_dir when inside it."""
     from clsp.config import to_dict
     from clsp.data.config import load_split
     from clsp.errors import UserError
@@ -65,6 +66,9 @@ def embed_plot(encoder_path, dataset_cfg, out_dir=None, n: int = 2000, figure_na
         raise UserError(f"--n must be at least 5 for a t-SNE, got {n}")
     encoder = Encoder(encoder_path, device)
     out = Path(out_dir) if out_dir is not None else default_out_dir(encoder.path, "embed")
+    figure_path = Path(figure) if figure is not None else out / "tsne.png"
+    figure_name = str(figure_path.resolve().relative_to(out.resolve())) if figure_path.resolve().is_relative_to(out.resolve()) \
+        else str(figure_path.resolve())
     data_cfg = encoder.dataset_config(dataset_cfg)
     test = load_split(data_cfg, data_cfg.test_split)
     if test.labels is None:
@@ -72,7 +76,7 @@ def embed_plot(encoder_path, dataset_cfg, out_dir=None, n: int = 2000, figure_na
     config = {"kind": "embed", "encoder": str(encoder.path), "dataset": to_dict(data_cfg), "n": n,
               "perplexity": perplexity, "seed": seed, "figure": figure_name, "max_iter": max_iter}
     inputs = {"encoder": encoder.record()["sha256"], "test": test.fingerprint}
-    if (done := previous_result(out, config, inputs, embed_table, files=[figure_name])) is not None:
+    if (done := previous_result(out, config, inputs, embed_table, files=[figure_path.resolve()])) is not None:
         return done
     start_run(out, config, inputs)
     idx = np.sort(np.random.default_rng(seed).permutation(len(test))[:n])
@@ -81,7 +85,7 @@ def embed_plot(encoder_path, dataset_cfg, out_dir=None, n: int = 2000, figure_na
     coords, kl = tsne_2d(feats, perplexity, seed, max_iter)
     labels = np.asarray(subset.labels)
     title = f"t-SNE of {encoder.meta.get('method', 'encoder')} features: {test.name} {test.split} (n={len(idx)})"
-    plot_embedding(coords, labels, list(test.classes), out / figure_name, title)
+    plot_embedding(coords, labels, list(test.classes), figure_path, title)
     results = {"figure": figure_name, "n": int(len(idx)), "perplexity": perplexity, "kl_divergence": kl, "seed": seed}
     metrics = write_metrics(out, "embed", encoder.record(), dataset_record(test), results)
     return finish_run(out, config, inputs, metrics, embed_table(results), outputs=["metrics.json", figure_name])
