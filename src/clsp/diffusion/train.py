@@ -106,10 +106,6 @@ def _lightning_module():
 
         def on_fit_start(self) -> None:
             self.images = self.images.to(self.device)
-            if self.device.type == "cuda":
-                self.unet.to(memory_format=torch.channels_last)
-                if self.cfg.trainer.compile:
-                    self.unet.compile()
 
         def training_step(self, batch, batch_idx):
             step, rank = self.global_step, self.global_rank
@@ -169,7 +165,7 @@ def train_diffusion(cfg: DiffusionTrainConfig) -> Path:
     from clsp.diffusion.model import check_model_matches, load_model, save_model
     from clsp.diffusion.unet import check_image_size, make_unet
     from clsp.io import hash_directory, read_json
-    from clsp.training import StepLoader, last_checkpoint, make_trainer, world_size
+    from clsp.training import StepLoader, last_checkpoint, make_trainer, uses_gpu, world_size
 
     out = Path(cfg.out_dir)
     model_dir = out / "model"
@@ -204,9 +200,14 @@ def train_diffusion(cfg: DiffusionTrainConfig) -> Path:
         check_image_size(cfg.model, train_set.image_size)
         unet, scheduler_config = make_unet(cfg.model, train_set.image_size, cfg.dropout), dict(TRAINING_SCHEDULE)
 
+    if uses_gpu(cfg.trainer):                                   # before DDP wraps it and Adam holds its parameters
+        unet.to(memory_format=torch.channels_last)
+
     if rank_zero_only.rank == 0:
         rundir.start(out, cfg, inputs)
     module = _lightning_module()(cfg, unet, scheduler_config, torch.from_numpy(train_set.images))
+    if cfg.trainer.compile and uses_gpu(cfg.trainer):
+        unet.compile()                                          # after the EMA copy; state_dict keys unchanged
     trainer = make_trainer(cfg.trainer, out, max_steps=cfg.max_steps, gradient_clip_val=cfg.grad_clip)
     steps_per_epoch = len(train_set) // (cfg.batch_size * world)
     log.info("diffusion: %s UNet (%.1fM parameters) on %d images of %dpx, %d steps%s", cfg.model if not cfg.init_from else cfg.init_from,
