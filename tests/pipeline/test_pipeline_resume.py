@@ -17,7 +17,7 @@ MICRO = Path(__file__).with_name("micro.yaml")
 
 
 def pipeline_command(run: Path) -> list[str]:
-    return [sys.executable, "-m", "clsp", "pipeline", "--config", str(MICRO), f"out_dir={run}"]
+    return [sys.executable, "-m", "clsp", "pipeline", "--config", str(MICRO), f"out_dir={run}", "trainer.checkpoint_every=1"]
 
 
 def child_env() -> dict[str, str]:
