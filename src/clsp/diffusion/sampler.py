@@ -152,9 +152,41 @@ def to_uint8(x: torch.Tensor, clip: bool = True) -> torch.Tensor:
 
 # -- the loop --------------------------------------------------------------------------------------
 
+class _AnchorSide:
+    """The anchors' half of a step: x_a,t with fresh noise from the anchor stream, then h_anchor.
+
+    Without share_anchor each of the K candidates has its own copy of its anchor and its own noise
+    (the paper); with it, one noised anchor and one anchor pass per anchor serve its K candidates.
+    """
+
+    def __init__(self, anchors: torch.Tensor, k: int, shared: bool, scheduler, seed: int, device: torch.device,
+                 memory_format: torch.memory_format) -> None:
+        x = to_unit_range(anchors.to(device)).contiguous(memory_format=memory_format)
+        self.x = x if shared else x.repeat_interleave(k, dim=0)
+        self.k, self.shared, self.memory_format = k, shared, memory_format
+        abar = scheduler.alphas_cumprod[scheduler.timesteps].to(device)      # copied once, indexed on the device
+        self.signal, self.noise_scale = abar.sqrt(), (1.0 - abar).sqrt()
+        self.stream = torch.Generator(device).manual_seed(anchor_noise_seed(seed))
+        self.x_t = self.x
+
+    def noise_to_step(self, i: int) -> None:
+        """x_a,t = sqrt(abar_t) x_a + sqrt(1 - abar_t) eps_a, eps_a fresh at every step."""
+        eps = torch.randn(self.x.shape, generator=self.stream, device=self.x.device)
+        self.x_t = self.signal[i] * self.x + self.noise_scale[i] * eps.contiguous(memory_format=self.memory_format)
+
+    def features(self, unet, t: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        """h_anchor for trajectories [start, stop) (module-level `anchor_features`, so tests can watch it)."""
+        if not self.shared:
+            return anchor_features(unet, self.x_t[start:stop], t)
+        first, last = start // self.k, (stop - 1) // self.k + 1
+        h = anchor_features(unet, self.x_t[first:last], t)
+        return h.repeat_interleave(self.k, dim=0)[start - first * self.k: stop - first * self.k]
+
+
 @torch.no_grad()
 def _denoise(unet, scheduler_config: dict, n: int, cfg: SamplerConfig, seed: int, device: torch.device,
              anchors: torch.Tensor | None, k: int, progress: bool) -> torch.Tensor:
+    """Run n trajectories (with anchors: n = B * K, trajectory j towards anchor j // K); moves `unet` to `device`."""
     check(n >= 1, "n", f"must be >= 1, got {n}")
     height, width = _sample_size(unet, anchors)
     channels = unet.config.in_channels
@@ -162,57 +194,39 @@ def _denoise(unet, scheduler_config: dict, n: int, cfg: SamplerConfig, seed: int
         raise UserError(f"anchors are {tuple(anchors.shape[1:])} (H, W, C) but the model makes {(height, width, channels)}")
     on_gpu = device.type == "cuda"
     memory_format = torch.channels_last if on_gpu else torch.contiguous_format
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=on_gpu)
     was_training = unet.training
     unet.eval().to(device=device, memory_format=memory_format)
+
     scheduler = make_scheduler(scheduler_config, cfg.sampler, cfg.steps, cfg.timestep_spacing, cfg.clip_x0)
     timesteps = scheduler.timesteps                       # host tensor: the scheduler indexes its tables with it
     timesteps_device = timesteps.to(device)               # the UNet's time input, copied once
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=on_gpu)
-
     sample_stream = torch.Generator(device).manual_seed(seed)
     x = torch.randn((n, channels, height, width), generator=sample_stream, device=device).contiguous(memory_format=memory_format)
     kwargs = step_kwargs(cfg.sampler, cfg.eta, sample_stream)
+    anchor_side = None if anchors is None else _AnchorSide(anchors, k, cfg.share_anchor, scheduler, seed, device, memory_format)
+    hook = MidBlockInterpolation(unet, cfg.w) if anchors is not None else None
+    batch = cfg.batch_size if not cfg.share_anchor else max(k, cfg.batch_size // k * k)   # whole anchors per batch
 
-    interpolation = MidBlockInterpolation(unet, cfg.w) if anchors is not None else contextlib.nullcontext()
-    if anchors is not None:
-        x_anchor = to_unit_range(anchors.to(device)).contiguous(memory_format=memory_format)
-        if not cfg.share_anchor:                          # one anchor copy (and one noise draw) per candidate
-            x_anchor = x_anchor.repeat_interleave(k, dim=0)
-        abar = scheduler.alphas_cumprod[timesteps].to(device)
-        signal, noise_scale = abar.sqrt(), (1.0 - abar).sqrt()
-        anchor_stream = torch.Generator(device).manual_seed(anchor_noise_seed(seed))
-
-    steps = _progress(timesteps, progress)
     try:
-        with interpolation:
-            for i, t in enumerate(steps):
+        with hook or contextlib.nullcontext():
+            for i, t in enumerate(_progress(timesteps, progress)):
                 t_unet = timesteps_device[i]
-                if anchors is not None:
-                    eps_anchor = torch.randn(x_anchor.shape, generator=anchor_stream, device=device)
-                    x_anchor_t = signal[i] * x_anchor + noise_scale[i] * eps_anchor.contiguous(memory_format=memory_format)
+                if anchor_side is not None:
+                    anchor_side.noise_to_step(i)
                 eps = torch.empty_like(x)
-                for start in range(0, n, cfg.batch_size):
-                    stop = min(n, start + cfg.batch_size)
+                for start in range(0, n, batch):
+                    stop = min(n, start + batch)
                     with autocast:
-                        if anchors is None:
+                        if anchor_side is None:
                             eps[start:stop] = unet(x[start:stop], t_unet).sample
                         else:
-                            h_anchor = _anchor_h(unet, x_anchor_t, t_unet, start, stop, k, cfg.share_anchor)
-                            with interpolation.anchor(h_anchor):
+                            with hook.anchor(anchor_side.features(unet, t_unet, start, stop)):
                                 eps[start:stop] = unet(x[start:stop], t_unet).sample
                 x = scheduler.step(eps, t, x, **kwargs).prev_sample
     finally:
         unet.train(was_training)
     return to_uint8(x, clip=cfg.clip_final).cpu()
-
-
-def _anchor_h(unet, x_anchor_t: torch.Tensor, t: torch.Tensor, start: int, stop: int, k: int, shared: bool) -> torch.Tensor:
-    """h_anchor for trajectories [start, stop): one pass per trajectory, or per anchor broadcast over its K."""
-    if not shared:
-        return anchor_features(unet, x_anchor_t[start:stop], t)
-    first, last = start // k, (stop - 1) // k + 1
-    h = anchor_features(unet, x_anchor_t[first:last], t)
-    return h.repeat_interleave(k, dim=0)[start - first * k: stop - first * k]
 
 
 def _sample_size(unet, anchors: torch.Tensor | None) -> tuple[int, int]:
