@@ -38,7 +38,8 @@ class SamplerConfig:
     w: float = 0.1                    # weight of the sample's own bottleneck: 1 = plain sampling
     timestep_spacing: str = "leading"  # "linspace" makes diffusers' DDIM compute the previous step wrongly
     clip_x0: bool = False             # clip the predicted x0 at every step (the release does not)
-    clip_final: bool = True           # clip the final sample to [-1, 1] before quantising
+    clip_final: bool = True           # clip the final sample to [-1, 1] (the release's setting; the uint8
+                                      # quantisation saturates at 0 and 255 anyway, so no byte depends on it)
     share_anchor: bool = False        # one anchor pass per anchor per step, shared by its K candidates
     batch_size: int = 512             # trajectories per UNet call (memory only)
 
