@@ -114,6 +114,9 @@ class PipelineConfig:
         check(all(0.0 <= w <= 1.0 for w in self.w_sweep), "w_sweep", f"values must be in [0, 1], got {self.w_sweep}")
         check_positive(self.figure_anchors, "figure_anchors")
         check(bool(self.out_dir), "out_dir", "must name the run directory")
+        check(self.trainer.num_nodes == 1, "trainer.num_nodes",
+              "the pipeline runs on one node (any number of devices); on several nodes run the stage commands "
+              "(clsp diffusion train, torchrun ... clsp synthesize, clsp pretrain) on every node with trainer.num_nodes")
 
     @property
     def needs_positives(self) -> bool:
@@ -264,22 +267,25 @@ class Pipeline:
     # the stages -----------------------------------------------------------------------------------
     def stages(self) -> list[Stage]:
         cfg, out = self.cfg, []
-        if self.diffusion is not None:
+        if cfg.needs_positives and self.diffusion is not None:
             from clsp.diffusion.train import train_diffusion
 
             out.append(Stage("diffusion", self.diffusion, lambda: {"dataset": self.dataset_fingerprint()},
-                             lambda: train_diffusion(self.diffusion)))
+                             self._training("diffusion", ["diffusion", "train"], self.diffusion, train_diffusion)))
         if cfg.needs_positives:
             from clsp.positives.synthesize import synthesize
 
             synth = synthesize_config(cfg, self.model_dir, self.store)
             out.append(Stage("synthesis", synth, lambda: {"dataset": self.dataset_fingerprint(), "model": self.model_hash()},
-                             lambda: synthesize(synth)))
+                             self._training("synthesis", ["synthesize"], synth, synthesize, torchrun=True)))
             figures = {"anchors": cfg.figure_anchors, "w_sweep": list(cfg.w_sweep), "synthesis": to_dict(cfg.synthesis)}
             out.append(Stage("figures", figures, lambda: {"store": self.store_hash(), "model": self.model_hash()},
                              self.draw_figures))
+        if self.runs:
+            from clsp.methods.pretrain import pretrain
         for name, pre in self.runs.items():
-            out.append(Stage(f"pretrain/{name}", pre, self._pretrain_inputs(pre), self._pretrain(pre)))
+            out.append(Stage(f"pretrain/{name}", pre, self._pretrain_inputs(pre),
+                             self._training(f"pretrain/{name}", ["pretrain"], pre, pretrain)))
         for name in self.runs:
             out += self.eval_stages(name)
         return out
@@ -292,13 +298,35 @@ class Pipeline:
             return found
         return inputs
 
-    @staticmethod
-    def _pretrain(pre: PretrainConfig) -> Callable[[], Path]:
-        def go() -> Path:
-            from clsp.methods.pretrain import pretrain
+    def _training(self, name: str, command: list[str], config: Any, function: Callable[[Any], Any],
+                  torchrun: bool = False) -> Callable[[], Any]:
+        """Run a stage in this process on one device. On several devices, run it as its own `clsp` command
+        instead: Lightning starts one process per device by re-running the command it runs in, and that
+        command must be the stage's, not the whole pipeline's (synthesis: torchrun starts the processes)."""
+        from clsp.training import world_size
 
-            return pretrain(pre)
-        return go
+        world = world_size(self.cfg.trainer)
+        if world == 1:
+            return lambda: function(config)
+
+        def launch() -> None:
+            import subprocess
+            import sys
+
+            from clsp.config import to_yaml
+            from clsp.io import write_text_atomic
+
+            resolved = self.run / "stages" / (name.replace("/", "__") + ".yaml")
+            write_text_atomic(resolved, to_yaml(config))
+            launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={world}"] \
+                if torchrun else [sys.executable]
+            argv = [*launcher, "-m", "clsp", *command, "--config", str(resolved)]
+            log.info(f"pipeline: {name} on {world} devices: {' '.join(argv)}")
+            code = subprocess.run(argv).returncode
+            if code != 0:
+                raise UserError(f"stage {name} failed (exit code {code}; its messages are above); "
+                                "run the pipeline again to resume it")
+        return launch
 
     def eval_stages(self, name: str) -> list[Stage]:
         cfg, ev = self.cfg, self.cfg.eval

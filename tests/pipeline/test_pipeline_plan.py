@@ -63,3 +63,40 @@ def test_stage_records_hold_fingerprints_and_timings(tmp_path):
 
     timings = read_json(tmp_path / "timings.json")
     assert timings["stages"]["pretrain/simclr"]["seconds"] == 12.35 and timings["total_seconds"] == 14.35
+
+
+def test_several_devices_run_each_training_stage_as_its_own_command(micro_config, tmp_path, monkeypatch):
+    """Lightning starts one process per device by re-running the command it runs in, so with several
+    devices the pipeline runs each training stage as its own `clsp` command (synthesis under torchrun),
+    with the stage's resolved config written beside the stage records."""
+    import subprocess
+
+    from clsp.config import load_config
+    from clsp.diffusion.train import DiffusionTrainConfig
+    from clsp.methods.pretrain import PretrainConfig
+    from clsp.positives.synthesize import SynthesizeConfig
+
+    plan = Pipeline(micro_config("trainer.devices=2"))
+    launched = []
+    monkeypatch.setattr(subprocess, "run", lambda argv, **kw: launched.append(argv) or subprocess.CompletedProcess(argv, 0))
+    stages = {s.name: s for s in plan.stages()}
+    for name in ("diffusion", "synthesis", "pretrain/simclr-clsp"):
+        stages[name].run()
+    diffusion, synthesis, pretrain = launched
+    assert diffusion[1:5] == ["-m", "clsp", "diffusion", "train"]
+    assert synthesis[1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    assert synthesis[5:8] == ["-m", "clsp", "synthesize"] and pretrain[1:4] == ["-m", "clsp", "pretrain"]
+    for argv, schema, expected in ((diffusion, DiffusionTrainConfig, plan.diffusion),
+                                   (synthesis, SynthesizeConfig, stages["synthesis"].config),
+                                   (pretrain, PretrainConfig, plan.runs["simclr-clsp"])):
+        assert argv[-2] == "--config"
+        assert load_config(schema, argv[-1]) == expected  # the written config is the stage's, exactly
+
+    monkeypatch.setattr(subprocess, "run", lambda argv, **kw: subprocess.CompletedProcess(argv, 1))
+    with pytest.raises(UserError, match="stage pretrain/simclr failed .*run the pipeline again to resume"):
+        stages["pretrain/simclr"].run()
+
+
+def test_several_nodes_are_refused_with_the_stage_commands_to_use(micro_config):
+    with pytest.raises(ConfigError, match="trainer.num_nodes.*one node"):
+        micro_config("trainer.num_nodes=2")
