@@ -68,6 +68,7 @@ def test_fid_eval_end_to_end_with_stand_in_inception_weights(tiny_model, tmp_pat
     """The real Inception architecture with random weights (the real file is not available offline)."""
     import torch_fidelity.feature_extractor_inceptionv3 as tfi
 
+    monkeypatch.setenv("CLSP_DATA_ROOT", str(tmp_path / "cache"))  # where the real-image statistics are cached
     with monkeypatch.context() as m:  # build the architecture without downloading, and save its random weights
         m.setattr(tfi, "load_state_dict_from_url", lambda *a, **k: None)
         m.setattr(tfi.FeatureExtractorInceptionV3, "load_state_dict", lambda self, state: None)
@@ -85,6 +86,13 @@ def test_fid_eval_end_to_end_with_stand_in_inception_weights(tiny_model, tmp_pat
     assert metrics["results"]["dims"] == 64
     assert np.isfinite(metrics["results"]["fid"]) and metrics["results"]["fid"] > 0
     assert len(list((tmp_path / "fid" / "samples").glob("samples_*.npy"))) == 2
+    (stats,) = (tmp_path / "cache" / "fid-stats").glob("digits-train-*-64.npz")
+    written = stats.stat().st_mtime_ns
+    # another sample count: new samples, the cached real statistics, a consistent distance
+    again = fid_eval(tiny_model, data, tmp_path / "fid-b", n=6, inception_weights=weights, steps=2, batch_size=3,
+                     device="cpu", dims=64, progress=False)
+    assert np.isfinite(again["results"]["fid"]) and again["results"]["fid"] != metrics["results"]["fid"]
+    assert stats.stat().st_mtime_ns == written  # read, not recomputed
 
     from clsp.errors import UserError
 

@@ -7,7 +7,9 @@ in the reference implementation (TTUR) and the paper's numbers (50k DDPM samples
 set). The features come from torch-fidelity's port of the TensorFlow FID Inception (its bilinear
 resize to 299 mimics TF 1.x), loaded from a local weights file: no registry here carries it.
 Samples are generated in chunks written atomically under out/samples/, each with its own seed, so an
-interrupted run resumes with the chunks it has and produces the same samples.
+interrupted run resumes with the chunks it has and produces the same samples. The training set's
+statistics are cached in the data cache (CLSP_DATA_ROOT/fid-stats/), keyed by its fingerprint, the
+weights file and the layer.
 """
 
 from __future__ import annotations
@@ -82,6 +84,23 @@ def inception_features(model, images, batch_size: int = 200, device=None, progre
         batches = tqdm(batches, total=-(-len(images) // batch_size), desc="inception", unit="batch", leave=False)
     feats = [model(batch.permute(0, 3, 1, 2).contiguous())[0].float() for batch in batches]  # uint8 NCHW in
     return torch.cat(feats).cpu().numpy()
+
+
+def real_statistics(inception, train, weights_hash: str, dims: int, device, progress: bool = True):
+    """(mu, sigma) of the training images' features, cached in the data cache by (data, weights, layer):
+    every model trained on the same images is compared against the same statistics, computed once."""
+    from clsp.data.registry import cache_dir
+    from clsp.io import atomic_path
+
+    path = cache_dir() / "fid-stats" / f"{train.name}-{train.split}-{train.fingerprint}-{weights_hash}-{dims}.npz"
+    if path.is_file():
+        with np.load(path) as cached:
+            return cached["mu"], cached["sigma"]
+    mu, sigma = feature_statistics(inception_features(inception, train, device=device, progress=progress))
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, mu=mu, sigma=sigma)
+    return mu, sigma
 
 
 # -- samples, in resumable chunks ------------------------------------------------------------------
@@ -166,7 +185,7 @@ def fid_eval(model_dir, dataset_cfg, out_dir=None, n: int = 50000, inception_wei
     samples = generate_samples(unet.to(device), scheduler_config, n, sampler_cfg, seed, out / "samples", batch_size,
                                device, progress)
     fake = feature_statistics(inception_features(inception, samples, device=device, progress=progress))
-    real = feature_statistics(inception_features(inception, train, device=device, progress=progress))
+    real = real_statistics(inception, train, inputs["inception"], dims, device, progress)
     fid = frechet_distance(*fake, *real)
     results = {"fid": fid, "n_samples": n, "n_real": len(train), "sampler": to_dict(sampler_cfg), "seed": seed,
                "dims": dims, "features": f"torch-fidelity inception-v3-compat, layer {dims}" + (" (pool3)" if dims == 2048 else "")}
