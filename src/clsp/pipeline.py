@@ -114,6 +114,11 @@ class PipelineConfig:
         check(all(0.0 <= w <= 1.0 for w in self.w_sweep), "w_sweep", f"values must be in [0, 1], got {self.w_sweep}")
         check_positive(self.figure_anchors, "figure_anchors")
         check(bool(self.out_dir), "out_dir", "must name the run directory")
+        # The stage sections' dataset, trainer and out_dir are the pipeline's: record them as such.
+        self.diffusion = dataclasses.replace(self.diffusion, dataset=self.dataset, trainer=self.trainer,
+                                             out_dir=str(Path(self.out_dir) / "diffusion"))
+        self.pretrain = dataclasses.replace(self.pretrain, dataset=self.dataset, trainer=self.trainer,
+                                            out_dir=str(Path(self.out_dir) / "pretrain"))
         check(self.trainer.num_nodes == 1, "trainer.num_nodes",
               "the pipeline runs on one node (any number of devices); on several nodes run the stage commands "
               "(clsp diffusion train, torchrun ... clsp synthesize, clsp pretrain) on every node with trainer.num_nodes")

@@ -48,6 +48,8 @@ def make_run_dir(root: Path, methods=("simclr", "moco"), variants=("base", "clsp
     (run / "timings.json").write_text(json.dumps({"stages": {"diffusion": {"seconds": 12.5}, "synthesis": {"seconds": 3.0}}}))
     if "anchors" not in skip:
         write_png(run / "figures" / "anchors.png", rng.integers(0, 255, (40, 120, 3), dtype=np.uint8))
+    if "samples" not in skip:
+        write_png(run / "diffusion" / "samples" / "step00001000.png", rng.integers(0, 255, (40, 40, 3), dtype=np.uint8))
     if "w_sweep" not in skip:
         write_png(run / "figures" / "w_sweep.png", rng.integers(0, 255, (60, 120, 3), dtype=np.uint8))
     for i, method in enumerate(methods):

@@ -32,8 +32,8 @@ def test_every_figure_loads_and_the_table_has_a_row_per_run(micro_run, chromium,
     status = re.search(r'<span id="img-status" data-loaded="(\d+)" data-total="(\d+)"', dom)
     assert status, "the page's figure check did not run"
     loaded, total = int(status.group(1)), int(status.group(2))
-    # anchors, w sweep, the curves, 3 hardness histograms, timings
-    assert total == 7 and loaded == total
+    # diffusion samples, anchors, w sweep, the curves, 3 hardness histograms, timings
+    assert total == 8 and loaded == total
     table = re.search(r'<table id="results">(.*?)</table>', dom, re.S).group(1)
     assert re.findall(r'<tr data-run="([^"]+)"', table) == ["simclr", "simclr-clsp", "simclr-aug"]
     assert "Missing: embed evaluation (not enabled in this pipeline's eval section)" in dom  # stated, not dropped

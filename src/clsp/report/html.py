@@ -292,8 +292,21 @@ def transfer_rows(m: dict | None) -> dict[str, float | str]:
     return out
 
 
+def diffusion_figure(run: RunDirectory, page: Page) -> str:
+    """The latest grid of unconditional samples from the diffusion model's EMA weights."""
+    model_dir = run.config.get("model_dir")
+    samples = sorted((run.path / "diffusion" / "samples").glob("step*.png"))
+    if samples:
+        step = samples[-1].stem.removeprefix("step").lstrip("0") or "0"
+        return (f"<figure>{img(samples[-1], 'diffusion samples')}<figcaption>Unconditional samples from the diffusion "
+                f"model's EMA weights after {e(step)} training steps.</figcaption></figure>")
+    if model_dir:
+        return f'<p class="note">Diffusion model given (not trained here): <code>{e(model_dir)}</code>.</p>'
+    return page.lack("diffusion sample grid (diffusion/samples/step*.png)")
+
+
 def positives_section(run: RunDirectory, page: Page) -> str:
-    body = ""
+    body = diffusion_figure(run, page)
     anchors = run.path / "figures" / "anchors.png"
     body += ("<figure>" + img(anchors, "anchors beside their synthetic candidates") +
              "<figcaption>Each row: a training image (left, the anchor) and the K candidates generated from it by "
