@@ -74,7 +74,8 @@ def start(run_dir: str | Path, config: Any, inputs: dict[str, str] | None = None
 
 
 def finish(run_dir: str | Path, config: Any, inputs: dict[str, str] | None = None, outputs: dict[str, Any] | None = None) -> None:
-    """Mark the run complete for exactly this config and these inputs."""
+    """Mark the run complete for exactly this config and these inputs, and stop logging into it."""
+    _detach_log_file(Path(run_dir) / "log.txt")
     write_json_atomic(Path(run_dir) / "done.json", {
         "fingerprint": fingerprint(config, dict(inputs or {})),
         "outputs": outputs or {},
@@ -103,6 +104,14 @@ def _cuda_device() -> str | None:
         return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     except Exception:  # noqa: BLE001 - a record, never a reason to fail
         return None
+
+
+def _detach_log_file(path: Path) -> None:
+    root = logging.getLogger("clsp")
+    for h in list(root.handlers):
+        if isinstance(h, logging.FileHandler) and Path(h.baseFilename) == path.resolve():
+            root.removeHandler(h)
+            h.close()
 
 
 def _attach_log_file(path: Path) -> None:

@@ -50,3 +50,16 @@ def test_hash_directory_sees_content_changes(tmp_path):
     assert hash_directory(tmp_path) == h1
     (tmp_path / "unet" / "w.safetensors").write_bytes(b"\x00\x02")
     assert hash_directory(tmp_path) != h1
+
+
+def test_finish_stops_logging_into_the_run(tmp_path):
+    import logging
+
+    def file_handlers():
+        return [h for h in logging.getLogger("clsp").handlers if isinstance(h, logging.FileHandler)]
+
+    before = len(file_handlers())
+    for i in range(3):
+        rundir.start(tmp_path / f"r{i}", Cfg())
+        rundir.finish(tmp_path / f"r{i}", Cfg())
+    assert len(file_handlers()) == before
