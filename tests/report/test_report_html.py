@@ -76,3 +76,22 @@ def test_report_command_writes_and_prints_the_path(tmp_path, capsys):
     assert main(["report", str(run)]) == 0
     assert f"report: {run / 'report.html'}" in capsys.readouterr().out
     assert main(["report", str(tmp_path / "nothing")]) == 2
+
+
+def test_transfer_table_in_the_configs_order_with_missing_sets_stated(tmp_path):
+    import json
+
+    run = make_run_dir(tmp_path, methods=("simclr",), variants=("clsp",), paper="transfer",
+                       config_extra={"eval": {"knn": True, "linear": True, "transfer": ["dtd", "pets", "aircraft"]}})
+    rows = [{"dataset": "dtd", "status": "ok", "top1": 41.5}, {"dataset": "pets", "status": "ok", "top1": 50.25},
+            {"dataset": "aircraft", "status": "missing", "reason": "not found in /data"}]
+    path = run / "eval" / "simclr-clsp" / "transfer" / "metrics.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"kind": "transfer", "results": {"sets": rows}}))
+    page = build_report(run).read_text()
+    table = re.search(r'<table id="transfer">(.*?)</table>', page, re.S).group(1)
+    assert re.findall(r"<th>([^<]+)</th>", table) == ["run", "dtd", "pets", "aircraft"]
+    ours = re.search(r"<tr><td><code>simclr-clsp</code></td>(.*?)</tr>", table, re.S).group(1)
+    assert [html.unescape(re.sub(r"<[^>]+>", "", c)) for c in re.findall(r"<td[^>]*>(.*?)</td>", ours)] == ["41.50", "50.25", "\u2014"]
+    assert f"{paper.TRANSFER_TOP1['moco-clsp']['dtd']:.2f}" in table  # the paper's rows beside ours
+    assert "Missing: transfer set aircraft for simclr-clsp: not found in /data" in page

@@ -253,7 +253,8 @@ def transfer_section(run: RunDirectory, page: Page) -> str | None:
     if "transfer" not in run.expected_evals and not any(run.eval_metrics(n, "transfer") for n in run.runs):
         return None
     per_run = {name: transfer_rows(run.eval_metrics(name, "transfer")) for name in run.runs}
-    sets = sorted({s for rows in per_run.values() for s in rows}) or list(run.config.get("eval", {}).get("transfer") or [])
+    listed = list((run.config.get("eval") or {}).get("transfer") or [])  # the config's order first
+    sets = listed + sorted({s for rows in per_run.values() for s in rows} - set(listed))
     paper_rows = [m for m in paper.TRANSFER_TOP1] if run.paper == "transfer" else []
     head = "<tr><th>run</th>" + "".join(f"<th>{e(s)}</th>" for s in sets) + "</tr>"
     body = ""
