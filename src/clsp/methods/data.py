@@ -131,8 +131,10 @@ class ViewMaker:
     augmented synthetic candidate (`synthetic`, CLSP) or a third augmentation of the image (`augment`,
     the paper's "+aug" control). All views share one augmentation recipe and one augment call."""
 
-    def __init__(self, augment: torch.nn.Module, third_view: str | None, positives=None, seed: int = 0) -> None:
+    def __init__(self, augment: torch.nn.Module, third_view: str | None, positives=None, seed: int = 0,
+                 positives_on_device: bool = True) -> None:
         self.augment, self.third_view, self.positives, self.seed = augment, third_view, positives, seed
+        self.positives_on_device = positives_on_device  # False: a store too big for the device stays memory-mapped
 
     @property
     def n_views(self) -> int:
@@ -140,14 +142,15 @@ class ViewMaker:
 
     def to(self, device: torch.device) -> "ViewMaker":
         self.augment = self.augment.to(device)
-        if self.positives is not None:
+        if self.positives is not None and self.positives_on_device:
             self.positives = self.positives.to(device)
         return self
 
     def __call__(self, images: Tensor, indices: Tensor, step: int, rank: int) -> list[Tensor]:
         batch = [images, images]
         if self.third_view == "synthetic":
-            batch.append(self.positives.sample(indices, generator=self._candidate_rng(step, rank)))
+            candidates = self.positives.sample(indices.to(self.positives.device), generator=self._candidate_rng(step, rank))
+            batch.append(candidates.to(images.device, non_blocking=True))
         elif self.third_view == "augment":
             batch.append(images)
         return list(self.augment(torch.cat(batch)).chunk(len(batch)))

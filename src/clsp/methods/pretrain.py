@@ -120,7 +120,7 @@ class PretrainConfig:
     warmup_epochs: int = 10
     warmup_start_lr: float = 1e-3
     temperature: float = 0.2
-    augment: str = "simclr"           # augmentation recipe (clsp.data.augment): simclr | moco
+    augment: str = "simclr"           # augmentation recipe (clsp.data.augment): simclr | moco | flip (tests, tiny images)
     moco: MocoConfig = field(MocoConfig)
     nnclr: NNCLRConfig = field(NNCLRConfig)
     all4one: All4OneConfig = field(All4OneConfig)
@@ -135,7 +135,7 @@ class PretrainConfig:
     def __post_init__(self) -> None:
         check_choice(self.method, "method", METHOD_NAMES)
         check_choice(self.optimizer, "optimizer", ["sgd", "lars"])
-        check_choice(self.augment, "augment", ["simclr", "moco"])
+        check_choice(self.augment, "augment", ["simclr", "moco", "flip"])
         for key in ("lr", "batch_size", "epochs", "temperature", "warmup_start_lr"):
             check_positive(getattr(self, key), key)
         check_nonnegative(self.weight_decay, "weight_decay")
@@ -218,7 +218,8 @@ def pretrain(cfg: PretrainConfig, callbacks: list | None = None) -> Path:
     else:
         data = StreamingBatches(train, cfg.batch_size, cfg.seed, cfg.workers)
     size = train.image_size
-    views = ViewMaker(make_augment(cfg.augment, size, train.mean, train.std), cfg.third_view, store, cfg.seed)
+    views = ViewMaker(make_augment(cfg.augment, size, train.mean, train.std), cfg.third_view, store, cfg.seed,
+                      positives_on_device=resident)
     monitor, num_classes = None, 0
     if train.labels is not None:
         test = load_split(cfg.dataset, cfg.dataset.test_split)

@@ -1,0 +1,198 @@
+"""Throughput of CLSP-SimCLR pretraining: ResNet-18 (CIFAR stem) at 32x32, batch 1024, 3 views.
+
+Runs the real training step (Lightning, the GPU-resident batch path, kornia augmentation, a positives
+store resident on the GPU) over 50k generated images and reports:
+  - images/s and seconds per epoch (epoch 2, after cudnn autotuning and warm-up in epoch 1),
+  - the share of step time spent in augmentation (the augment call alone, timed with CUDA events),
+  - the achieved fraction of bf16 peak: FLOPs of a step (forward + backward of backbone and projector
+    on 3 x batch images, counted with torch.utils.flop_counter) / step time / measured bf16 matmul peak.
+Goal: <= 4 s per epoch on one H100 (the paper's 1000-epoch CIFAR-10 run in about an hour).
+
+    python benchmarks/pretrain.py [--record]     # GPU
+    python benchmarks/pretrain.py --quick        # CPU, small: proves the script runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from clsp.config import load_config  # noqa: E402
+from clsp.data.augment import make_augment  # noqa: E402
+from clsp.methods import method_class  # noqa: E402
+from clsp.methods.data import ResidentBatches, ViewMaker  # noqa: E402
+from clsp.methods.pretrain import PretrainConfig  # noqa: E402
+from clsp.positives.store import PositivesStore  # noqa: E402
+from clsp.training import make_trainer  # noqa: E402
+
+MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+
+
+def generated_store(n: int, k: int, size: int, device) -> PositivesStore:
+    """A positives store held in memory (random candidates): the real `sample` path, no files."""
+    candidates = torch.randint(0, 256, (n, k, size, size, 3), dtype=torch.uint8, device=device)
+    manifest = {"dataset": {"n": n, "image_shape": [size, size, 3]}, "generation": {"k": k, "chunk_size": n}}
+    return PositivesStore(Path("generated"), manifest, None, candidates)
+
+
+def bf16_matmul_peak(device, n: int = 8192, repeats: int = 50) -> float:
+    """Measured dense bf16 matmul throughput (FLOP/s), the ceiling a training step can approach."""
+    a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    for _ in range(5):
+        a @ b
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    torch.cuda.synchronize()
+    return 2 * n ** 3 * repeats / (time.perf_counter() - start)
+
+
+def step_flops(module, n_images: int, size: int) -> float:
+    """FLOPs of forward + backward of backbone and projector on n_images, counted on a small batch."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    import copy
+
+    probe_batch = 8
+    net = copy.deepcopy(torch.nn.Sequential(module.backbone, module.projector)).cpu().float()
+    x = torch.randn(probe_batch, 3, size, size)
+    with FlopCounterMode(display=False) as counter:
+        net(x).sum().backward()
+    return counter.get_total_flops() * n_images / probe_batch
+
+
+class EpochTimer:
+    """Wall time of each epoch, synchronised with the device at epoch boundaries only."""
+
+    def __init__(self) -> None:
+        import lightning as L
+
+        timer = self
+
+        class _Callback(L.Callback):
+            def on_train_epoch_start(self, trainer, module):
+                _sync(module.device)
+                timer.starts.append(time.perf_counter())
+
+            def on_train_epoch_end(self, trainer, module):
+                _sync(module.device)
+                timer.ends.append(time.perf_counter())
+
+        self.starts: list[float] = []
+        self.ends: list[float] = []
+        self.callback = _Callback()
+
+    def epoch_seconds(self) -> list[float]:
+        return [e - s for s, e in zip(self.starts, self.ends)]
+
+
+def _sync(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def augmentation_seconds(augment, images, store, batch: int, device, repeats: int) -> float:
+    """Seconds per step spent making the 3 views (gather + candidate draw + one augment call)."""
+    views = ViewMaker(augment, "synthetic", store, 0).to(device)
+    idx = torch.randint(0, len(images), (batch,), device=device)
+    for _ in range(3):
+        views(images[idx], idx, 0, 0)
+    _sync(device)
+    start = time.perf_counter()
+    for step in range(repeats):
+        views(images[idx], idx, step, 0)
+    _sync(device)
+    return (time.perf_counter() - start) / repeats
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="CPU, 2048 images, batch 64: proves the script runs")
+    parser.add_argument("--record", action="store_true", help="write benchmarks/results/pretrain-<device>-<date>.json")
+    parser.add_argument("--images", type=int, default=50_000)
+    parser.add_argument("--batch", type=int, default=1024)
+    parser.add_argument("--epochs", type=int, default=2, help="epoch 1 warms up; the last epoch is reported")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the backbone")
+    args = parser.parse_args()
+
+    gpu = torch.cuda.is_available() and not args.quick
+    device = torch.device("cuda" if gpu else "cpu")
+    n, batch, size, k = (args.images, args.batch, 32, 8) if not args.quick else (2048, 64, 32, 2)
+    overrides = ["dataset.name=cifar10", f"batch_size={batch}", f"epochs={args.epochs}", "warmup_epochs=0",
+                 "clsp.weight=1.0", "clsp.positives=generated", "knn.every_n_epochs=0",
+                 f"trainer.accelerator={'gpu' if gpu else 'cpu'}", "trainer.progress=false",
+                 "trainer.checkpoint_every=1000000", "trainer.log_every=50", f"trainer.compile={args.compile}"]
+    cfg = load_config(PretrainConfig, None, overrides)
+    torch.manual_seed(0)
+    images = torch.randint(0, 256, (n, size, size, 3), dtype=torch.uint8)
+    store = generated_store(n, k, size, device)
+    augment = make_augment("simclr", size, MEAN, STD)
+    data = ResidentBatches(images, None, batch, cfg.seed)
+    views = ViewMaker(augment, "synthetic", store, cfg.seed)
+    steps_per_epoch = data.steps_per_epoch(1)
+    module = method_class("simclr")(cfg, data, views, steps_per_epoch)
+    if gpu:
+        module = module.to(memory_format=torch.channels_last)
+    if args.compile:
+        module.backbone.compile()
+    flops = step_flops(module, 3 * batch, size)
+
+    timer = EpochTimer()
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = make_trainer(cfg.trainer, tmp, max_steps=steps_per_epoch * args.epochs, max_epochs=args.epochs,
+                               callbacks=[timer.callback], use_distributed_sampler=False)
+        trainer.fit(module, train_dataloaders=data.loader(1))
+    epoch_s = timer.epoch_seconds()[-1]
+    step_s = epoch_s / steps_per_epoch
+    aug_s = augmentation_seconds(augment, data.images, views.positives, batch, device, repeats=10)
+    peak = bf16_matmul_peak(device) if gpu else None
+
+    result = {
+        "benchmark": "pretrain: CLSP-SimCLR ResNet-18 (cifar stem) 32x32, 3 views",
+        "device": torch.cuda.get_device_name(0) if gpu else "cpu",
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "commit": _commit(),
+        "torch": torch.__version__,
+        "precision": trainer.precision,
+        "compile": args.compile,
+        "images": n, "batch": batch, "views": 3, "steps_per_epoch": steps_per_epoch,
+        "epoch_seconds": epoch_s, "epoch_seconds_all": timer.epoch_seconds(),
+        "images_per_second": steps_per_epoch * batch / epoch_s,
+        "step_seconds": step_s,
+        "augmentation_seconds_per_step": aug_s,
+        "augmentation_share": aug_s / step_s,
+        "step_tflop": flops / 1e12,
+        "achieved_tflops": flops / step_s / 1e12,
+        "bf16_peak_tflops": None if peak is None else peak / 1e12,
+        "fraction_of_bf16_peak": None if peak is None else flops / step_s / peak,
+        "goal_epoch_seconds": 4.0,
+    }
+    print(json.dumps(result, indent=2))
+    if args.record:
+        name = f"pretrain-{result['device'].replace(' ', '_')}-{result['date'][:10]}.json"
+        out = ROOT / "benchmarks" / "results" / name
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"recorded {out}")
+
+
+def _commit() -> str | None:
+    from clsp.rundir import git_commit
+
+    return git_commit()
+
+
+if __name__ == "__main__":
+    main()
