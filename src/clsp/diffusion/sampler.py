@@ -115,13 +115,14 @@ class MidBlockInterpolation:
 
 def sample(unet, scheduler_config: dict, n: int, cfg: SamplerConfig, seed: int, device="cpu",
            progress: bool = False) -> torch.Tensor:
-    """n unconditional samples as uint8 (n, H, W, C) on the CPU."""
+    """n unconditional samples as uint8 (n, H, W, C) on the CPU (the UNet is moved to `device`)."""
     return _denoise(unet, scheduler_config, n, cfg, seed, torch.device(device), None, 1, progress)
 
 
 def generate_positives(unet, scheduler_config: dict, anchors: torch.Tensor, k: int, cfg: SamplerConfig, seed: int,
                        device="cpu", progress: bool = False) -> torch.Tensor:
-    """K interpolated candidates per anchor: uint8 anchors (B, H, W, C) -> uint8 (B, K, H, W, C) on the CPU.
+    """K interpolated candidates per anchor: uint8 anchors (B, H, W, C) -> uint8 (B, K, H, W, C) on the CPU
+    (the UNet is moved to `device`).
 
     Trajectory j = b * K + c is candidate c of anchor b, so with w = 1 the result is
     `sample(..., n=B*K, seed)` reshaped.
