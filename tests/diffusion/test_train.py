@@ -105,3 +105,17 @@ def test_bad_configs_fail_before_any_work(tmp_path):
     with pytest.raises(UserError, match="fewer than one global batch"):
         train_diffusion(config(tmp_path / "r", "batch_size=4096"))
     assert not (tmp_path / "r").exists()
+
+
+def test_fine_tuning_starts_from_the_init_model(tmp_path, saved_tiny_model):
+    from clsp.io import hash_directory, read_json
+
+    cfg = config(tmp_path / "ft", f"init_from={saved_tiny_model}", "dataset.size=8", "batch_size=8", "max_steps=2",
+                 "lr=1e-9", "warmup_steps=0", "n_sample_grid=0")
+    model_dir = train_diffusion(cfg)
+    start = load_file(saved_tiny_model / "unet" / "diffusion_pytorch_model.safetensors")
+    tuned = load_file(model_dir / "unet" / "diffusion_pytorch_model.safetensors")
+    assert all(torch.allclose(start[k], tuned[k], atol=1e-6) for k in start)   # lr ~ 0: the init weights survive
+    assert read_json(tmp_path / "ft" / "inputs.json")["init_model"] == hash_directory(saved_tiny_model)
+    with pytest.raises(UserError, match="16x16"):
+        train_diffusion(config(tmp_path / "ft2", f"init_from={saved_tiny_model}", "n_sample_grid=0"))
