@@ -75,7 +75,7 @@ def make_trainer(cfg: TrainerConfig, run_dir: str | Path, max_steps: int, callba
                  gradient_clip_val: float | None = None, max_epochs: int = -1, **kwargs):
     """A Lightning Trainer writing logs and checkpoints under run_dir."""
     import lightning as L
-    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
+    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
     run_dir = Path(run_dir)
@@ -84,7 +84,7 @@ def make_trainer(cfg: TrainerConfig, run_dir: str | Path, max_steps: int, callba
                            monitor="step", mode="max", save_on_train_epoch_end=True)
     cbs = [ckpt, LearningRateMonitor(logging_interval="step")] + list(callbacks or [])
     if cfg.progress:
-        cbs.append(TQDMProgressBar(refresh_rate=max(1, cfg.log_every)))
+        cbs.append(run_progress_bar(refresh_rate=max(1, cfg.log_every)))
     strategy = cfg.strategy
     if strategy == "auto" and world_size(cfg) > 1:
         strategy = "ddp"
@@ -98,6 +98,31 @@ def make_trainer(cfg: TrainerConfig, run_dir: str | Path, max_steps: int, callba
         gradient_clip_val=gradient_clip_val, deterministic=cfg.deterministic, enable_model_summary=False,
         num_sanity_val_steps=0, **kwargs,
     )
+
+
+def run_progress_bar(refresh_rate: int):
+    """Lightning's tqdm bar, but over the whole run (global step / max steps) instead of one epoch,
+    so its rate and ETA are the run's, also after a resume."""
+    from lightning.pytorch.callbacks import TQDMProgressBar
+
+    class RunProgressBar(TQDMProgressBar):
+        def on_train_epoch_start(self, trainer, *_):
+            bar = self.train_progress_bar
+            total = trainer.max_steps if trainer.max_steps > 0 else trainer.estimated_stepping_batches
+            if bar.total != total:
+                bar.reset(total=total)
+                bar.n = bar.initial = trainer.global_step
+                bar.refresh()
+            bar.set_description(f"epoch {trainer.current_epoch}")
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            n = trainer.global_step
+            if self._should_update(n, self.train_progress_bar.total):
+                self.train_progress_bar.n = n
+                self.train_progress_bar.set_postfix(self.get_metrics(trainer, pl_module))
+                self.train_progress_bar.refresh()
+
+    return RunProgressBar(refresh_rate=refresh_rate)
 
 
 def last_checkpoint(run_dir: str | Path) -> Optional[Path]:
