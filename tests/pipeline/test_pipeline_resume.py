@@ -3,6 +3,7 @@ completed stages; once everything is complete, a re-run only rewrites the report
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -70,6 +71,8 @@ def test_sigkill_during_a_stage_then_rerun_resumes_and_a_third_run_only_reports(
             assert (run / "eval" / name / kind / "metrics.json").is_file(), (name, kind)
     assert (run / "report.html").is_file() and (run / "done.json").is_file()
     assert f"report: {run / 'report.html'}" in second
+    timings = json.loads((run / "timings.json").read_text())["stages"]
+    assert len(timings) == 13 and all(t["seconds"] > 0 for t in timings.values())
 
     report_before = (run / "report.html").stat().st_mtime_ns
     third = run_to_end(run, tmp_path / "third.log")
