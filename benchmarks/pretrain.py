@@ -119,7 +119,7 @@ def augmentation_seconds(augment, images, store, batch: int, device, repeats: in
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="CPU, 2048 images, batch 64: proves the script runs")
+    parser.add_argument("--quick", action="store_true", help="CPU, 128 images, batch 32, 1 epoch: proves the script runs")
     parser.add_argument("--record", action="store_true", help="write benchmarks/results/pretrain-<device>-<date>.json")
     parser.add_argument("--images", type=int, default=50_000)
     parser.add_argument("--batch", type=int, default=1024)
@@ -129,8 +129,9 @@ def main() -> None:
 
     gpu = torch.cuda.is_available() and not args.quick
     device = torch.device("cuda" if gpu else "cpu")
-    n, batch, size, k = (args.images, args.batch, 32, 8) if not args.quick else (2048, 64, 32, 2)
-    overrides = ["dataset.name=cifar10", f"batch_size={batch}", f"epochs={args.epochs}", "warmup_epochs=0",
+    n, batch, size, k = (args.images, args.batch, 32, 8) if not args.quick else (128, 32, 32, 2)
+    epochs = 1 if args.quick else args.epochs
+    overrides = ["dataset.name=cifar10", f"batch_size={batch}", f"epochs={epochs}", "warmup_epochs=0",
                  "clsp.weight=1.0", "clsp.positives=generated", "knn.every_n_epochs=0",
                  f"trainer.accelerator={'gpu' if gpu else 'cpu'}", "trainer.progress=false",
                  "trainer.checkpoint_every=1000000", "trainer.log_every=50", f"trainer.compile={args.compile}"]
@@ -151,12 +152,12 @@ def main() -> None:
 
     timer = EpochTimer()
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = make_trainer(cfg.trainer, tmp, max_steps=steps_per_epoch * args.epochs, max_epochs=args.epochs,
+        trainer = make_trainer(cfg.trainer, tmp, max_steps=steps_per_epoch * epochs, max_epochs=epochs,
                                callbacks=[timer.callback], use_distributed_sampler=False)
         trainer.fit(module, train_dataloaders=data.loader(1))
     epoch_s = timer.epoch_seconds()[-1]
     step_s = epoch_s / steps_per_epoch
-    aug_s = augmentation_seconds(augment, data.images, views.positives, batch, device, repeats=10)
+    aug_s = augmentation_seconds(augment, data.images, views.positives, batch, device, repeats=2 if args.quick else 20)
     peak = bf16_matmul_peak(device) if gpu else None
 
     result = {
