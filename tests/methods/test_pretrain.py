@@ -162,3 +162,36 @@ def test_nan_loss_stops_naming_the_step_and_keeps_a_finite_checkpoint(tmp_path):
     assert ckpt["global_step"] <= 3
     assert all(torch.isfinite(t).all() for t in ckpt["state_dict"].values() if t.is_floating_point())
     assert not (tmp_path / "run" / "encoder.safetensors").exists()
+
+
+def test_streaming_path_trains_exactly_like_the_resident_path(tmp_path, monkeypatch):
+    """The same images as an ImageFolder, once decoded into memory (GPU-resident path) and once streamed
+    through the DataLoader: step-derived batches and per-step seeds give identical weights."""
+    import numpy as np
+    from PIL import Image
+
+    import clsp.data.config
+    from clsp.data import load_dataset
+    from clsp.data.folder import load_folder
+    from clsp.data.registry import StreamingImageSet
+
+    digits = {split: load_dataset("digits", split) for split in ("train", "test")}
+    for split, ds in digits.items():
+        for i in range(32):
+            folder = tmp_path / "images" / split / str(ds.labels[i])
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(ds.images[i]).save(folder / f"{i:03d}.png")
+
+    def run(stream: bool):
+        monkeypatch.setattr(clsp.data.config, "load_split",
+                            lambda cfg, split: load_folder(str(tmp_path / "images"), split, size=8, stream=stream))
+        out = pretrain(tiny_config(tmp_path / f"stream{stream}", f"dataset.name=folder:{tmp_path / 'images'}",
+                                   "dataset.size=8", "workers=0", "clsp.weight=1", "clsp.third_view=augment"))
+        return torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)
+
+    assert isinstance(load_folder(str(tmp_path / "images"), "train", size=8, stream=True), StreamingImageSet)
+    resident, streamed = run(False), run(True)
+    assert resident["global_step"] == streamed["global_step"] == 2
+    for key, value in resident["state_dict"].items():
+        assert torch.equal(value, streamed["state_dict"][key]), key
+    assert np.isfinite(json.loads((tmp_path / "streamTrue" / "metrics.json").read_text())["probe_test_acc"])

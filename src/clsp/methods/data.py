@@ -106,7 +106,6 @@ class StreamingBatches:
     def __init__(self, dataset, batch_size: int, seed: int, workers: int = 8) -> None:
         self.dataset, self.batch_size, self.seed, self.workers = dataset, batch_size, seed, workers
         self.sampler = StepBatchSampler(len(dataset), batch_size, seed)
-        self.labels = torch.from_numpy(dataset.labels)
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -123,7 +122,7 @@ class StreamingBatches:
 
     def batch(self, loader_item, step: int, rank: int, world: int) -> tuple[Tensor, Tensor, Tensor | None]:
         indices, images, labels = loader_item
-        return indices, images, labels
+        return indices, images, labels if self.dataset.labels is not None else None
 
 
 class ViewMaker:
