@@ -7,8 +7,9 @@
     4 eval        kNN, linear, t-SNE, hardness, transfer of each encoder
     5 report      report.html
 
-The pipeline composes each stage's own config dataclass from one PipelineConfig (the stages are
-library functions; nothing is run through a shell). Before a stage runs, the pipeline computes the
+The pipeline composes each stage's own config dataclass from one PipelineConfig and calls the stage's
+library function (on several devices, each training stage runs as its own `clsp` command instead, so
+that Lightning can start one process per device: see Pipeline._training). Before a stage runs, the pipeline computes the
 fingerprint of its config and of its inputs (the dataset's content, the upstream outputs' hashes);
 a stage whose record in RUN/stages/ holds that fingerprint is skipped. A stage that was interrupted
 has no record and is run again: every stage function resumes its own work (checkpoints, store
@@ -33,13 +34,13 @@ from clsp.diffusion.train import DiffusionTrainConfig
 from clsp.errors import ConfigError, UserError
 from clsp.eval.linear import LinearProbeConfig
 from clsp.methods.pretrain import METHOD_NAMES, PretrainConfig
+from clsp.report.html import VARIANT_SUFFIX, run_name
+from clsp.report.paper import PAPER_RUNS
 from clsp.training import TrainerConfig
 
 log = logging.getLogger("clsp.pipeline")
 
-VARIANTS = ("base", "clsp", "aug")
-VARIANT_SUFFIX = {"base": "", "clsp": "-clsp", "aug": "-aug"}
-PAPER_RUNS = ("", "cifar10", "cifar100", "stl10", "imagenet100", "transfer")
+VARIANTS = ("base",) + tuple(VARIANT_SUFFIX)  # base | clsp | aug
 
 
 @dataclass
@@ -110,7 +111,7 @@ class PipelineConfig:
             check_choice(v, "variants", VARIANTS)
         for m in self.method_overrides:
             check_choice(m, "method_overrides", self.methods)
-        check_choice(self.paper, "paper", PAPER_RUNS)
+        check_choice(self.paper, "paper", ("",) + PAPER_RUNS)
         check(all(0.0 <= w <= 1.0 for w in self.w_sweep), "w_sweep", f"values must be in [0, 1], got {self.w_sweep}")
         check_positive(self.figure_anchors, "figure_anchors")
         check(bool(self.out_dir), "out_dir", "must name the run directory")
@@ -127,10 +128,6 @@ class PipelineConfig:
     def needs_positives(self) -> bool:
         """Synthesis is needed for the clsp variant and for the hardness evaluation."""
         return "clsp" in self.variants or self.eval.hardness
-
-
-def run_name(method: str, variant: str) -> str:
-    return method + VARIANT_SUFFIX[variant]
 
 
 # -- composing each stage's config ------------------------------------------------------------------
