@@ -195,3 +195,43 @@ def test_streaming_path_trains_exactly_like_the_resident_path(tmp_path, monkeypa
     for key, value in resident["state_dict"].items():
         assert torch.equal(value, streamed["state_dict"][key]), key
     assert np.isfinite(json.loads((tmp_path / "streamTrue" / "metrics.json").read_text())["probe_test_acc"])
+
+
+@pytest.mark.slow
+def test_sigkill_then_rerun_equals_uninterrupted(tmp_path, digits_store):
+    """`clsp pretrain` killed with SIGKILL after its first checkpoint; the same command again resumes and
+    ends with the weights and queues of an uninterrupted run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from conftest import TINY
+
+    args = [*TINY, "method=moco", "dataset.subset=48", "epochs=3", "knn.every_n_epochs=0",
+            "trainer.checkpoint_every=2", "clsp.weight=0.5", f"clsp.positives={digits_store(48)}"]
+    killed = tmp_path / "killed"
+    command = [sys.executable, "-m", "clsp", "pretrain", "--config", str(tmp_path / "empty.yaml"), *args,
+               f"out_dir={killed}"]
+    (tmp_path / "empty.yaml").write_text("{}\n")
+    env = dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()), CLSP_QUIET="1")
+    root = Path(__file__).resolve().parents[2]
+    process = subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 300
+    while not (killed / "checkpoints" / "last.ckpt").exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, process.stderr.read().decode()[-2000:]
+    assert not (killed / "done.json").exists()
+
+    rerun = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    whole = pretrain(tiny_config(tmp_path / "whole", *args[len(TINY):]))
+    a = torch.load(whole / "checkpoints" / "last.ckpt", weights_only=False)
+    b = torch.load(killed / "checkpoints" / "last.ckpt", weights_only=False)
+    assert a["global_step"] == b["global_step"] == 9
+    for key in a["state_dict"]:
+        assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key

@@ -247,6 +247,7 @@ def pretrain(cfg: PretrainConfig, callbacks: list | None = None) -> Path:
     start_step, started = _checkpoint_step(resume), time.perf_counter()
     trainer.fit(module, train_dataloaders=data.loader(world), ckpt_path=str(resume) if resume else None)
     wall = time.perf_counter() - started
+    trainer.save_checkpoint(out / "checkpoints" / "last.ckpt")  # the final state (queues included), not the last N-step one
     if not trainer.is_global_zero:
         return out
 
