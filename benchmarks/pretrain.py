@@ -146,9 +146,9 @@ def main() -> None:
     module = method_class("simclr")(cfg, data, views, steps_per_epoch)
     if gpu:
         module = module.to(memory_format=torch.channels_last)
+    flops = step_flops(module, 3 * batch, size)
     if args.compile:
         module.backbone.compile()
-    flops = step_flops(module, 3 * batch, size)
 
     timer = EpochTimer()
     with tempfile.TemporaryDirectory() as tmp:

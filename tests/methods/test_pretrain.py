@@ -10,6 +10,7 @@ import pytest
 import torch
 from conftest import read_log, tiny_config
 
+from clsp.errors import UserError
 from clsp.methods import METHODS
 from clsp.methods.pretrain import pretrain
 from clsp.models.encoder import load_encoder
@@ -124,6 +125,8 @@ def test_kill_and_resume_equals_uninterrupted(tmp_path, digits_store):
         pretrain(tiny_config(tmp_path / "resumed", *args), callbacks=[StopAt(5)])
     crashed = torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", weights_only=False)
     assert crashed["global_step"] == 4 and not (tmp_path / "resumed" / "done.json").exists()
+    with pytest.raises(UserError, match=r"other settings \(lr differ\)"):
+        pretrain(tiny_config(tmp_path / "resumed", *args, "lr=0.01"))  # not silently resumed with new settings
     resumed = pretrain(tiny_config(tmp_path / "resumed", *args))
 
     a = torch.load(whole / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]

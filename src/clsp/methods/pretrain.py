@@ -208,6 +208,10 @@ def pretrain(cfg: PretrainConfig, callbacks: list | None = None) -> Path:
     if rundir.is_complete(out, cfg, inputs):
         log.info(f"pretrain: {out} already holds this run (done.json matches); skipping")
         return out
+    resume = training.last_checkpoint(out)
+    if resume is not None:
+        check_resumable(out, cfg, inputs)
+    test = load_split(cfg.dataset, cfg.dataset.test_split) if train.labels is not None else None
     rundir.start(out, cfg, inputs)
 
     torch.manual_seed(cfg.seed)  # initial weights and queues
@@ -221,8 +225,7 @@ def pretrain(cfg: PretrainConfig, callbacks: list | None = None) -> Path:
     views = ViewMaker(make_augment(cfg.augment, size, train.mean, train.std), cfg.third_view, store, cfg.seed,
                       positives_on_device=resident)
     monitor, num_classes = None, 0
-    if train.labels is not None:
-        test = load_split(cfg.dataset, cfg.dataset.test_split)
+    if test is not None:
         num_classes = len(train.classes)
         as_tensor = lambda ds: ds.tensors("cpu")[0] if isinstance(ds, ImageSet) else ds  # noqa: E731
         monitor = MonitorData(as_tensor(train), torch.from_numpy(train.labels), as_tensor(test),
@@ -234,7 +237,6 @@ def pretrain(cfg: PretrainConfig, callbacks: list | None = None) -> Path:
     if cfg.trainer.compile:
         module.backbone.compile()
 
-    resume = training.last_checkpoint(out)
     trainer = training.make_trainer(cfg.trainer, out, max_steps=steps_per_epoch * cfg.epochs, max_epochs=cfg.epochs,
                                     callbacks=list(callbacks or []), use_distributed_sampler=False)
     if resume is not None:
@@ -270,6 +272,29 @@ def pretrain(cfg: PretrainConfig, callbacks: list | None = None) -> Path:
     rundir.finish(out, cfg, inputs, {"encoder": ENCODER_FILE, "metrics": metrics})
     log.info(f"pretrain: done in {wall:.0f} s; probe {metrics['probe_test_acc']}, kNN {metrics['knn_acc']} -> {out}")
     return out
+
+
+def check_resumable(out: Path, cfg: PretrainConfig, inputs: dict[str, str]) -> None:
+    """An interrupted run resumes only with the settings it was started with (the trainer section,
+    e.g. the number of devices, may change)."""
+    import yaml
+
+    from clsp.config import to_dict
+    from clsp.io import read_json
+
+    try:
+        before = yaml.safe_load((out / "config.yaml").read_text())
+        inputs_before = read_json(out / "inputs.json")
+    except (OSError, ValueError, yaml.YAMLError):
+        raise UserError(f"{out} holds a checkpoint but no readable run record (config.yaml, inputs.json); "
+                        f"use another out_dir or delete {out}") from None
+    now = to_dict(cfg)
+    changed = sorted(key for key in set(before) | set(now)
+                     if key not in ("trainer", "out_dir") and before.get(key) != now.get(key))
+    if changed or inputs_before != inputs:
+        what = ", ".join(changed) if changed else "the inputs (dataset or positives store)"
+        raise UserError(f"{out} holds an interrupted run made with other settings ({what} differ); resume it with "
+                        f"its own config ({out / 'config.yaml'}), or use another out_dir, or delete {out}")
 
 
 def _checkpoint_step(path: Path | None) -> int:
