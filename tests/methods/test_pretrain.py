@@ -238,3 +238,28 @@ def test_sigkill_then_rerun_equals_uninterrupted(tmp_path, digits_store):
     assert a["global_step"] == b["global_step"] == 9
     for key in a["state_dict"]:
         assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
+
+
+@pytest.mark.slow
+def test_two_process_ddp_run_on_cpu(tmp_path):
+    """`clsp pretrain trainer.devices=2` on CPU: Lightning starts 2 gloo processes; the global batch is
+    2 x batch_size, queues take the gathered keys, and only rank 0 writes the outputs."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from conftest import TINY
+
+    (tmp_path / "empty.yaml").write_text("{}\n")
+    args = [*TINY, "method=moco", "dataset.subset=64", "batch_size=8", "moco.queue_size=32", "trainer.devices=2",
+            "clsp.weight=1", "clsp.third_view=augment", f"out_dir={tmp_path / 'run'}"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", CLSP_QUIET="1")
+    result = subprocess.run([sys.executable, "-m", "clsp", "pretrain", "--config", str(tmp_path / "empty.yaml"), *args],
+                            cwd=Path(__file__).resolve().parents[2], env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines() == [str(tmp_path / "run" / "encoder.safetensors")]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert (metrics["global_batch"], metrics["steps"]) == (16, 4)
+    queue = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]["queue"]
+    assert queue.shape == (2, 32, 32) and torch.allclose(queue.norm(dim=2), torch.ones(2, 32))

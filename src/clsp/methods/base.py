@@ -146,7 +146,7 @@ class ContrastiveMethod(L.LightningModule):
                 targets = labels.repeat(2)
                 loss = loss + F.cross_entropy(logits, targets)
                 self.log("train/probe_acc", (logits.argmax(1) == targets).float().mean() * 100,
-                         on_step=False, on_epoch=True, batch_size=len(targets))
+                         on_step=False, on_epoch=True, batch_size=len(targets), sync_dist=True)
         self._guard_finite(loss, step)
         self.log_dict(logs, on_step=True, on_epoch=False, batch_size=len(images))
         self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(images))
@@ -226,7 +226,7 @@ class ContrastiveMethod(L.LightningModule):
             with torch.no_grad():
                 acc = (self.probe(test_feats).argmax(1) == m.test_labels).float().mean() * 100
             self.results["probe_acc"] = float(acc)
-            self.log("test/probe_acc", self.results["probe_acc"], on_epoch=True)
+            self.log("test/probe_acc", self.results["probe_acc"], on_epoch=True, sync_dist=True)
         if knn_due:
             from clsp.eval.knn import knn_accuracy
 
@@ -235,7 +235,7 @@ class ContrastiveMethod(L.LightningModule):
                                     temperature=self.cfg.knn.temperature, num_classes=self.probe.out_features
                                     if self.probe is not None else None)
             self.results["knn_acc"] = accuracy[k]
-            self.log("test/knn_acc", accuracy[k], on_epoch=True)
+            self.log("test/knn_acc", accuracy[k], on_epoch=True, sync_dist=True)
 
     def _features(self, images) -> Tensor:
         from clsp.eval.features import extract_features

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 
 def register(subparsers) -> None:
@@ -24,5 +25,6 @@ def run(args) -> int:
 
     cfg = load_config(PretrainConfig, args.config, args.overrides)
     out = pretrain(cfg)
-    print(out / "encoder.safetensors")
+    if int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0:  # DDP runs this on every rank
+        print(out / "encoder.safetensors")
     return 0

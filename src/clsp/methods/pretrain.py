@@ -232,8 +232,7 @@ def pretrain(cfg: PretrainConfig, callbacks: list | None = None) -> Path:
                               torch.from_numpy(test.labels), tuple(train.mean), tuple(train.std), size)
     steps_per_epoch = data.steps_per_epoch(world)
     module = method_class(cfg.method)(cfg, data, views, steps_per_epoch, num_classes, monitor)
-    if training.uses_gpu(cfg.trainer):
-        module = module.to(memory_format=torch.channels_last)
+    module = module.to(memory_format=torch.channels_last)  # as the augmented views are (and DDP's buckets)
     if cfg.trainer.compile:
         module.backbone.compile()
 
