@@ -197,7 +197,7 @@ class StageRecords:
         except (OSError, ValueError):
             return False
 
-    def complete(self, name: str, fingerprint: str, seconds: float) -> None:
+    def complete(self, name: str, fingerprint: str, seconds: float, cpu_seconds: float) -> None:
         from clsp.io import read_json, write_json_atomic
 
         finished = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
@@ -205,9 +205,19 @@ class StageRecords:
                                              "finished_at": finished})
         timings_path = self.run / "timings.json"
         timings = read_json(timings_path) if timings_path.is_file() else {"stages": {}}
-        timings["stages"][name] = {"seconds": round(seconds, 2), "finished_at": finished, "device": _device_name()}
+        timings["stages"][name] = {"seconds": round(seconds, 2), "cpu_seconds": round(cpu_seconds, 2),
+                                   "finished_at": finished, "device": _device_name()}
         timings["total_seconds"] = round(sum(s["seconds"] for s in timings["stages"].values()), 2)
         write_json_atomic(timings_path, timings)
+
+
+def cpu_time() -> float:
+    """CPU seconds used so far by this process (all threads) and by its finished child processes: on a
+    shared machine, what a stage cost independently of what else was running."""
+    import resource
+
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
 
 
 def _device_name() -> str:
@@ -423,10 +433,10 @@ class Pipeline:
                 log.info(f"pipeline: [{i}/{len(stages)}] {stage.name}: complete for the same inputs, skipped")
                 continue
             log.info(f"pipeline: [{i}/{len(stages)}] {stage.name}: running")
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), cpu_time()
             stage.run()
             seconds = time.perf_counter() - started
-            records.complete(stage.name, key, seconds)
+            records.complete(stage.name, key, seconds, cpu_time() - cpu_started)
             log.info(f"pipeline: [{i}/{len(stages)}] {stage.name}: done in {seconds:.1f} s")
         report = None
         if self.cfg.report:

@@ -55,14 +55,15 @@ def test_bad_settings_stop_before_any_work(micro_config, tmp_path, overrides, me
 def test_stage_records_hold_fingerprints_and_timings(tmp_path):
     records = StageRecords(tmp_path)
     assert not records.is_complete("pretrain/simclr", "abc")
-    records.complete("pretrain/simclr", "abc", 12.345)
-    records.complete("diffusion", "def", 2.0)
+    records.complete("pretrain/simclr", "abc", 12.345, 20.0)
+    records.complete("diffusion", "def", 2.0, 1.5)
     assert records.is_complete("pretrain/simclr", "abc")
     assert not records.is_complete("pretrain/simclr", "abd")  # other inputs: run again
     from clsp.io import read_json
 
     timings = read_json(tmp_path / "timings.json")
     assert timings["stages"]["pretrain/simclr"]["seconds"] == 12.35 and timings["total_seconds"] == 14.35
+    assert timings["stages"]["diffusion"]["cpu_seconds"] == 1.5
 
 
 def test_several_devices_run_each_training_stage_as_its_own_command(micro_config, tmp_path, monkeypatch):

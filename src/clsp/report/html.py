@@ -388,13 +388,20 @@ def timings_section(run: RunDirectory, page: Page) -> str:
     seconds = {name: float(stages[name]["seconds"]) for _, name in in_order}  # in the order the stages finished
     if not seconds:
         return page.lack("stage timings (timings.json)")
+    def cpu(name: str) -> str:
+        value = stages[name].get("cpu_seconds")
+        return e(figures.format_seconds(float(value))) if isinstance(value, (int, float)) else fmt(None)
+
     rows = "".join(f"<tr><td>{e(name)}</td><td class=\"num\">{e(figures.format_seconds(s))}</td>"
-                   f"<td>{e(stages[name].get('device') or '')}</td></tr>" for name, s in seconds.items())
+                   f"<td class=\"num\">{cpu(name)}</td><td>{e(stages[name].get('device') or '')}</td></tr>"
+                   for name, s in seconds.items())
     total = sum(seconds.values())
-    table = (f'<table id="timings" class="small"><thead><tr><th>stage</th><th>wall time</th><th>device</th></tr></thead>'
-             f"<tbody>{rows}<tr><th>total</th><th class=\"num\">{e(figures.format_seconds(total))}</th><th></th></tr></tbody></table>")
+    cpu_total = sum(float(stages[n].get("cpu_seconds") or 0) for n in seconds)
+    table = ('<table id="timings" class="small"><thead><tr><th>stage</th><th>wall time</th><th>CPU time</th>'
+             f"<th>device</th></tr></thead><tbody>{rows}<tr><th>total</th><th class=\"num\">{e(figures.format_seconds(total))}"
+             f"</th><th class=\"num\">{e(figures.format_seconds(cpu_total))}</th><th></th></tr></tbody></table>")
     note = ("<p class=\"note\">Wall time of the invocation that completed each stage (a stage resumed after an "
-            "interruption counts only its last part).</p>")
+            "interruption counts only its last part); CPU time summed over threads and child processes.</p>")
     return f'<div class="row"><div>{table}{note}</div><figure>{img(figures.timings_figure(seconds), "stage timings")}</figure></div>'
 
 
