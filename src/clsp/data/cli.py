@@ -6,8 +6,6 @@ from __future__ import annotations
 import argparse
 import json
 
-from clsp.data.augment import RECIPES
-
 
 def register(subparsers) -> None:
     data = subparsers.add_parser("data", help="inspect datasets and augmentations")
@@ -20,7 +18,7 @@ def register(subparsers) -> None:
 
     preview = sub.add_parser("preview", help="write a grid: one row per image, the original then augmented views")
     _add_dataset_arguments(preview)
-    preview.add_argument("--aug", default="simclr", choices=RECIPES, help="augmentation recipe (default simclr)")
+    preview.add_argument("--aug", default="simclr", help="augmentation recipe: simclr | moco | flip | eval (default simclr)")
     preview.add_argument("--out", required=True, help="output image file (.png)")
     preview.add_argument("--n", type=int, default=8, help="number of images (rows), default 8")
     preview.add_argument("--views", type=int, default=4, help="augmented views per image, default 4")
@@ -67,8 +65,11 @@ def run_info(args) -> int:
 
 def run_preview(args) -> int:
     from clsp.data import load_dataset
+    from clsp.data.augment import RECIPES
     from clsp.errors import UserError
 
+    if args.aug not in RECIPES:
+        raise UserError(f"unknown augmentation recipe '{args.aug}'; choose one of {', '.join(RECIPES)}")
     if args.n < 1 or args.views < 1:
         raise UserError("--n and --views must be at least 1")
     ds = load_dataset(args.name, split=args.split, root=args.root, size=args.size)
