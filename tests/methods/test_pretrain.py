@@ -8,7 +8,7 @@ import json
 import lightning as L
 import pytest
 import torch
-from conftest import read_log, tiny_config
+from methods_helpers import read_log, tiny_config
 
 from clsp.errors import UserError
 from clsp.methods import METHODS
@@ -211,7 +211,7 @@ def test_sigkill_then_rerun_equals_uninterrupted(tmp_path, digits_store):
     import time
     from pathlib import Path
 
-    from conftest import TINY
+    from methods_helpers import TINY
 
     args = [*TINY, "method=moco", "dataset.subset=48", "epochs=3", "knn.every_n_epochs=0",
             "trainer.checkpoint_every=2", "clsp.weight=0.5", f"clsp.positives={digits_store(48)}"]
@@ -249,7 +249,7 @@ def test_two_process_ddp_run_on_cpu(tmp_path):
     import sys
     from pathlib import Path
 
-    from conftest import TINY
+    from methods_helpers import TINY
 
     (tmp_path / "empty.yaml").write_text("{}\n")
     args = [*TINY, "method=moco", "dataset.subset=64", "batch_size=8", "moco.queue_size=32", "trainer.devices=2",

@@ -45,7 +45,7 @@ def test_lars_step_by_hand():
 def test_param_groups_probe_and_lars_exclusions(tmp_path):
     from clsp.methods import method_class
     from clsp.methods.data import ResidentBatches, ViewMaker
-    from conftest import tiny_config
+    from methods_helpers import tiny_config
 
     cfg = tiny_config(tmp_path, "method=all4one", "optimizer=lars")
     data = ResidentBatches(torch.zeros(32, 8, 8, 3, dtype=torch.uint8), None, 16, 0)

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import tiny_config
+from methods_helpers import tiny_config
 
 from clsp.config import CONFIG_DIR, load_config
 from clsp.errors import ConfigError, UserError
