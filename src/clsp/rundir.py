@@ -123,7 +123,9 @@ def _attach_log_file(path: Path) -> None:
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root.addHandler(handler)
     root.setLevel(logging.INFO)
-    if os.environ.get("CLSP_QUIET") is None and not any(type(h) is logging.StreamHandler for h in root.handlers):
+    # A console handler only when nobody prints yet: the CLI's basicConfig already does (on the root logger).
+    has_console = any(type(h) is logging.StreamHandler for h in root.handlers + logging.getLogger().handlers)
+    if os.environ.get("CLSP_QUIET") is None and not has_console:
         console = logging.StreamHandler(sys.stderr)
         console.setFormatter(logging.Formatter("%(message)s"))
         root.addHandler(console)
