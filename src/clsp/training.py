@@ -119,8 +119,7 @@ def run_progress_bar(refresh_rate: int):
             n = trainer.global_step
             if self._should_update(n, self.train_progress_bar.total):
                 self.train_progress_bar.n = n
-                self.train_progress_bar.set_postfix(self.get_metrics(trainer, pl_module))
-                self.train_progress_bar.refresh()
+                self.train_progress_bar.set_postfix(self.get_metrics(trainer, pl_module))  # refreshes the bar
 
     return RunProgressBar(refresh_rate=refresh_rate)
 
