@@ -1,8 +1,8 @@
 """Throughput of the `simclr` augmentation, and on CUDA its share of a ResNet-18 training step.
 
     python benchmarks/augment.py                      # batch 1024, 32x32, 3 views, on cuda if available
-    python benchmarks/augment.py --batch 64 --steps 3 # a quick CPU check
-    python benchmarks/augment.py --record             # also write benchmarks/results/augment-<device>.json
+    python benchmarks/augment.py --batch 64 --steps 3 # a quick CPU check (--quick: the same, on the CPU)
+    python benchmarks/augment.py --record             # also write benchmarks/results/augment-<device>-<date>.json
 
 A step of a CLSP run augments 3 views of a batch (two real views and the synthetic positive) and trains
 the encoder on all 3 x batch images. The goal (issue 2): on a GPU the augmentation costs under 15% of
@@ -12,35 +12,14 @@ that step. Timings synchronise only around the timed loops, after a warm-up.
 from __future__ import annotations
 
 import argparse
-import datetime
-import re
-import time
-from pathlib import Path
 
 import torch
 
+from clsp.benchmark import RESULTS, device_name, record, stamp, timed
 from clsp.data.augment import make_augment
 from clsp.data.registry import NORMALIZATION
 
-RESULTS = Path(__file__).resolve().parent / "results"
 GOAL_SHARE = 0.15
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def time_loop(step, steps: int, warmup: int, device: torch.device) -> float:
-    """Seconds per call of `step`, after `warmup` untimed calls."""
-    for _ in range(warmup):
-        step()
-    sync(device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    sync(device)
-    return (time.perf_counter() - start) / steps
 
 
 def augment_step(batch: int, size: int, views: int, device: torch.device):
@@ -77,11 +56,6 @@ def _kornia_version() -> str:
     return kornia.__version__
 
 
-def device_slug(device: torch.device) -> str:
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
-
-
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=1024)
@@ -92,36 +66,34 @@ def main(argv=None) -> dict:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--train", action=argparse.BooleanOptionalAction, default=None,
                         help="also time the ResNet-18 step (default: on CUDA only)")
-    parser.add_argument("--record", action="store_true", help="write benchmarks/results/augment-<device>.json")
+    parser.add_argument("--quick", action="store_true", help="CPU, batch 64, 3 steps after 1 warm-up: proves the script runs")
+    parser.add_argument("--record", action="store_true", help="write the result as JSON under --results")
+    parser.add_argument("--results", default=str(RESULTS), help="where --record writes (default benchmarks/results)")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.device, args.batch, args.steps, args.warmup = "cpu", 64, 3, 1
     device = torch.device(args.device)
     torch.manual_seed(0)
 
-    aug_s = time_loop(augment_step(args.batch, args.size, args.views, device), args.steps, args.warmup, device)
-    result = {
-        "benchmark": "augment", "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    aug_s = timed(augment_step(args.batch, args.size, args.views, device), device, args.steps, args.warmup)
+    result = stamp({
+        "benchmark": "augment", "device": device_name(device),
         "torch": torch.__version__, "kornia": _kornia_version(), "recipe": "simclr", "batch": args.batch, "size": args.size, "views": args.views,
-        "steps": args.steps, "augment_ms_per_step": 1000 * aug_s,
+        "steps": args.steps, "quick": args.quick, "augment_ms_per_step": 1000 * aug_s,
         "augment_images_per_s": args.batch * args.views / aug_s,
-    }
+    })
     print(f"{result['device']}: simclr augmentation, batch {args.batch} x {args.views} views at {args.size}px: "
           f"{result['augment_images_per_s']:,.0f} images/s ({1000 * aug_s:.1f} ms per step)")
     if args.train if args.train is not None else device.type == "cuda":
-        train_s = time_loop(train_step(args.batch, args.size, args.views, device), args.steps, args.warmup, device)
+        train_s = timed(train_step(args.batch, args.size, args.views, device), device, args.steps, args.warmup)
         share = aug_s / (aug_s + train_s)
         result.update(train_ms_per_step=1000 * train_s, augment_share=share, goal_share=GOAL_SHARE,
                       meets_goal=share < GOAL_SHARE)
         print(f"ResNet-18 fwd+bwd on {args.views * args.batch} images (bf16, channels_last): {1000 * train_s:.1f} ms; "
               f"augmentation share of the step {100 * share:.1f}% (goal < {100 * GOAL_SHARE:.0f}%)")
     if args.record:
-        from clsp.io import write_json_atomic
-        from clsp.rundir import git_commit
-
-        result["git_commit"] = git_commit()
-        path = RESULTS / f"augment-{device_slug(device)}.json"
-        write_json_atomic(path, result)
-        print(f"recorded {path}")
+        result["git_commit"] = result["commit"]  # the field's name before clsp.benchmark
+        print(f"recorded {record('augment-quick' if args.quick else 'augment', result, args.results)}")
     return result
 
 

@@ -14,13 +14,10 @@ Peak: a large bf16 matmul measured on the same device (fp32 on a CPU, where the 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
-import platform
-import time
-from pathlib import Path
 
 import torch
+
+from clsp.benchmark import RESULTS, device_name, matmul_peak_tflops, record, stamp, timed
 
 PAPER_GFLOP = {("ddpm-cifar10", 32): (12.44, 3.33)}       # (full forward, down + mid) per image
 GOALS = {"train": 0.30, "sample": 0.35}
@@ -39,37 +36,13 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--compile", action="store_true", help="torch.compile the UNet for training")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--quick", action="store_true", help="tiny sizes, to check the script runs (e.g. on CPU)")
-    p.add_argument("--record", action="store_true", help="write the results under benchmarks/results/")
+    p.add_argument("--record", action="store_true", help="write the results as JSON under --results")
+    p.add_argument("--results", default=str(RESULTS), help="where --record writes (default benchmarks/results)")
     args = p.parse_args()
     if args.quick:
         args.preset, args.size, args.train_batch, args.train_steps = "tiny", 16, 8, 3
         args.anchors, args.k, args.sample_steps, args.matmul = 4, 2, 2, 256
     return args
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed(fn, device: torch.device, repeats: int = 1) -> float:
-    """Seconds per call of fn, after one warm-up call."""
-    fn()
-    synchronize(device)
-    start = time.perf_counter()
-    for _ in range(repeats):
-        fn()
-    synchronize(device)
-    return (time.perf_counter() - start) / repeats
-
-
-def matmul_peak_tflops(device: torch.device, n: int, dtype: torch.dtype) -> float:
-    """The device's matrix peak in the dtype the benchmark computes in (bf16 on GPU, fp32 on CPU)."""
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
-    repeats = 20 if device.type == "cuda" else 2
-    seconds = timed(lambda: a @ b, device, repeats)
-    return 2 * n ** 3 / seconds / 1e12
 
 
 def counted_gflop(unet, size: int, device: torch.device) -> tuple[float, float]:
@@ -113,9 +86,7 @@ def train_throughput(args, device: torch.device, dtype_ctx) -> float:
         optimizer.zero_grad(set_to_none=True)
         ema.update_parameters(unet)
 
-    for _ in range(2):
-        step()
-    return 1.0 / timed(step, device, args.train_steps)
+    return 1.0 / timed(step, device, args.train_steps, warmup=3)
 
 
 def sample_throughput(args, device: torch.device, share_anchor: bool) -> float:
@@ -136,7 +107,6 @@ def main() -> None:
     import contextlib
 
     from clsp.diffusion.unet import make_unet
-    from clsp.rundir import git_commit
 
     args = parse_args()
     device = torch.device(args.device)
@@ -145,20 +115,19 @@ def main() -> None:
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     dtype_ctx = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if on_gpu else contextlib.nullcontext
-    name = torch.cuda.get_device_name(device) if on_gpu else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    name = device_name(device)
 
-    peak = matmul_peak_tflops(device, args.matmul, torch.bfloat16 if on_gpu else torch.float32)
+    peak = matmul_peak_tflops(device, args.matmul)
     counted_full, counted_mid = counted_gflop(make_unet(args.preset, args.size).eval().to(device), args.size, device)
     full, down_mid = PAPER_GFLOP.get((args.preset, args.size), (counted_full, counted_mid))
     print(f"device: {name}; {'bf16' if on_gpu else 'fp32'} matmul peak {peak:.3g} TFLOP/s")
     print(f"{args.preset} at {args.size}px: {full:.2f} GFLOP forward, {down_mid:.2f} down+mid per image "
           f"(counted here: {counted_full:.2f} / {counted_mid:.2f})")
 
-    results = {"device": name, "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-               "commit": git_commit(), "torch": torch.__version__, "preset": args.preset, "image_size": args.size,
-               "precision": "bf16-autocast" if on_gpu else "fp32", "quick": args.quick,
-               "matmul_peak_tflops": peak, "gflop_forward": full, "gflop_down_mid": down_mid,
-               "gflop_counted": {"forward": counted_full, "down_mid": counted_mid}}
+    results = stamp({"device": name, "torch": torch.__version__, "preset": args.preset, "image_size": args.size,
+                     "precision": "bf16-autocast" if on_gpu else "fp32", "quick": args.quick,
+                     "matmul_peak_tflops": peak, "gflop_forward": full, "gflop_down_mid": down_mid,
+                     "gflop_counted": {"forward": counted_full, "down_mid": counted_mid}})
 
     steps_per_s = train_throughput(args, device, dtype_ctx)
     tflops = steps_per_s * args.train_batch * 3 * full / 1e3
@@ -178,12 +147,7 @@ def main() -> None:
               f"({100 * tflops / peak:.0f}% of peak; goal {100 * GOALS['sample']:.0f}%)")
 
     if args.record:
-        from clsp.io import write_json_atomic
-
-        slug = "".join(c if c.isalnum() else "-" for c in name.split(" (")[0].lower()).strip("-")
-        path = Path(__file__).resolve().parent / "results" / f"diffusion-{slug}-{dt.date.today().isoformat()}{'-quick' if args.quick else ''}.json"
-        write_json_atomic(path, results)
-        print(f"recorded {path}")
+        print(f"recorded {record('diffusion-quick' if args.quick else 'diffusion', results, args.results)}")
 
 
 if __name__ == "__main__":

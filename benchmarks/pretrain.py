@@ -15,7 +15,7 @@ Goal: <= 4 s per epoch on one H100 (the paper's 1000-epoch CIFAR-10 run in about
 from __future__ import annotations
 
 import argparse
-import datetime as dt
+import itertools
 import json
 import sys
 import tempfile
@@ -27,6 +27,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from clsp.benchmark import RESULTS, device_name, matmul_peak_tflops, record, stamp, sync, timed  # noqa: E402
 from clsp.config import load_config  # noqa: E402
 from clsp.data.augment import make_augment  # noqa: E402
 from clsp.methods import method_class  # noqa: E402
@@ -43,20 +44,6 @@ def generated_store(n: int, k: int, size: int, device) -> PositivesStore:
     candidates = torch.randint(0, 256, (n, k, size, size, 3), dtype=torch.uint8, device=device)
     manifest = {"dataset": {"n": n, "image_shape": [size, size, 3]}, "generation": {"k": k, "chunk_size": n}}
     return PositivesStore(Path("generated"), manifest, None, candidates)
-
-
-def bf16_matmul_peak(device, n: int = 8192, repeats: int = 50) -> float:
-    """Measured dense bf16 matmul throughput (FLOP/s), the ceiling a training step can approach."""
-    a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
-    b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
-    for _ in range(5):
-        a @ b
-    torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    torch.cuda.synchronize()
-    return 2 * n ** 3 * repeats / (time.perf_counter() - start)
 
 
 def step_flops(module, n_images: int, size: int) -> float:
@@ -83,11 +70,11 @@ class EpochTimer:
 
         class _Callback(L.Callback):
             def on_train_epoch_start(self, trainer, module):
-                _sync(module.device)
+                sync(module.device)
                 timer.starts.append(time.perf_counter())
 
             def on_train_epoch_end(self, trainer, module):
-                _sync(module.device)
+                sync(module.device)
                 timer.ends.append(time.perf_counter())
 
         self.starts: list[float] = []
@@ -98,29 +85,19 @@ class EpochTimer:
         return [e - s for s, e in zip(self.starts, self.ends)]
 
 
-def _sync(device) -> None:
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize()
-
-
 def augmentation_seconds(augment, images, store, batch: int, device, repeats: int) -> float:
     """Seconds per step spent making the 3 views (gather + candidate draw + one augment call)."""
     views = ViewMaker(augment, "synthetic", store, 0).to(device)
     idx = torch.randint(0, len(images), (batch,), device=device)
-    for _ in range(3):
-        views(images[idx], idx, 0, 0)
-    _sync(device)
-    start = time.perf_counter()
-    for step in range(repeats):
-        views(images[idx], idx, step, 0)
-    _sync(device)
-    return (time.perf_counter() - start) / repeats
+    steps = itertools.count()
+    return timed(lambda: views(images[idx], idx, next(steps), 0), device, repeats, warmup=3)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="CPU, 128 images, batch 32, 1 epoch: proves the script runs")
     parser.add_argument("--record", action="store_true", help="write benchmarks/results/pretrain-<device>-<date>.json")
+    parser.add_argument("--results", default=str(RESULTS), help="where --record writes (default benchmarks/results)")
     parser.add_argument("--images", type=int, default=50_000)
     parser.add_argument("--batch", type=int, default=1024)
     parser.add_argument("--epochs", type=int, default=2, help="epoch 1 warms up; the last epoch is reported")
@@ -158,13 +135,11 @@ def main() -> None:
     epoch_s = timer.epoch_seconds()[-1]
     step_s = epoch_s / steps_per_epoch
     aug_s = augmentation_seconds(augment, data.images, views.positives, batch, device, repeats=2 if args.quick else 20)
-    peak = bf16_matmul_peak(device) if gpu else None
+    peak = matmul_peak_tflops(device, repeats=50) * 1e12 if gpu else None  # bf16, FLOP/s
 
-    result = {
+    result = stamp({
         "benchmark": "pretrain: CLSP-SimCLR ResNet-18 (cifar stem) 32x32, 3 views",
-        "device": torch.cuda.get_device_name(0) if gpu else "cpu",
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "commit": _commit(),
+        "device": device_name(device),
         "torch": torch.__version__,
         "precision": trainer.precision,
         "compile": args.compile,
@@ -179,20 +154,10 @@ def main() -> None:
         "bf16_peak_tflops": None if peak is None else peak / 1e12,
         "fraction_of_bf16_peak": None if peak is None else flops / step_s / peak,
         "goal_epoch_seconds": 4.0,
-    }
+    })
     print(json.dumps(result, indent=2))
     if args.record:
-        name = f"pretrain-{result['device'].replace(' ', '_')}-{result['date'][:10]}.json"
-        out = ROOT / "benchmarks" / "results" / name
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2) + "\n")
-        print(f"recorded {out}")
-
-
-def _commit() -> str | None:
-    from clsp.rundir import git_commit
-
-    return git_commit()
+        print(f"recorded {record('pretrain-quick' if args.quick else 'pretrain', result, args.results)}")
 
 
 if __name__ == "__main__":

@@ -15,35 +15,26 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime as dt
-import json
-import platform
 import sys
-import time
-from pathlib import Path
 
 import torch
 
+from clsp.benchmark import RESULTS, device_name, record, stamp, timed
 from clsp.diffusion.sampler import SamplerConfig, generate_positives
 from clsp.diffusion.schedulers import TRAINING_SCHEDULE
 from clsp.diffusion.unet import make_unet
-from clsp.rundir import git_commit, package_versions
 
 CIFAR10_TRAIN = 50_000
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def measure(unet, images: int, k: int, cfg: SamplerConfig, device: torch.device, image_size: int) -> dict:
     anchors = torch.randint(0, 256, (images, image_size, image_size, 3), dtype=torch.uint8)
     warm = dataclasses.replace(cfg, steps=min(cfg.steps, 2))  # the same batch shapes, few steps
     generate_positives(unet, TRAINING_SCHEDULE, anchors, k, warm, seed=1, device=device)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    out = generate_positives(unet, TRAINING_SCHEDULE, anchors, k, cfg, seed=0, device=device)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    seconds = time.perf_counter() - start
+    outputs = []
+    seconds = timed(lambda: outputs.append(generate_positives(unet, TRAINING_SCHEDULE, anchors, k, cfg, seed=0, device=device)),
+                    device, warmup=0)
+    [out] = outputs
     assert out.shape == (images, k, image_size, image_size, 3)
     per_s = images / seconds
     return {"share_anchor": cfg.share_anchor, "images": images, "seconds": round(seconds, 3),
@@ -77,24 +68,17 @@ def main(argv=None) -> int:
     base = SamplerConfig(sampler="ddim", steps=steps, eta=0.1, w=0.1, batch_size=batch)
     rows = [measure(unet, images, k, dataclasses.replace(base, share_anchor=share), device, size) for share in (False, True)]
 
-    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
-    result = {
-        "benchmark": "synthesize", "device": device_name, "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "commit": git_commit(), "versions": package_versions(), "quick": args.quick,
+    result = stamp({
+        "benchmark": "synthesize", "device": device_name(device), "quick": args.quick,
         "setting": {"unet": preset, "image_size": size, "k": k, "sampler": dataclasses.asdict(base)},
         "results": rows,
-    }
+    })
     for r in rows:
         print(f"share_anchor={r['share_anchor']!s:5}: {r['images_per_s']:9.2f} images/s ({r['candidates_per_s']:.1f} "
-              f"candidates/s, {r['unet_evals_per_s']:.0f} UNet evals/s) on {device_name}; CIFAR-10, 50k images x K={k} "
+              f"candidates/s, {r['unet_evals_per_s']:.0f} UNet evals/s) on {result['device']}; CIFAR-10, 50k images x K={k} "
               f"x {steps} steps: {r['cifar10_hours']:.2f} h")
     if args.record:
-        results = Path(args.results)
-        results.mkdir(parents=True, exist_ok=True)
-        slug = "".join(c if c.isalnum() else "-" for c in device_name.lower()).strip("-")
-        path = results / f"synthesize-{'quick-' if args.quick else ''}{slug}-{result['date'][:10]}.json"
-        path.write_text(json.dumps(result, indent=2) + "\n")
-        print(f"wrote {path}")
+        print(f"wrote {record('synthesize-quick' if args.quick else 'synthesize', result, args.results)}")
     return 0
 
 
