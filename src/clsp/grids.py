@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import io
 import os
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from clsp.io import write_bytes_atomic
+from clsp.io import atomic_path, write_bytes_atomic
 
 WHITE = 255
 
@@ -90,6 +91,14 @@ def render(fig) -> np.ndarray:
     canvas = FigureCanvasAgg(fig)
     canvas.draw()
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+def save_figure(fig, path: str | os.PathLike) -> Path:
+    """Write a matplotlib Figure atomically, in the format its suffix names (PNG by default)."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=path.suffix.lstrip(".").lower() or "png")
+    return path
 
 
 def save_png(path: str | os.PathLike, image) -> None:

@@ -28,7 +28,7 @@ def plot_embedding(coords: np.ndarray, labels: np.ndarray, class_names: list[str
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from clsp.io import atomic_path
+    from clsp.grids import save_figure
 
     classes = np.unique(labels)
     cmap = "tab10" if len(class_names) <= 10 else "tab20" if len(class_names) <= 20 else "turbo"
@@ -46,10 +46,7 @@ def plot_embedding(coords: np.ndarray, labels: np.ndarray, class_names: list[str
     ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, markerscale=3, frameon=False,
               ncol=1 if len(classes) <= 25 else 2)
     fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format=path.suffix.lstrip(".").lower() or "png")
-    return path
+    return save_figure(fig, path)
 
 
 def embed_plot(encoder_path, dataset_cfg, out_dir=None, n: int = 2000, figure=None, perplexity: float = 30.0,

@@ -73,7 +73,7 @@ def plot_hardness(sims: dict[str, np.ndarray], path: str | Path, title: str) -> 
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from clsp.io import atomic_path
+    from clsp.grids import save_figure
 
     everything = np.concatenate([v.ravel() for v in sims.values()])
     lo, hi = float(everything.min()), float(everything.max())
@@ -92,10 +92,7 @@ def plot_hardness(sims: dict[str, np.ndarray], path: str | Path, title: str) -> 
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8, frameon=False)
     fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    return path
+    return save_figure(fig, path)
 
 
 def hardness_eval(encoder_path, dataset_cfg, positives, out_dir=None, n: int = 1000, augment: str | None = None,
