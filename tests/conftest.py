@@ -10,9 +10,11 @@ os.environ.setdefault("CLSP_QUIET", "1")
 
 
 def pytest_configure(config):
+    """Two intra-op threads on the 2-core CI machine; OMP_NUM_THREADS, when set, wins (on a machine shared with
+    other jobs, 2 OpenMP threads spin-wait against them and run many times slower than 1)."""
     import torch
 
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or max(1, min(2, os.cpu_count() or 1))))
 
 
 def pytest_collection_modifyitems(config, items):

@@ -1,6 +1,6 @@
 """Image grids of uint8 arrays, shared by the diffusion sampler, the positives stage and the report.
 
-Everything takes and returns uint8 (..., H, W, 3) numpy arrays (torch tensors are accepted), so a grid
+Everything takes uint8 (..., H, W, 3) or grey (..., H, W, 1) and returns uint8 (..., H, W, 3) numpy arrays (torch tensors are accepted), so a grid
 can be written with `save_png` or embedded in a figure. The tiling itself is torchvision's make_grid.
 """
 
@@ -111,9 +111,12 @@ def save_png(path: str | os.PathLike, image) -> None:
 
 
 def _uint8(array) -> np.ndarray:
+    """A uint8 numpy array; grey images (..., H, W, 1) are drawn as RGB (..., H, W, 3)."""
     if hasattr(array, "detach"):
         array = array.detach().cpu().numpy()
     array = np.asarray(array)
     if array.dtype != np.uint8:
         raise ValueError(f"expected uint8 images, got {array.dtype}")
+    if array.ndim >= 3 and array.shape[-1] == 1:
+        array = np.repeat(array, 3, axis=-1)
     return np.ascontiguousarray(array)

@@ -162,3 +162,18 @@ def test_cpu_and_gpu_paths_are_the_same_recipe(recipe):
             torch.testing.assert_close(op_gpu._params[key].cpu(), value.cpu(), msg=f"{type(op_cpu).__name__}.{key}")
     diff = (unnormalise(on_gpu.cpu()) - unnormalise(on_cpu)).abs()
     assert float(diff.mean()) < 1e-3 and float(diff.max()) < 0.05
+
+
+@pytest.mark.parametrize("recipe", ["simclr", "moco", "eval"])
+def test_grey_batch_is_augmented_as_its_rgb_copy(recipe):
+    """Grey data stays one channel up to the encoder; the views equal those of the grey image replicated to RGB
+    (same seed), so the encoder sees three identical channels and colour jitter keeps them grey."""
+    grey = batch(8)[..., :1]
+    augment = make_augment(recipe, 32, MEAN[:1] * 3, STD[:1] * 3)
+    torch.manual_seed(5)
+    from_grey = augment(grey)
+    torch.manual_seed(5)
+    from_rgb = augment(grey.expand(-1, -1, -1, 3).contiguous())
+    assert from_grey.shape == (8, 3, 32, 32)
+    torch.testing.assert_close(from_grey, from_rgb)
+    torch.testing.assert_close(from_grey[:, 0], from_grey[:, 2])

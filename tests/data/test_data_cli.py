@@ -34,7 +34,7 @@ def test_info_json_of_cifar10(tmp_path, capsys):
 def test_info_of_fashion_mnist(fashion_mnist, capsys):
     assert main(["data", "info", "fashion-mnist"]) == 0
     out = capsys.readouterr().out
-    assert "images       60000 of 32x32x3 uint8" in out and "classes      10: T-shirt/top" in out
+    assert "images       60000 of 32x32x1 uint8" in out and "classes      10: T-shirt/top" in out
 
 
 def test_info_errors_exit_2_with_one_line(tmp_path, capsys):

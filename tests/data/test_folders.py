@@ -123,3 +123,22 @@ def test_imagenet100_errors(tmp_path):
     write_jpg(tmp_path / "val" / "ILSVRC2012_val_00000001.JPEG")
     with pytest.raises(UserError, match="sort the validation images"):
         load_dataset("imagenet100", "val", root=tmp_path)
+
+
+def test_grey_folder_keeps_one_channel_and_a_colour_image_makes_it_rgb(tmp_path):
+    """A folder of grey images is grey data (one channel), as Fashion-MNIST is; one colour image makes it RGB."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    grey = [rng.integers(0, 256, (8, 8), dtype=np.uint8) for _ in range(3)]
+    for i, g in enumerate(grey):
+        write_png(tmp_path / "grey" / f"{i}.png", np.repeat(g[..., None], 3, axis=-1))   # stored RGB, content grey
+    Image.fromarray(grey[0], mode="L").save(tmp_path / "grey" / "3.png")                # stored as L
+    ds = load_dataset(f"folder:{tmp_path / 'grey'}")
+    assert ds.images.shape == (4, 8, 8, 1)
+    np.testing.assert_array_equal(ds.images[:3, ..., 0], np.stack(grey))
+    colour = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    write_png(tmp_path / "grey" / "4.png", colour)
+    ds = load_dataset(f"folder:{tmp_path / 'grey'}")
+    assert ds.images.shape == (5, 8, 8, 3)
+    np.testing.assert_array_equal(ds.images[4], colour)

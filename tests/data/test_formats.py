@@ -141,9 +141,9 @@ def test_stl10_errors(tmp_path):
 def test_fashion_mnist_idx_gz_pad_and_truncation(tmp_path):
     ref = write_fashion_mnist(tmp_path / "fm")
     ds = load_dataset("fashion-mnist", "test", root=tmp_path / "fm")
-    assert ds.images.shape == (3, 32, 32, 3) and len(ds.classes) == 10
-    np.testing.assert_array_equal(ds.images[:, 2:30, 2:30, 0], ref["test"][0])  # 28 -> 32, zero-padded, grey x3
-    assert (ds.images[:, :2] == 0).all() and (ds.images[..., 0] == ds.images[..., 2]).all()
+    assert ds.images.shape == (3, 32, 32, 1) and len(ds.classes) == 10              # grey stays one channel
+    np.testing.assert_array_equal(ds.images[:, 2:30, 2:30, 0], ref["test"][0])  # 28 -> 32, zero-padded
+    assert (ds.images[:, :2] == 0).all()
     x = np.zeros((3, 28, 28), dtype=np.uint8)
     (tmp_path / "fm" / "t10k-images-idx3-ubyte.gz").write_bytes(gzip.compress(idx_bytes(x)[:-10]))
     with pytest.raises(UserError, match="t10k-images-idx3-ubyte.gz is truncated"):
@@ -154,7 +154,7 @@ def test_fashion_mnist_idx_gz_pad_and_truncation(tmp_path):
 
 
 def test_fashion_mnist_real_data_when_installed(fashion_mnist):
-    assert fashion_mnist.images.shape == (60000, 32, 32, 3) and len(fashion_mnist.classes) == 10
+    assert fashion_mnist.images.shape == (60000, 32, 32, 1) and len(fashion_mnist.classes) == 10
     assert np.bincount(fashion_mnist.labels).tolist() == [6000] * 10
 
 

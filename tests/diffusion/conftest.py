@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from diffusion_helpers import perturbed_tiny_unet
 
 
 @pytest.fixture(autouse=True)
@@ -14,19 +15,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def perturbed_tiny_unet(image_size: int = 8, seed: int = 0):
-    """The tiny preset with every parameter randomised: diffusers zero-initialises some output convs,
-    which would make the up path ignore the bottleneck and hide interpolation bugs."""
-    from clsp.diffusion.unet import make_unet
-
-    torch.manual_seed(seed)
-    unet = make_unet("tiny", image_size)
-    with torch.no_grad():
-        for p in unet.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    return unet.eval()
 
 
 @pytest.fixture
@@ -43,7 +31,7 @@ def schedule():
 
 @pytest.fixture
 def digit_anchors():
-    """Four real 8x8 digits as uint8 (4, 8, 8, 3)."""
+    """Four real 8x8 digits as uint8 (4, 8, 8, 1)."""
     from clsp.data import load_dataset
 
     return torch.from_numpy(load_dataset("digits", "train").images[:4].copy())

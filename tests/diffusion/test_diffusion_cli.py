@@ -20,8 +20,8 @@ def test_w1_through_the_cli_equals_plain_sampling(tmp_path, saved_tiny_model):
         assert run(*common, "--sampler", sampler, "--out", tmp_path / f"w1-{sampler}.png", "--n", 3, "--k", 2,
                    "--anchors", "digits", "--w", 1) == 0
         plain, w1 = np.load(tmp_path / f"plain-{sampler}.npy"), np.load(tmp_path / f"w1-{sampler}.npy")
-        assert plain.shape == (6, 1, 8, 8, 3) and w1.shape == (3, 2, 8, 8, 3) and w1.dtype == np.uint8
-        assert np.array_equal(plain.reshape(6, 8, 8, 3), w1.reshape(6, 8, 8, 3))
+        assert plain.shape == (6, 1, 8, 8, 1) and w1.shape == (3, 2, 8, 8, 1) and w1.dtype == np.uint8
+        assert np.array_equal(plain.reshape(6, 8, 8, 1), w1.reshape(6, 8, 8, 1))
         grid = np.asarray(Image.open(tmp_path / f"w1-{sampler}.png"))
         assert grid.shape[0] > grid.shape[1] / 3                          # 3 rows of anchor + 2 candidates
 
@@ -30,9 +30,9 @@ def test_sweep_w_rows_differ_only_by_w(tmp_path, saved_tiny_model):
     assert run("--model", saved_tiny_model, "--steps", 3, "--out", tmp_path / "sweep", "--n", 2, "--k", 2,
                "--anchors", "digits", "--sweep-w", "0,0.5,1", "--device", "cpu") == 0
     sweep = np.load(tmp_path / "sweep.npy")
-    assert sweep.shape == (3, 2, 2, 8, 8, 3)
+    assert sweep.shape == (3, 2, 2, 8, 8, 1)
     assert run("--model", saved_tiny_model, "--steps", 3, "--out", tmp_path / "plain", "--n", 4, "--device", "cpu") == 0
-    assert np.array_equal(sweep[2].reshape(4, 8, 8, 3), np.load(tmp_path / "plain.npy").reshape(4, 8, 8, 3))
+    assert np.array_equal(sweep[2].reshape(4, 8, 8, 1), np.load(tmp_path / "plain.npy").reshape(4, 8, 8, 1))
     assert not np.array_equal(sweep[0], sweep[2])
     assert (tmp_path / "sweep.png").is_file()
 

@@ -18,6 +18,7 @@ from clsp.config import load_config
 from clsp.diffusion.cli import resolve_train_preset
 from clsp.diffusion.model import check_model_matches, load_model
 from clsp.diffusion.train import DiffusionTrainConfig, random_flip, train_diffusion
+from clsp.diffusion.unet import make_unet
 from clsp.errors import ConfigError, UserError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -35,14 +36,14 @@ def logged_losses(run_dir) -> list[float]:
 
 def test_loss_falls_and_the_run_is_complete(tmp_path):
     cfg = config(tmp_path / "run", "max_steps=40", "sample_every=40", "n_sample_grid=4", "sample_steps=5",
-                 "trainer.checkpoint_every=40")
+                 "trainer.checkpoint_every=40", "trainer.log_every=1")
     model_dir = train_diffusion(cfg)
 
     losses = logged_losses(tmp_path / "run")
-    assert len(losses) == 4
-    assert sum(losses[-2:]) / 2 < 0.5 * losses[0], losses               # epsilon-MSE starts near 1 and falls fast
+    assert len(losses) == 40
+    assert sum(losses[-5:]) / 5 < 0.5 * sum(losses[:2]) / 2, losses    # epsilon-MSE starts near 1 and falls fast
     unet, scheduler_config = load_model(model_dir)
-    check_model_matches(unet, 16)
+    check_model_matches(unet, 16, channels=1)                           # digits are grey: a grey model
     assert scheduler_config["beta_schedule"] == "linear" and scheduler_config["num_train_timesteps"] == 1000
     assert (tmp_path / "run" / "samples" / "step00000040.png").is_file()
     assert (tmp_path / "run" / "done.json").is_file() and any((tmp_path / "run" / "tb").iterdir())
@@ -54,11 +55,31 @@ def test_loss_falls_and_the_run_is_complete(tmp_path):
     name = "conv_out.weight"
     assert torch.equal(saved[name], state[f"ema.module.{name}"])
     assert not torch.equal(saved[name], state[f"unet.{name}"])
+    # The EMA has left the random initialisation: after 40 of the preset's steps (decay 0.99) a constant decay would
+    # still hold 0.99^39 = 68% of it; the warm-up leaves under 1e-7 (see ema_decay_at).
+    torch.manual_seed(cfg.seed)
+    init = make_unet(cfg.model, 16, channels=1).state_dict()
+    moved = lambda w: sum((w[k].float() - init[k].float()).norm() ** 2 for k in init) ** 0.5  # noqa: E731
+    ema = {k: state[f"ema.module.{k}"] for k in init}
+    raw = {k: state[f"unet.{k}"] for k in init}
+    assert moved(ema) > 0.8 * moved(raw)
 
     # Done work is not redone.
     stamp = (model_dir / "unet" / "diffusion_pytorch_model.safetensors").stat().st_mtime_ns
     assert train_diffusion(cfg) == model_dir
     assert (model_dir / "unet" / "diffusion_pytorch_model.safetensors").stat().st_mtime_ns == stamp
+
+
+def test_ema_decay_warms_up_so_short_runs_forget_the_initialisation():
+    from math import prod
+
+    from clsp.diffusion.train import ema_decay_at
+
+    assert [ema_decay_at(0.999, n) for n in (0, 1, 10)] == [0.1, 2 / 11, 11 / 20]
+    assert ema_decay_at(0.999, 100_000) == 0.999                      # long runs: the configured decay
+    # the share of the initialisation left in the average after N steps (the first update copies the weights)
+    assert prod(ema_decay_at(0.999, n) for n in range(1, 1000)) < 1e-3
+    assert 0.999 ** 999 > 0.35                                          # what a constant decay would keep
 
 
 def test_kill_and_resume_gives_the_weights_of_an_uninterrupted_run(tmp_path):

@@ -62,7 +62,7 @@ def test_a_directory_written_by_diffusers_itself_loads(tmp_path, tiny_unet, safe
     DDPMPipeline(unet=tiny_unet, scheduler=scheduler).save_pretrained(tmp_path / "hub", safe_serialization=safetensors)
     unet, scheduler_config = load_model(tmp_path / "hub")
     assert scheduler_config["_class_name"] == "DDPMScheduler"
-    x, t = torch.randn(2, 3, 8, 8), torch.tensor([3, 700])
+    x, t = torch.randn(2, 1, 8, 8), torch.tensor([3, 700])
     with torch.no_grad():
         assert torch.equal(unet(x, t).sample, tiny_unet(x, t).sample)
 
@@ -79,8 +79,8 @@ def test_bad_directories_are_user_errors_naming_the_path(tmp_path, saved_tiny_mo
 
 
 def test_check_model_matches(tiny_unet):
-    check_model_matches(tiny_unet, 8)
+    check_model_matches(tiny_unet, 8, channels=1)
     with pytest.raises(UserError, match="8x8 images but the data is 32x32"):
-        check_model_matches(tiny_unet, 32)
-    with pytest.raises(UserError, match="channels"):
-        check_model_matches(tiny_unet, 8, channels=1)
+        check_model_matches(tiny_unet, 32, channels=1)
+    with pytest.raises(UserError, match="1 input / 1 output channels but the data has 3"):
+        check_model_matches(tiny_unet, 8, channels=3)

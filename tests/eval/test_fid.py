@@ -47,7 +47,7 @@ def tiny_model(tmp_path_factory):
     from clsp.diffusion.unet import make_unet
 
     torch.manual_seed(0)
-    return save_model(tmp_path_factory.mktemp("model") / "tiny", make_unet("tiny", 16), TRAINING_SCHEDULE)
+    return save_model(tmp_path_factory.mktemp("model") / "tiny", make_unet("tiny", 16, channels=1), TRAINING_SCHEDULE)
 
 
 def test_samples_resume_chunk_by_chunk(tiny_model, tmp_path):
@@ -57,7 +57,7 @@ def test_samples_resume_chunk_by_chunk(tiny_model, tmp_path):
     unet, schedule = load_model(tiny_model)
     cfg = SamplerConfig(steps=2, w=1.0)
     first = generate_samples(unet, schedule, 10, cfg, 3, tmp_path / "s", 4, "cpu", progress=False)
-    assert first.shape == (10, 16, 16, 3) and first.dtype == np.uint8
+    assert first.shape == (10, 16, 16, 1) and first.dtype == np.uint8
     assert sorted(p.name for p in (tmp_path / "s").iterdir()) == [f"samples_0000{i}.npy" for i in range(3)]
     (tmp_path / "s" / "samples_00001.npy").unlink()  # as if killed before the second chunk landed
     np.testing.assert_array_equal(generate_samples(unet, schedule, 10, cfg, 3, tmp_path / "s", 4, "cpu", progress=False), first)

@@ -75,7 +75,7 @@ def test_hardness_eval_with_a_real_store(encoder_file, tmp_path):
     train = load_split(data, "train")
     k, chunk = 2, 32
     rng = np.random.default_rng(0)
-    cands = np.clip(train.images[:, None].astype(int) + rng.integers(-30, 30, (64, k, 16, 16, 3)), 0, 255).astype(np.uint8)
+    cands = np.clip(train.images[:, None].astype(int) + rng.integers(-30, 30, (64, k, 16, 16, 1)), 0, 255).astype(np.uint8)
     generation = {"k": k, "seed": 0, "chunk_size": chunk, "sampler": {"sampler": "test"}}
     writer = StoreWriter(tmp_path / "store", new_manifest(dataset_record(train), "hash", generation, {}, {}))
     writer.start()

@@ -183,7 +183,7 @@ def test_streaming_path_trains_exactly_like_the_resident_path(tmp_path, monkeypa
         for i in range(32):
             folder = tmp_path / "images" / split / str(ds.labels[i])
             folder.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(ds.images[i]).save(folder / f"{i:03d}.png")
+            Image.fromarray(ds.images[i][..., 0]).save(folder / f"{i:03d}.png")     # grey digits as grey PNGs
 
     def run(stream: bool):
         monkeypatch.setattr(clsp.data.config, "load_split",

@@ -8,13 +8,14 @@ import numpy as np
 from clsp.positives.store import StoreWriter, chunk_bounds, dataset_record, new_manifest
 
 
-def planted_candidates(n: int, k: int, shape=(8, 8, 3), seed: int = 0) -> np.ndarray:
-    """Random uint8 candidates [n, K, H, W, C] whose first pixel names them: (slot, index % 256, index // 256)."""
+def planted_candidates(n: int, k: int, shape=(8, 8, 1), seed: int = 0) -> np.ndarray:
+    """Random uint8 candidates [n, K, H, W, C] whose first three pixels of channel 0 name them:
+    (slot, index % 256, index // 256)."""
     cands = np.random.default_rng(seed).integers(0, 256, size=(n, k, *shape), dtype=np.uint8)
     index = np.arange(n)
     cands[:, :, 0, 0, 0] = np.arange(k)[None, :]
-    cands[:, :, 0, 0, 1] = (index % 256)[:, None]
-    cands[:, :, 0, 0, 2] = (index // 256)[:, None]
+    cands[:, :, 0, 1, 0] = (index % 256)[:, None]
+    cands[:, :, 0, 2, 0] = (index // 256)[:, None]
     return cands
 
 

@@ -27,7 +27,10 @@ def test_preview_rows_show_each_anchor_then_its_candidates(tmp_path, digits_smal
         y = pad + r * (tile + pad)
         return grid[y:y + tile, x0:x0 + tile]
 
+    def drawn(image):                                  # grey tiles are drawn as RGB, enlarged 4x
+        return np.kron(image, np.ones((4, 4, 1), np.uint8)).repeat(3, axis=2)
+
     for r, index in enumerate(rows):
-        assert np.array_equal(crop(r, pad), np.kron(digits_small.images[index], np.ones((4, 4, 1), np.uint8)))
+        assert np.array_equal(crop(r, pad), drawn(digits_small.images[index]))
         for c in range(k):
-            assert np.array_equal(crop(r, left + gap + pad + c * (tile + pad)), cands[index, c].repeat(4, 0).repeat(4, 1))
+            assert np.array_equal(crop(r, left + gap + pad + c * (tile + pad)), drawn(cands[index, c]))

@@ -28,14 +28,14 @@ def test_store_reads_back_every_candidate_across_chunks(tmp_path, digits_small):
     manifest = json.loads((tmp_path / "s" / MANIFEST).read_text())
     assert manifest["complete"] and manifest["complete_chunks"] == list(range(6))  # 45 = 5 x 8 + 5
     assert manifest["dataset"]["fingerprint"] == digits_small.fingerprint and manifest["dataset"]["n"] == 45
-    assert np.load(chunk_path(tmp_path / "s", 5)).shape == (5, 3, 8, 8, 3)
-    assert chunk_path(tmp_path / "s", 5).stat().st_size == npy_nbytes((5, 3, 8, 8, 3))
+    assert np.load(chunk_path(tmp_path / "s", 5)).shape == (5, 3, 8, 8, 1)
+    assert chunk_path(tmp_path / "s", 5).stat().st_size == npy_nbytes((5, 3, 8, 8, 1))
 
     store = PositivesStore.open(tmp_path / "s", digits_small)
-    assert (store.n, store.k, store.image_shape, len(store)) == (45, 3, (8, 8, 3), 45)
+    assert (store.n, store.k, store.image_shape, len(store)) == (45, 3, (8, 8, 1), 45)
     order = torch.tensor([44, 0, 7, 8, 8, 39, 40])
     got = store.candidates(order)
-    assert got.dtype == torch.uint8 and got.shape == (7, 3, 8, 8, 3)
+    assert got.dtype == torch.uint8 and got.shape == (7, 3, 8, 8, 1)
     assert torch.equal(got, torch.from_numpy(cands[order.numpy()]))
     resident = store.to("cpu")
     assert torch.equal(resident.candidates(order), got)
@@ -49,7 +49,7 @@ def test_sample_draws_each_slot_uniformly_and_reproducibly(tmp_path, digits_smal
 
     for view in (store, store.to("cpu")):  # memory-mapped and resident
         drawn = view.sample(indices, generator=torch.Generator().manual_seed(0))
-        assert drawn.shape == (len(indices), 8, 8, 3) and drawn.dtype == torch.uint8
+        assert drawn.shape == (len(indices), 8, 8, 1) and drawn.dtype == torch.uint8
         slots = drawn[:, 0, 0, 0].long()
         # each drawn image is exactly candidate (index, slot) of the store
         assert torch.equal(drawn, torch.from_numpy(cands[indices.numpy(), slots.numpy()]))
@@ -138,7 +138,7 @@ def test_write_chunk_rejects_a_wrong_shape(tmp_path, digits_small):
     writer = StoreWriter(tmp_path / "s", make_manifest(digits_small, k=2))
     writer.start()
     with pytest.raises(ValueError, match="expected uint8"):
-        writer.write_chunk(0, np.zeros((8, 3, 8, 8, 3), np.uint8))
+        writer.write_chunk(0, np.zeros((8, 3, 8, 8, 1), np.uint8))
     assert not chunk_path(tmp_path / "s", 0).exists()
 
 
@@ -148,7 +148,7 @@ def test_gpu_resident_store_samples_on_the_gpu(tmp_path, digits_small):
     store = PositivesStore.open(write_store(tmp_path / "s", digits_small, cands).path, digits_small).to("cuda")
     indices = torch.arange(45, device="cuda").repeat(10)
     drawn = store.sample(indices, generator=torch.Generator("cuda").manual_seed(0))
-    assert drawn.device.type == "cuda" and drawn.shape == (450, 8, 8, 3)
+    assert drawn.device.type == "cuda" and drawn.shape == (450, 8, 8, 1)
     slots = drawn[:, 0, 0, 0].long().cpu()
     assert torch.equal(drawn.cpu(), torch.from_numpy(cands[indices.cpu().numpy(), slots.numpy()]))
 

@@ -48,7 +48,7 @@ def tiny_model(tmp_path_factory):
     from clsp.diffusion.unet import make_unet
 
     torch.manual_seed(0)
-    return save_model(tmp_path_factory.mktemp("model") / "tiny", make_unet("tiny", 8), TRAINING_SCHEDULE)
+    return save_model(tmp_path_factory.mktemp("model") / "tiny", make_unet("tiny", 8, channels=1), TRAINING_SCHEDULE)
 
 
 def cli_args(model, out) -> list[str]:
@@ -84,7 +84,7 @@ def test_a_complete_run_writes_every_chunk_from_its_own_seed(reference, tiny_mod
     cfg = config(tiny_model, reference)
     dataset = load_split(cfg.dataset, "train")
     store = PositivesStore.open(reference, dataset)
-    assert (store.n, store.k, store.image_shape) == (SUBSET, K, (8, 8, 3))
+    assert (store.n, store.k, store.image_shape) == (SUBSET, K, (8, 8, 1))
     manifest = store.manifest
     assert manifest["complete"] and manifest["complete_chunks"] == list(range(6))
     assert manifest["model_hash"] == hash_directory(tiny_model)

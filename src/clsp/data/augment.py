@@ -1,8 +1,10 @@
 """Per-sample random augmentation of uint8 image batches on their own device, built on kornia.
 
-Every sample in a batch draws its own crop, jitter, flip... parameters. Input: uint8 (B, H, W, 3)
-or (B, 3, H, W) on CPU or GPU; output: float32 (B, 3, size, size) channels_last, normalised with the
-dataset's mean/std.
+Every sample in a batch draws its own crop, jitter, flip... parameters. Input: uint8 (B, H, W, C)
+or (B, C, H, W) with C = 3, or 1 for grey data, on CPU or GPU; output: float32 (B, 3, size, size)
+channels_last, normalised with the dataset's mean/std. A grey channel is repeated three times first:
+the encoder is a standard RGB network, colour jitter leaves grey pixels grey, and grey data stays
+one channel everywhere before this point (its diffusion model, its positives store).
 
 The random parameters are drawn from torch's global *CPU* generator whatever the images' device
 (kornia's default, kept after `.to(device)`). A few numbers per sample cross to
@@ -77,8 +79,11 @@ class Augment(nn.Module):
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if images.dtype != torch.uint8 or images.ndim != 4:
-            raise TypeError(f"Augment expects a uint8 batch (B, H, W, 3) or (B, 3, H, W), got {images.dtype} {tuple(images.shape)}")
-        x = images.permute(0, 3, 1, 2) if images.shape[-1] == 3 and images.shape[1] != 3 else images
+            raise TypeError(f"Augment expects a uint8 batch (B, H, W, C) or (B, C, H, W), got {images.dtype} {tuple(images.shape)}")
+        channels_last = images.shape[-1] in (1, 3) and images.shape[1] not in (1, 3)
+        x = images.permute(0, 3, 1, 2) if channels_last else images
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
         x = x.float().div_(255.0)
         if x.shape[-1] != self.size or x.shape[-2] != self.size:
             x = nn.functional.interpolate(x, size=(self.size, self.size), mode="bilinear", antialias=True, align_corners=False)

@@ -7,7 +7,7 @@ PATH may also hold split subfolders `train/` and `test/` (or `val/`), each in on
 otherwise PATH itself is the only split, called `train` (or `all`).
 
 Every image is decoded to RGB, its shorter side resized to `size` (antialiased) and centre-cropped to
-size x size. A set that fits in `max_memory_mb` is decoded once into memory (an ImageSet); a larger
+size x size; an in-memory set whose images are all grey keeps one channel (`keep_grey`). A set that fits in `max_memory_mb` is decoded once into memory (an ImageSet); a larger
 one streams from disk through a DataLoader (a StreamingImageSet).
 """
 
@@ -104,10 +104,17 @@ def image_list_set(name: str, split: str, items: list[tuple[str, int]], classes:
     if stream:
         return StreamingImageSet(name, split, items, classes, source, load, size, mean, std, labelled=labelled)
     paths = [path for path, _ in items]
-    images = decode_all(paths, load, desc=f"decoding {name} {split}")
+    images = keep_grey(decode_all(paths, load, desc=f"decoding {name} {split}"))
     labels = np.asarray([label for _, label in items], dtype=np.int64) if labelled else None
     key = fingerprint_cache_key(name, split, size, paths)
     return ImageSet(name, split, images, labels, classes, source, tuple(mean), tuple(std), cache_key=key)
+
+
+def keep_grey(images: np.ndarray) -> np.ndarray:
+    """(N, H, W, 3) -> (N, H, W, 1) when every image is grey (R = G = B everywhere), else unchanged:
+    a folder of grey images (MNIST-like) is modelled and stored as grey, as Fashion-MNIST is."""
+    grey = bool(np.array_equal(images[..., 0], images[..., 1]) and np.array_equal(images[..., 1], images[..., 2]))
+    return np.ascontiguousarray(images[..., :1]) if grey else images
 
 
 def decode_all(paths: list[str], load, desc: str) -> np.ndarray:

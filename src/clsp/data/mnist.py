@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from clsp.data.registry import (NORMALIZATION, ImageSet, cache_dir, check_split, fingerprint_cache_key, pad_to, register,
-                                resize, to_rgb_uint8)
+                                resize, to_grey_uint8)
 from clsp.errors import UserError
 
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
@@ -70,12 +70,12 @@ def load_fashion_mnist(split: str = "train", root=None, size: int | None = None,
         raise UserError(f"{where}: images {images.shape} and labels {labels.shape} do not match; download them again")
     if labels.max(initial=0) >= len(FASHION_CLASSES):
         raise UserError(f"{label_file}: labels out of range 0..9; the file is corrupt")
-    rgb = to_rgb_uint8(images)
+    grey = to_grey_uint8(images)
     size = 32 if size is None else size
-    rgb = pad_to(rgb, size) if size >= rgb.shape[1] else resize(rgb, size)
+    grey = pad_to(grey, size) if size >= grey.shape[1] else resize(grey, size)
     mean, std = NORMALIZATION["fashion-mnist"]
     key = fingerprint_cache_key("fashion-mnist", split, size, [image_file, label_file])
-    return ImageSet("fashion-mnist", split, rgb, labels, list(FASHION_CLASSES), str(where), mean, std, cache_key=key)
+    return ImageSet("fashion-mnist", split, grey, labels, list(FASHION_CLASSES), str(where), mean, std, cache_key=key)
 
 
 def _download_fashion_mnist() -> Path | None:
@@ -103,8 +103,8 @@ def load_digits(split: str = "train", root=None, size: int | None = None) -> Ima
     order = np.random.default_rng(0).permutation(len(images))
     cut = int(0.8 * len(images))
     idx = {"train": order[:cut], "test": order[cut:], "all": np.arange(len(images))}[split]
-    rgb = to_rgb_uint8(images[idx])
+    grey = to_grey_uint8(images[idx])
     if size is not None:
-        rgb = resize(rgb, size)
+        grey = resize(grey, size)
     mean, std = NORMALIZATION["digits"]
-    return ImageSet("digits", split, rgb, labels[idx], [str(i) for i in range(10)], "sklearn.datasets.load_digits", mean, std)
+    return ImageSet("digits", split, grey, labels[idx], [str(i) for i in range(10)], "sklearn.datasets.load_digits", mean, std)

@@ -38,7 +38,9 @@ def cache_dir() -> Path:
 
 @dataclass
 class ImageSet:
-    """A dataset split held in memory as uint8 (N, H, W, 3)."""
+    """A dataset split held in memory as uint8 (N, H, W, C): C = 3, or 1 for grey data (Fashion-MNIST, digits,
+    folders of grey images), which stays grey through diffusion and the positives store; the encoder's input
+    recipe (clsp.data.augment) repeats a grey channel, so `mean` / `std` always have three entries."""
 
     name: str
     split: str
@@ -52,7 +54,7 @@ class ImageSet:
     cache_key: str | None = field(default=None, repr=False)  # see `fingerprint_cache_key`; None = never cached
 
     def __post_init__(self) -> None:
-        assert self.images.dtype == np.uint8 and self.images.ndim == 4 and self.images.shape[-1] == 3, self.images.shape
+        assert self.images.dtype == np.uint8 and self.images.ndim == 4 and self.images.shape[-1] in (1, 3), self.images.shape
         if self.labels is not None:
             self.labels = np.asarray(self.labels, dtype=np.int64)
             assert len(self.labels) == len(self.images)
@@ -67,6 +69,10 @@ class ImageSet:
     @property
     def shape(self) -> tuple[int, int, int]:
         return tuple(self.images.shape[1:])  # type: ignore[return-value]
+
+    @property
+    def channels(self) -> int:
+        return int(self.images.shape[-1])
 
     @property
     def fingerprint(self) -> str:
@@ -130,6 +136,10 @@ class StreamingImageSet:
         return (self.image_size, self.image_size, 3)
 
     @property
+    def channels(self) -> int:
+        return 3
+
+    @property
     def fingerprint(self) -> str:
         """Hash of the file list, sizes, mtimes, labels and resize: cheap, stable, content-sensitive."""
         if self._fingerprint is None:
@@ -190,7 +200,7 @@ def content_fingerprint(images: np.ndarray, labels: np.ndarray | None) -> str:
 
 # -- the fingerprint cache: hashing 60k images costs a second or more, looking it up costs nothing ------
 
-FINGERPRINT_CACHE_VERSION = 1  # bump when a loader's output for the same files changes
+FINGERPRINT_CACHE_VERSION = 2  # bump when a loader's output for the same files changes
 
 
 def fingerprint_cache_key(name: str, split: str, size: int | None, files: list[str | os.PathLike], **options) -> str:
@@ -236,6 +246,13 @@ def to_rgb_uint8(images: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(images.astype(np.uint8, copy=False))
 
 
+def to_grey_uint8(images: np.ndarray) -> np.ndarray:
+    """(N, H, W) uint8 -> (N, H, W, 1): grey data keeps one channel."""
+    if images.ndim == 3:
+        images = images[..., None]
+    return np.ascontiguousarray(images.astype(np.uint8, copy=False))
+
+
 def pad_to(images: np.ndarray, size: int) -> np.ndarray:
     """Zero-pad (N, H, W, C) symmetrically to size x size (Fashion-MNIST 28 -> 32)."""
     n, h, w, c = images.shape
@@ -248,7 +265,7 @@ def pad_to(images: np.ndarray, size: int) -> np.ndarray:
 
 
 def resize(images: np.ndarray, size: int) -> np.ndarray:
-    """Resize (N, H, W, 3) uint8 to size x size with antialiased bilinear interpolation."""
+    """Resize (N, H, W, C) uint8 to size x size with antialiased bilinear interpolation."""
     if images.shape[1] == size and images.shape[2] == size:
         return images
     import torch

@@ -115,7 +115,7 @@ def _sample(args: argparse.Namespace) -> int:
 
 
 def _load_anchors(name: str, split: str, size: int | None, n: int):
-    """The first n images of a split as uint8 (n, H, W, 3): in memory, or read one by one when streamed."""
+    """The first n images of a split as uint8 (n, H, W, C): in memory, or read one by one when streamed."""
     import numpy as np
     import torch
 

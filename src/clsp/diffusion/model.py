@@ -19,13 +19,34 @@ from clsp.errors import UserError
 from clsp.io import read_json, write_json_atomic
 
 SCHEDULER_CONFIG = "scheduler_config.json"
+SHIPPED_PREFIX = "clsp:"          # clsp:NAME = a model that ships with the package (clsp/pretrained/NAME)
+RECORD = "record.json"            # how a shipped model was made: its config, commit, steps, time, loss, quality
+
+
+def shipped_models() -> list[str]:
+    return sorted(p.name for p in SHIPPED_DIR.iterdir() if p.is_dir()) if SHIPPED_DIR.is_dir() else []
+
+
+def resolve_model_dir(model_dir: str | os.PathLike) -> Path:
+    """A model directory, or `clsp:NAME` for one of the models shipped in the package (the CPU demo's)."""
+    text = str(model_dir)
+    if not text.startswith(SHIPPED_PREFIX):
+        return Path(model_dir)
+    name = text[len(SHIPPED_PREFIX):]
+    if name not in shipped_models():
+        raise UserError(f"no shipped diffusion model '{name}'; clsp ships {', '.join(shipped_models()) or 'none'} "
+                        "(use clsp:NAME), or give a model directory")
+    return SHIPPED_DIR / name
+
+
+SHIPPED_DIR = Path(__file__).resolve().parents[1] / "pretrained"
 
 
 def load_model(model_dir: str | os.PathLike):
     """(UNet2DModel in eval mode, scheduler config dict) from a diffusers-layout directory."""
     from diffusers import UNet2DModel
 
-    root = Path(model_dir)
+    root = resolve_model_dir(model_dir)
     if not root.is_dir():
         raise UserError(f"diffusion model directory {root} does not exist; train one with `clsp diffusion train` "
                         "or point --model at a local diffusers directory (unet/ + scheduler/)")
@@ -46,7 +67,7 @@ def load_model(model_dir: str | os.PathLike):
         unet = UNet2DModel.from_pretrained(str(unet_dir), local_files_only=True, low_cpu_mem_usage=False)
     except (OSError, ValueError, RuntimeError, EnvironmentError) as e:
         raise UserError(f"cannot load the UNet from {unet_dir}: {str(e).splitlines()[0]}") from None
-    return unet.eval(), scheduler_config
+    return unet.float().eval(), scheduler_config              # weights stored in half precision compute in float32
 
 
 def save_model(model_dir: str | os.PathLike, unet, scheduler_config: dict) -> Path:
@@ -72,7 +93,7 @@ def save_model(model_dir: str | os.PathLike, unet, scheduler_config: dict) -> Pa
     return final
 
 
-def check_model_matches(unet, image_size: int, channels: int = 3) -> None:
+def check_model_matches(unet, image_size: int, channels: int) -> None:
     """A model sampling images of another size or channel count than the data is a user error."""
     cfg = unet.config
     size = cfg.sample_size

@@ -82,7 +82,8 @@ def inception_features(model, images, batch_size: int = 200, device=None, progre
         from tqdm.auto import tqdm
 
         batches = tqdm(batches, total=-(-len(images) // batch_size), desc="inception", unit="batch", leave=False)
-    feats = [model(batch.permute(0, 3, 1, 2).contiguous())[0].float() for batch in batches]  # uint8 NCHW in
+    # uint8 NCHW in; a grey channel is repeated, as the reference FID code does for grey images
+    feats = [model(batch.permute(0, 3, 1, 2).expand(-1, 3, -1, -1).contiguous())[0].float() for batch in batches]
     return torch.cat(feats).cpu().numpy()
 
 
@@ -172,7 +173,7 @@ def fid_eval(model_dir, dataset_cfg, out_dir=None, n: int = 50000, inception_wei
                                 **({} if eta is None else {"eta": eta}))
     unet, scheduler_config = load_model(model_dir)
     train = load_split(dataset_cfg, dataset_cfg.train_split)
-    check_model_matches(unet, int(train.shape[0]))
+    check_model_matches(unet, int(train.shape[0]), int(train.shape[2]))
     model_dir = Path(model_dir).resolve()
     out = Path(out_dir) if out_dir is not None else model_dir.parent / "eval" / "fid"
     config = {"kind": "fid", "model": str(model_dir), "dataset": to_dict(dataset_cfg), "n": n, "seed": seed, "dims": dims,

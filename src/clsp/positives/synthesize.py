@@ -77,7 +77,10 @@ def _absolute(cfg: SynthesizeConfig) -> SynthesizeConfig:
     """The config with paths made absolute, so the recorded config resumes from any directory."""
     root = cfg.dataset.root
     dataset = dataclasses.replace(cfg.dataset, root=None if root is None else str(Path(root).resolve()))
-    return dataclasses.replace(cfg, model=str(Path(cfg.model).resolve()), out=str(Path(cfg.out).resolve()), dataset=dataset)
+    from clsp.diffusion.model import resolve_model_dir
+
+    return dataclasses.replace(cfg, model=str(resolve_model_dir(cfg.model).resolve()), out=str(Path(cfg.out).resolve()),
+                               dataset=dataset)
 
 
 def synthesize(cfg: SynthesizeConfig) -> Path:
@@ -92,6 +95,7 @@ def synthesize(cfg: SynthesizeConfig) -> Path:
     from clsp.positives.store import StoreWriter, anchor_images, chunk_bounds, dataset_record, new_manifest
     from clsp.rundir import git_commit, package_versions
 
+    cfg = _absolute(cfg)                                      # a clsp:NAME model becomes its directory
     rank, world, local_rank = distributed_env()
     dataset = load_split(cfg.dataset, cfg.split)
     unet, scheduler_config = load_model(cfg.model)
@@ -105,7 +109,7 @@ def synthesize(cfg: SynthesizeConfig) -> Path:
     if world > 1:  # gloo serves as a barrier only: every rank reads the store's state before any rank writes
         dist.init_process_group("gloo", timeout=_dt.timedelta(hours=12))
         dist.barrier()
-    writer.start(to_yaml(_absolute(cfg)))
+    writer.start(to_yaml(cfg))
     n = len(dataset)
     if rank == 0:
         todo = sum(stop - start for start, stop in (chunk_bounds(i, n, cfg.chunk_size) for i in writer.todo_at_open))
