@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
+
+from diffusion_helpers import perturbed_tiny_unet
 
 from clsp.diffusion import sampler as sampler_module
 from clsp.diffusion.sampler import (SamplerConfig, anchor_features, anchor_noise_seed, generate_positives, sample,
@@ -23,7 +26,7 @@ def capture(module, store: list, pre: bool = False):
 
 def test_anchor_path_equals_the_mid_block_output_of_a_plain_forward(tiny_unet):
     torch.manual_seed(1)
-    x, t = torch.randn(5, 3, 8, 8), torch.tensor([0, 10, 250, 600, 999])
+    x, t = torch.randn(5, 1, 8, 8), torch.tensor([0, 10, 250, 600, 999])
     seen = []
     handle = capture(tiny_unet.mid_block, seen)
     with torch.no_grad():
@@ -41,11 +44,23 @@ def test_w1_reproduces_plain_sampling_bit_for_bit(tiny_unet, schedule, digit_anc
     cfg = SamplerConfig(sampler=name, steps=STEPS, w=1.0, eta=0.5, share_anchor=share, batch_size=5)
     plain = sample(tiny_unet, schedule, 3 * 4, cfg, seed=7)
     positives = generate_positives(tiny_unet, schedule, digit_anchors[:3], 4, cfg, seed=7)
-    assert positives.shape == (3, 4, 8, 8, 3) and positives.dtype == torch.uint8
-    assert torch.equal(positives.reshape(12, 8, 8, 3), plain)
+    assert positives.shape == (3, 4, 8, 8, 1) and positives.dtype == torch.uint8
+    assert torch.equal(positives.reshape(12, 8, 8, 1), plain)
     interpolated = generate_positives(tiny_unet, schedule, digit_anchors[:3], 4, SamplerConfig(
         sampler=name, steps=STEPS, w=0.0, eta=0.5, share_anchor=share, batch_size=5), seed=7)
     assert not torch.equal(interpolated, positives)                     # the hook is live
+
+
+def test_rgb_model_and_anchors_keep_three_channels(schedule):
+    """Colour data: a 3-channel model, RGB anchors, RGB candidates; w = 1 still equals plain sampling."""
+    unet = perturbed_tiny_unet(8, seed=3, channels=3)
+    anchors = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (2, 8, 8, 3), dtype=np.uint8))
+    cfg = SamplerConfig(steps=STEPS, w=1.0)
+    positives = generate_positives(unet, schedule, anchors, 2, cfg, seed=4)
+    assert positives.shape == (2, 2, 8, 8, 3)
+    assert torch.equal(positives.reshape(4, 8, 8, 3), sample(unet, schedule, 4, cfg, seed=4))
+    with pytest.raises(UserError, match=r"anchors are \(8, 8, 1\)"):
+        generate_positives(unet, schedule, anchors[..., :1].contiguous(), 2, cfg, seed=4)
 
 
 def test_results_depend_on_seed_not_on_batching(tiny_unet, schedule, digit_anchors):
@@ -130,7 +145,7 @@ def test_anchor_is_noised_at_the_current_timestep_with_fresh_noise(tiny_unet, sc
         first = noises[0].view(b * k, -1)
         assert not torch.allclose(first[0], first[1], atol=1e-3)
     # The anchor stream is not the sample stream: it never equals the initial noise x_T.
-    x_T = torch.randn((b * k, 3, 8, 8), generator=torch.Generator().manual_seed(5)).flatten()
+    x_T = torch.randn((b * k, 1, 8, 8), generator=torch.Generator().manual_seed(5)).flatten()
     assert not torch.allclose(noises[0], x_T[: noises[0].numel()], atol=1e-3)
     assert anchor_noise_seed(5) != 5
 
@@ -170,3 +185,62 @@ def test_plain_sampling_matches_diffusers_own_pipeline(tiny_unet, schedule, name
         theirs = pipe(batch_size=5, generator=generator, num_inference_steps=6, output_type="np").images
     mine = sample(tiny_unet, schedule, 5, SamplerConfig(sampler=name, steps=6, eta=0.5), seed=21)
     assert (torch.from_numpy(theirs * 255).round() - mine.float()).abs().max() <= 1
+
+
+def test_deeper_interpolation_mixes_the_deepest_skips_and_nothing_else(tiny_unet, schedule, digit_anchors, monkeypatch):
+    """layers = n: the mid block and the n - 1 deepest skip connections become w own + (1 - w) anchor's, as the up
+    path receives them; the shallower skips stay the sample's own. Checked against an independent forward of the
+    same x_t and an independent anchor pass."""
+    n_layers, w = 3, 0.3
+    up_inputs, unet_inputs, anchor_passes, handles = [], [], [], []
+    enter = sampler_module.Interpolation.__enter__
+
+    def enter_then_record(self):                                 # record what the up blocks get, after the mixing hooks
+        out = enter(self)
+        handles.extend(b.register_forward_pre_hook(lambda m, a, i=i: up_inputs.append((i, a)))
+                       for i, b in enumerate(tiny_unet.up_blocks))
+        return out
+    monkeypatch.setattr(sampler_module.Interpolation, "__enter__", enter_then_record)
+    handles.append(tiny_unet.register_forward_pre_hook(lambda m, a: unet_inputs.append(a)))
+    original = sampler_module.anchor_path
+    monkeypatch.setattr(sampler_module, "anchor_path",
+                        lambda u, x, t, k: anchor_passes.append((x.clone(), t.clone(), k)) or original(u, x, t, k))
+    generate_positives(tiny_unet, schedule, digit_anchors[:2], 1, SamplerConfig(steps=2, w=w, layers=n_layers), seed=0)
+    for h in handles:
+        h.remove()
+    assert [k for _, _, k in anchor_passes] == [n_layers - 1] * 2
+    per_step = len(tiny_unet.up_blocks)
+    for step, ((x_t, t), (x_a, t_a, _)) in enumerate(zip(unet_inputs, anchor_passes)):
+        with torch.no_grad():
+            own_seen, anchor_seen = [], []
+            hs = [tiny_unet.up_blocks[i].register_forward_pre_hook(lambda m, a: own_seen.append(a)) for i in range(per_step)]
+            tiny_unet(x_t, t)
+            for h in hs:
+                h.remove()
+            h_a, skips_a = original(tiny_unet, x_a, t_a, 100)                  # every anchor skip, shallowest first
+        used = [a for _, a in up_inputs[step * per_step:(step + 1) * per_step]]
+        deepest_first_used = [s for a in used for s in reversed(a[1])]
+        deepest_first_own = [s for a in own_seen for s in reversed(a[1])]
+        deepest_first_anchor = list(reversed(skips_a))
+        for j, (u, o, a) in enumerate(zip(deepest_first_used, deepest_first_own, deepest_first_anchor)):
+            if j < n_layers - 1:
+                torch.testing.assert_close(u, w * o + (1 - w) * a, rtol=0, atol=1e-5)
+            else:
+                assert torch.equal(u, o), j                                       # shallower skips: the sample's own
+
+
+@pytest.mark.parametrize("share", [False, True])
+def test_layers_1_is_the_paper_sampler_and_w1_is_plain_sampling_for_every_depth(tiny_unet, schedule, digit_anchors, share):
+    cfg = SamplerConfig(steps=STEPS, w=0.2, share_anchor=share, batch_size=5)
+    default = generate_positives(tiny_unet, schedule, digit_anchors[:3], 2, cfg, seed=9)
+    import dataclasses
+    assert torch.equal(default, generate_positives(tiny_unet, schedule, digit_anchors[:3], 2,
+                                                   dataclasses.replace(cfg, layers=1), seed=9))
+    deeper = generate_positives(tiny_unet, schedule, digit_anchors[:3], 2, dataclasses.replace(cfg, layers=4), seed=9)
+    assert not torch.equal(deeper, default)
+    plain = sample(tiny_unet, schedule, 6, cfg, seed=9)
+    for layers in (2, 4, 7):
+        w1 = generate_positives(tiny_unet, schedule, digit_anchors[:3], 2, dataclasses.replace(cfg, w=1.0, layers=layers), seed=9)
+        assert torch.equal(w1.reshape(6, 8, 8, 1), plain), layers
+    with pytest.raises(UserError, match="skip connections, but this UNet has"):
+        generate_positives(tiny_unet, schedule, digit_anchors[:1], 1, dataclasses.replace(cfg, layers=50), seed=9)

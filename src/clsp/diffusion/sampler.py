@@ -5,9 +5,13 @@ At every denoising step t, for a sample x_t and its anchor image x_a:
     x_a,t    = sqrt(abar_t) x_a + sqrt(1 - abar_t) eps_a        fresh eps_a at every step
     h_anchor = mid(down(x_a,t, t))                               `anchor_features`, hook inactive
     h        = mid(down(x_t, t))                                 inside the sample's own UNet forward
-    h       <- w h + (1 - w) h_anchor                            `MidBlockInterpolation`, a forward hook
+    h       <- w h + (1 - w) h_anchor                            `Interpolation`, a forward hook
     eps_hat  = up(h, skips of x_t, t)                            skip connections stay the sample's
     x_{t-1}  = scheduler.step(eps_hat, t, x_t)
+
+With `layers` = n > 1 (the release's deeper interpolation) the last n - 1 skip connections of the
+down path, the deepest ones, are mixed the same way, s <- w s + (1 - w) s_anchor, before the up
+path reads them; n = 1 is the paper's method.
 
 Random streams: the sample stream (initial noise x_T, the sampler's own noise) is one generator seeded
 with `seed` and drawn for all n trajectories at once, step by step, exactly as `sample` draws it;
@@ -42,6 +46,8 @@ class SamplerConfig:
                                       # quantisation saturates at 0 and 255 anyway, so no byte depends on it)
     share_anchor: bool = False        # one anchor pass per anchor per step, shared by its K candidates
     batch_size: int = 512             # trajectories per UNet call (memory only)
+    layers: int = 1                   # feature maps interpolated: 1 = the mid block (the paper); n > 1 also
+                                      # the last n - 1 skip connections of the down path (the release's option)
 
     def __post_init__(self) -> None:
         check_choice(self.sampler, "sampler", SAMPLERS)
@@ -50,12 +56,18 @@ class SamplerConfig:
         check_range(self.w, "w", 0.0, 1.0)
         check_choice(self.timestep_spacing, "timestep_spacing", TIMESTEP_SPACINGS)
         check_positive(self.batch_size, "batch_size")
+        check_positive(self.layers, "layers")
 
 
 # -- the two pieces of the method: the anchor path and the bottleneck hook ----------------------------
 
 def anchor_features(unet, sample: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
-    """The mid-block output of `unet` on `sample` at `timestep`: UNet2DModel.forward up to the mid block.
+    """The mid-block output of `unet` on `sample` at `timestep`: UNet2DModel.forward up to the mid block."""
+    return anchor_path(unet, sample, timestep, 0)[0]
+
+
+def anchor_path(unet, sample: torch.Tensor, timestep: torch.Tensor, skips: int) -> tuple[torch.Tensor, tuple]:
+    """(mid-block output, the last `skips` skip connections of the down path) of `unet` on `sample`.
 
     Mirrors diffusers' forward step by step (centre, time embedding, conv_in, down blocks, mid block)
     and skips the up path, which is 73% of the cost of a forward the anchor does not need.
@@ -69,46 +81,81 @@ def anchor_features(unet, sample: torch.Tensor, timestep: torch.Tensor) -> torch
         raise UserError("class-conditional UNets are not supported: CLSP samples an unconditional model")
     skip_sample = sample
     h = unet.conv_in(sample)
+    res_samples = (h,)
     for block in unet.down_blocks:
         if hasattr(block, "skip_conv"):
-            h, _, skip_sample = block(hidden_states=h, temb=emb, skip_sample=skip_sample)
+            h, block_res, skip_sample = block(hidden_states=h, temb=emb, skip_sample=skip_sample)
         else:
-            h, _ = block(hidden_states=h, temb=emb)
-    return unet.mid_block(h, emb)
+            h, block_res = block(hidden_states=h, temb=emb)
+        res_samples += block_res
+    return unet.mid_block(h, emb), (res_samples[len(res_samples) - skips:] if skips else ())
 
 
-class MidBlockInterpolation:
-    """A forward hook on `unet.mid_block` replacing its output h by w h + (1 - w) h_anchor.
+class Interpolation:
+    """Forward hooks that mix the anchor's features into the sample's: h <- w h + (1 - w) h_anchor on the
+    mid block's output, and with `layers` = n > 1 the same on the last n - 1 skip connections as the up
+    blocks receive them.
 
-    Inactive (output unchanged) unless inside `with hook.anchor(h_anchor):`, so the anchor's own pass
-    through the mid block is never interpolated.
+    Inactive (outputs unchanged) unless inside `with hook.anchor(h_anchor, skips_anchor):`, so the anchor's
+    own pass through the mid block is never interpolated.
     """
 
-    def __init__(self, unet, w: float) -> None:
-        self.unet, self.w = unet, float(w)
+    def __init__(self, unet, w: float, layers: int = 1) -> None:
+        self.unet, self.w, self.skips = unet, float(w), layers - 1
+        n_skips = 1 + sum(len(block.resnets) + (block.downsamplers is not None and len(block.downsamplers) or 0)
+                          for block in unet.down_blocks)
+        if self.skips > n_skips:
+            raise UserError(f"layers = {layers} asks for {self.skips} skip connections, but this UNet has {n_skips}")
         self.h_anchor: torch.Tensor | None = None
-        self._handle = None
+        self.skips_anchor: tuple = ()
+        self._handles: list = []
 
-    def __enter__(self) -> "MidBlockInterpolation":
-        self._handle = self.unet.mid_block.register_forward_hook(self._hook)
+    def __enter__(self) -> "Interpolation":
+        self._handles = [self.unet.mid_block.register_forward_hook(self._mid_hook)]
+        if self.skips:
+            consumed = 0                                   # the up path reads the skip connections deepest first
+            for block in self.unet.up_blocks:
+                width = len(block.resnets)
+                mixed = max(0, min(width, self.skips - consumed))   # of this block's skips, the last `mixed`
+                if mixed:
+                    self._handles.append(block.register_forward_pre_hook(self._skip_hook(consumed, mixed)))
+                consumed += width
         return self
 
     def __exit__(self, *exc) -> None:
-        self._handle.remove()
-        self.h_anchor = None
+        for handle in self._handles:
+            handle.remove()
+        self.h_anchor, self.skips_anchor = None, ()
 
     @contextlib.contextmanager
-    def anchor(self, h_anchor: torch.Tensor):
-        self.h_anchor = h_anchor
+    def anchor(self, h_anchor: torch.Tensor, skips_anchor: tuple = ()):
+        self.h_anchor, self.skips_anchor = h_anchor, skips_anchor
         try:
             yield
         finally:
-            self.h_anchor = None
+            self.h_anchor, self.skips_anchor = None, ()
 
-    def _hook(self, module, args, h):
+    def _mix(self, own: torch.Tensor, anchor: torch.Tensor) -> torch.Tensor:
+        return self.w * own + (1.0 - self.w) * anchor
+
+    def _mid_hook(self, module, args, h):
         if self.h_anchor is None:
             return None
-        return self.w * h + (1.0 - self.w) * self.h_anchor
+        return self._mix(h, self.h_anchor)
+
+    def _skip_hook(self, consumed: int, mixed: int):
+        """A pre-hook for an up block that receives skips `consumed` .. `consumed + width` counted from the deepest:
+        its tuple lists them shallowest first, so the deepest `mixed` are its last entries."""
+        def hook(module, args):
+            if self.h_anchor is None:
+                return None
+            sample, res, *rest = args
+            res = tuple(res)
+            for i in range(mixed):
+                position = len(res) - 1 - i                    # the (consumed + i)-th deepest skip overall
+                res = res[:position] + (self._mix(res[position], self.skips_anchor[-1 - consumed - i]),) + res[position + 1:]
+            return (sample, res, *rest)
+        return hook
 
 
 # -- public functions ------------------------------------------------------------------------------
@@ -176,13 +223,19 @@ class _AnchorSide:
         eps = torch.randn(self.x.shape, generator=self.stream, device=self.x.device)
         self.x_t = self.signal[i] * self.x + self.noise_scale[i] * eps.contiguous(memory_format=self.memory_format)
 
-    def features(self, unet, t: torch.Tensor, start: int, stop: int) -> torch.Tensor:
-        """h_anchor for trajectories [start, stop) (module-level `anchor_features`, so tests can watch it)."""
+    def features(self, unet, t: torch.Tensor, start: int, stop: int, skips: int = 0) -> tuple[torch.Tensor, tuple]:
+        """(h_anchor, the last `skips` anchor skip connections) for trajectories [start, stop)
+        (module-level `anchor_features` / `anchor_path`, so tests can watch them)."""
+        def run(x):
+            return (anchor_features(unet, x, t), ()) if not skips else anchor_path(unet, x, t, skips)
+
         if not self.shared:
-            return anchor_features(unet, self.x_t[start:stop], t)
+            return run(self.x_t[start:stop])
         first, last = start // self.k, (stop - 1) // self.k + 1
-        h = anchor_features(unet, self.x_t[first:last], t)
-        return h.repeat_interleave(self.k, dim=0)[start - first * self.k: stop - first * self.k]
+        h, res = run(self.x_t[first:last])
+        window = slice(start - first * self.k, stop - first * self.k)
+        spread = lambda x: x.repeat_interleave(self.k, dim=0)[window]  # noqa: E731
+        return spread(h), tuple(spread(r) for r in res)
 
 
 @torch.no_grad()
@@ -207,7 +260,7 @@ def _denoise(unet, scheduler_config: dict, n: int, cfg: SamplerConfig, seed: int
     x = torch.randn((n, channels, height, width), generator=sample_stream, device=device).contiguous(memory_format=memory_format)
     kwargs = step_kwargs(cfg.sampler, cfg.eta, sample_stream)
     anchor_side = None if anchors is None else _AnchorSide(anchors, k, cfg.share_anchor, scheduler, seed, device, memory_format)
-    hook = MidBlockInterpolation(unet, cfg.w) if anchors is not None else None
+    hook = Interpolation(unet, cfg.w, cfg.layers) if anchors is not None else None
     batch = cfg.batch_size if not cfg.share_anchor else max(k, cfg.batch_size // k * k)   # whole anchors per batch
 
     try:
@@ -223,7 +276,7 @@ def _denoise(unet, scheduler_config: dict, n: int, cfg: SamplerConfig, seed: int
                         if anchor_side is None:
                             eps[start:stop] = unet(x[start:stop], t_unet).sample
                         else:
-                            with hook.anchor(anchor_side.features(unet, t_unet, start, stop)):
+                            with hook.anchor(*anchor_side.features(unet, t_unet, start, stop, cfg.layers - 1)):
                                 eps[start:stop] = unet(x[start:stop], t_unet).sample
                 x = scheduler.step(eps, t, x, **kwargs).prev_sample
     finally:
