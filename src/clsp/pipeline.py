@@ -1,11 +1,16 @@
 """`clsp pipeline`: every stage in order, in one run directory, resumable at any point.
 
     1 diffusion   train an unconditional DDPM on the training split (or use `model_dir`)
-    2 synthesis   K interpolated candidates per training image -> the positives store
+    2 synthesis   K interpolated candidates per training image -> the positives store (one more store per
+                  value of a swept w or K)
       figures     anchors beside their candidates; the w sweep
-    3 pretrain    each method x variant (base | clsp | aug)
+      positives   how good the candidates are (`clsp eval positives`: a reference classifier's verdict)
+    3 pretrain    each method x variant (base | clsp | aug) x seed, each swept CLSP value, and the untrained
+                  encoder of each seed (the "no pretraining" floor)
     4 eval        kNN, linear, t-SNE, hardness, transfer of each encoder
     5 report      report.html
+
+Run names and stores come from `clsp.layout` (the report reads the same plan).
 
 The pipeline composes each stage's own config dataclass from one PipelineConfig and calls the stage's
 library function (on several devices, each training stage runs as its own `clsp` command instead, so
@@ -33,8 +38,8 @@ from clsp.diffusion.sampler import SamplerConfig
 from clsp.diffusion.train import DiffusionTrainConfig
 from clsp.errors import ConfigError, UserError
 from clsp.eval.linear import LinearProbeConfig
+from clsp.layout import SWEEPABLE, VARIANT_SUFFIX, RunSpec, plan_runs, store_name
 from clsp.methods.pretrain import METHOD_NAMES, PretrainConfig
-from clsp.report.html import VARIANT_SUFFIX, run_name
 from clsp.report.paper import PAPER_RUNS
 from clsp.training import TrainerConfig
 
@@ -71,6 +76,9 @@ class EvalConfig:
     embed_n: int = 2000
     hardness: bool = True                         # similarity of augmented / NN / synthetic / random positives
     hardness_n: int = 1000
+    positives: bool = True                        # `clsp eval positives` on each store (needs labels)
+    positives_n: int = 1000                       # anchors judged per store
+    positives_sweep_n: int = 100                  # anchors per w of w_sweep, sampled afresh
     transfer: List[str] = field(list)             # downstream sets, e.g. [cifar10, cifar100, pets, ...]
     transfer_root: Optional[str] = None           # where the downstream sets are (None: the registry's defaults)
     skip_missing_transfer: bool = False           # report a missing downstream set as missing instead of failing
@@ -79,6 +87,32 @@ class EvalConfig:
     def __post_init__(self) -> None:
         check_positive(self.embed_n, "eval.embed_n")
         check_positive(self.hardness_n, "eval.hardness_n")
+        check_positive(self.positives_n, "eval.positives_n")
+        check_positive(self.positives_sweep_n, "eval.positives_sweep_n")
+
+
+@dataclass
+class SweepConfig:
+    """Extra CLSP runs, one per value of one setting (the paper's ablations), each a real training run.
+
+    setting w or k: one positives store per value (positives-w0.3/), and per value a CLSP run of each
+    swept method; setting weight: the CLSP weight lambda, no store of its own. A value equal to the main
+    setting is the main CLSP run itself."""
+
+    setting: str = ""                             # "" (no sweep) | w | k | weight
+    values: List[float] = field(list)
+    methods: List[str] = field(list)              # methods whose CLSP run is swept ([] = every method)
+    seeds: List[int] = field(list)                # seeds of the swept runs ([] = the pipeline's seeds)
+
+    def __post_init__(self) -> None:
+        check_choice(self.setting, "sweep.setting", ("",) + SWEEPABLE)
+        check(not self.setting or len(self.values) > 0, "sweep.values", f"a {self.setting} sweep needs values")
+        if self.setting == "w":
+            check(all(0.0 <= v <= 1.0 for v in self.values), "sweep.values", f"w values must be in [0, 1], got {self.values}")
+        if self.setting == "k":
+            check(all(v >= 1 and float(v).is_integer() for v in self.values), "sweep.values", f"K values must be whole numbers >= 1, got {self.values}")
+        if self.setting == "weight":
+            check(all(v > 0 for v in self.values), "sweep.values", f"CLSP weights must be > 0, got {self.values}")
 
 
 @dataclass
@@ -86,6 +120,7 @@ class PipelineConfig:
     dataset: DatasetConfig = field(DatasetConfig)
     out_dir: str = "runs/demo"
     paper: str = ""                               # a paper preset (cifar10 ...): the report shows the paper's numbers
+    note: str = ""                                # one line the report shows first: what this run can and cannot show
     # Stage 1. The pipeline sets diffusion.dataset, .out_dir and .trainer from its own sections.
     diffusion: DiffusionTrainConfig = field(DiffusionTrainConfig)
     model_dir: Optional[str] = None               # a local diffusers model to use instead of training one
@@ -94,6 +129,9 @@ class PipelineConfig:
     figure_anchors: int = 8                       # anchors in figures/anchors.png (and 4 of them in the sweep)
     methods: List[str] = field(lambda: ["simclr", "moco"])
     variants: List[str] = field(lambda: ["base", "clsp"])  # base | clsp | aug (the third-real-view control)
+    seeds: List[int] = field(lambda: [0])         # every pretraining run (and its evaluations) once per seed
+    sweep: SweepConfig = field(SweepConfig)       # extra CLSP runs over w, K or the CLSP weight
+    floor: bool = True                            # evaluate the untrained encoder of each seed ("no pretraining")
     # Stage 3, shared by every run; pretrain.dataset, .out_dir, .trainer and .clsp.positives are set here.
     pretrain: PretrainConfig = field(PretrainConfig)
     # Per method: PretrainConfig keys that differ, e.g. {moco: {lr: 0.3, batch_size: 512, clsp: {weight: 0.5}}}.
@@ -111,6 +149,14 @@ class PipelineConfig:
             check_choice(v, "variants", VARIANTS)
         for m in self.method_overrides:
             check_choice(m, "method_overrides", self.methods)
+        check(len(self.seeds) > 0 and len(set(self.seeds)) == len(self.seeds), "seeds",
+              f"must name one or more distinct seeds, got {self.seeds}")
+        check(self.pretrain.seed == 0, "pretrain.seed",
+              f"the pipeline's `seeds` list sets each run's seed: write seeds=[{self.pretrain.seed}] instead")
+        for m in self.sweep.methods:
+            check_choice(m, "sweep.methods", self.methods)
+        check(not self.sweep.setting or "clsp" in self.variants, "sweep.setting",
+              "a sweep varies the CLSP run: add clsp to variants")
         check_choice(self.paper, "paper", ("",) + PAPER_RUNS)
         check(all(0.0 <= w <= 1.0 for w in self.w_sweep), "w_sweep", f"values must be in [0, 1], got {self.w_sweep}")
         check_positive(self.figure_anchors, "figure_anchors")
@@ -126,8 +172,23 @@ class PipelineConfig:
 
     @property
     def needs_positives(self) -> bool:
-        """Synthesis is needed for the clsp variant and for the hardness evaluation."""
-        return "clsp" in self.variants or self.eval.hardness
+        """Synthesis is needed for the clsp variant, a w or K sweep, and the hardness and positives evaluations."""
+        return ("clsp" in self.variants or self.sweep.setting in ("w", "k") or self.eval.hardness
+                or self.eval.positives)
+
+    def planned_runs(self) -> list[RunSpec]:
+        """Every encoder of this pipeline (clsp.layout names them)."""
+        main = {"w": self.synthesis.sampler.w, "k": self.synthesis.k, "weight": self.pretrain.clsp.weight}
+        return plan_runs(self.methods, self.variants, self.seeds, self.sweep.setting, self.sweep.values,
+                         self.sweep.methods, self.sweep.seeds, main, self.floor)
+
+    def stores(self) -> list[Optional[tuple[str, float]]]:
+        """The positives stores: the main one (None) and one per swept w or K value that differs from it."""
+        out: list[Optional[tuple[str, float]]] = [None]
+        main = {"w": self.synthesis.sampler.w, "k": self.synthesis.k}
+        if self.sweep.setting in main:
+            out += [(self.sweep.setting, float(v)) for v in self.sweep.values if float(v) != float(main[self.sweep.setting])]
+        return out
 
 
 # -- composing each stage's config ------------------------------------------------------------------
@@ -136,36 +197,52 @@ def diffusion_config(cfg: PipelineConfig, run: Path) -> DiffusionTrainConfig:
     return dataclasses.replace(cfg.diffusion, dataset=cfg.dataset, out_dir=str(run / "diffusion"), trainer=cfg.trainer)
 
 
-def synthesize_config(cfg: PipelineConfig, model_dir: Path, store: Path):
+def synthesize_config(cfg: PipelineConfig, model_dir: Path, store: Path, sweep: Optional[tuple[str, float]] = None):
+    """The synthesis section, with the swept w or K of `sweep` when given."""
     from clsp.positives.synthesize import SynthesizeConfig
 
     s = cfg.synthesis
-    return SynthesizeConfig(model=str(model_dir), dataset=cfg.dataset, split=cfg.dataset.train_split, k=s.k,
-                            sampler=s.sampler, seed=s.seed, chunk_size=s.chunk_size, out=str(store),
+    sampler, k = s.sampler, s.k
+    if sweep is not None and sweep[0] == "w":
+        sampler = dataclasses.replace(sampler, w=sweep[1])
+    if sweep is not None and sweep[0] == "k":
+        k = int(sweep[1])
+    return SynthesizeConfig(model=str(model_dir), dataset=cfg.dataset, split=cfg.dataset.train_split, k=k,
+                            sampler=sampler, seed=s.seed, chunk_size=s.chunk_size, out=str(store),
                             accelerator=cfg.trainer.accelerator, progress=cfg.trainer.progress)
 
 
-def pretrain_config(cfg: PipelineConfig, method: str, variant: str, run: Path, store: Path) -> PretrainConfig:
-    """The shared pretrain section <- the method's overrides <- the variant <- what the pipeline owns."""
+def pretrain_config(cfg: PipelineConfig, spec: RunSpec, run: Path) -> PretrainConfig:
+    """The shared pretrain section <- the method's overrides <- the variant <- the swept value <- what the
+    pipeline owns (dataset, trainer, seed, out_dir, the store)."""
     from omegaconf import OmegaConf
 
     from clsp.config import load_config
 
+    method, variant = spec.method, spec.variant
+    store = str(run / spec.store) if spec.store else None
     variant_layer = {"base": {"clsp": {"weight": 0.0, "positives": None}},
-                     "clsp": {"clsp": {"positives": str(store), "third_view": "synthetic"}},
+                     "clsp": {"clsp": {"positives": store, "third_view": "synthetic"}},
                      "aug": {"clsp": {"positives": None, "third_view": "augment"}}}[variant]
-    owned = {"method": method, "dataset": to_dict(cfg.dataset), "trainer": to_dict(cfg.trainer),
-             "out_dir": str(run / "pretrain" / run_name(method, variant))}
-    layers = [to_dict(cfg.pretrain), cfg.method_overrides.get(method) or {}, variant_layer, owned]
+    sweep_layer = {"clsp": {"weight": spec.sweep[1]}} if spec.sweep is not None and spec.sweep[0] == "weight" else {}
+    owned = {"method": method, "dataset": to_dict(cfg.dataset), "trainer": to_dict(cfg.trainer), "seed": spec.seed,
+             "out_dir": str(run / "pretrain" / spec.name)}
+    layers = [to_dict(cfg.pretrain), cfg.method_overrides.get(method) or {}, variant_layer, sweep_layer, owned]
     merged = OmegaConf.to_container(OmegaConf.merge(*[OmegaConf.create(layer) for layer in layers]))
     try:
         pre = load_config(PretrainConfig, extra=merged)  # type: ignore[arg-type]
     except ConfigError as e:
-        raise ConfigError(f"pretraining {run_name(method, variant)} (pretrain + method_overrides.{method}): {e}") from None
+        raise ConfigError(f"pretraining {spec.name} (pretrain + method_overrides.{method}): {e}") from None
     if variant != "base" and pre.clsp.weight <= 0:
         raise ConfigError(f"variant '{variant}' of {method} needs a CLSP weight > 0: set pretrain.clsp.weight or "
                           f"method_overrides.{method}.clsp.weight (the paper: 1.0 SimCLR, 0.5 MoCo on CIFAR-10)")
     return pre
+
+
+def floor_config(cfg: PipelineConfig, spec: RunSpec, run: Path) -> PretrainConfig:
+    """The untrained encoder of a seed: the first method's pretraining config, never trained."""
+    first = pretrain_config(cfg, RunSpec(cfg.methods[0], "base", spec.seed), run)
+    return dataclasses.replace(first, out_dir=str(run / "pretrain" / spec.name))
 
 
 # -- stage records ----------------------------------------------------------------------------------
@@ -234,17 +311,21 @@ class Pipeline:
     def __init__(self, cfg: PipelineConfig) -> None:
         self.cfg = cfg
         self.run = Path(cfg.out_dir).resolve()
-        self.store = self.run / "positives"
-        self.model_dir = Path(cfg.model_dir).resolve() if cfg.model_dir else self.run / "diffusion" / "model"
+        self.store = self.run / store_name(None)
+        from clsp.diffusion.model import resolve_model_dir
+
+        self.model_dir = resolve_model_dir(cfg.model_dir).resolve() if cfg.model_dir else self.run / "diffusion" / "model"
         self._train_set = None
         self.diffusion = None if cfg.model_dir else diffusion_config(cfg, self.run)
-        self.runs = {run_name(m, v): pretrain_config(cfg, m, v, self.run, self.store)
-                     for m in cfg.methods for v in cfg.variants}
+        self.specs = {spec.name: spec for spec in cfg.planned_runs()}
+        self.runs = {name: (floor_config if spec.method == "none" else pretrain_config)(cfg, spec, self.run)
+                     for name, spec in self.specs.items()}
         from clsp.methods.pretrain import validate
         from clsp.training import world_size
 
-        for pre in self.runs.values():
-            validate(pre, world_size(pre.trainer))  # queue sizes vs the global batch, before any work
+        for name, pre in self.runs.items():
+            if self.specs[name].method != "none":
+                validate(pre, world_size(pre.trainer))  # queue sizes vs the global batch, before any work
         if cfg.model_dir and not self.model_dir.is_dir():
             raise UserError(f"model_dir {cfg.model_dir} is not a directory; give a local diffusers model "
                             "(unet/ + scheduler/), or leave model_dir unset to train one")
@@ -262,11 +343,11 @@ class Pipeline:
 
         return hash_directory(self.model_dir)
 
-    def store_hash(self) -> str:
+    def store_hash(self, store: Path | None = None) -> str:
         from clsp.io import hash_json
         from clsp.positives.store import identity, read_manifest
 
-        manifest = read_manifest(self.store)
+        manifest = read_manifest(store or self.store)
         return hash_json(identity(manifest)) if manifest else "absent"
 
     def encoder_hash(self, name: str) -> str:
@@ -285,30 +366,65 @@ class Pipeline:
             out.append(Stage("diffusion", self.diffusion, lambda: {"dataset": self.dataset_fingerprint()},
                              self._training("diffusion", ["diffusion", "train"], self.diffusion, train_diffusion)))
         if cfg.needs_positives:
-            from clsp.positives.synthesize import synthesize
-
-            synth = synthesize_config(cfg, self.model_dir, self.store)
-            out.append(Stage("synthesis", synth, lambda: {"dataset": self.dataset_fingerprint(), "model": self.model_hash()},
-                             self._training("synthesis", ["synthesize"], synth, synthesize, torchrun=True)))
-            figures = {"anchors": cfg.figure_anchors, "w_sweep": list(cfg.w_sweep), "synthesis": to_dict(cfg.synthesis)}
-            out.append(Stage("figures", figures, lambda: {"store": self.store_hash(), "model": self.model_hash()},
-                             self.draw_figures))
-        if self.runs:
-            from clsp.methods.pretrain import pretrain
+            out += self.synthesis_stages()
         for name, pre in self.runs.items():
-            out.append(Stage(f"pretrain/{name}", pre, self._pretrain_inputs(pre),
-                             self._training(f"pretrain/{name}", ["pretrain"], pre, pretrain)))
+            out.append(self.pretrain_stage(name, pre))
         for name in self.runs:
             out += self.eval_stages(name)
         return out
 
-    def _pretrain_inputs(self, pre: PretrainConfig) -> Callable[[], Dict[str, str]]:
+    def synthesis_stages(self) -> list[Stage]:
+        """One synthesis per store; the figures of the main store; the positives evaluation of every store."""
+        from clsp.positives.synthesize import synthesize
+
+        cfg, out = self.cfg, []
+        for sweep in cfg.stores():
+            store = self.run / store_name(sweep)
+            name = store_name(sweep).replace("positives", "synthesis", 1)
+            synth = synthesize_config(cfg, self.model_dir, store, sweep)
+            out.append(Stage(name, synth, lambda: {"dataset": self.dataset_fingerprint(), "model": self.model_hash()},
+                             self._training(name, ["synthesize"], synth, synthesize, torchrun=True)))
+        figures = {"anchors": cfg.figure_anchors, "w_sweep": list(cfg.w_sweep), "synthesis": to_dict(cfg.synthesis)}
+        out.append(Stage("figures", figures, lambda: {"store": self.store_hash(), "model": self.model_hash()},
+                         self.draw_figures))
+        if cfg.eval.positives and self.train_labelled():
+            for sweep in cfg.stores():
+                out.append(self.positives_stage(sweep))
+        return out
+
+    def positives_stage(self, sweep: Optional[tuple[str, float]]) -> Stage:
+        """`clsp eval positives` on one store; the main store's also samples the w_sweep afresh."""
+        from clsp.eval.positives import PositivesEvalConfig, positives_eval
+
+        ev, store = self.cfg.eval, self.run / store_name(sweep)
+        settings = PositivesEvalConfig(n=ev.positives_n, sweep_w=list(self.cfg.w_sweep) if sweep is None else [],
+                                       sweep_n=ev.positives_sweep_n, seed=ev.seed)
+        name = f"eval/{store_name(sweep)}"
+        config = {"dataset": to_dict(self.cfg.dataset), **to_dict(settings)}
+        return Stage(name, config, lambda: {"store": self.store_hash(store), "model": self.model_hash()},
+                     lambda: positives_eval(store, self.cfg.dataset, self.run / name, settings,
+                                            model_dir=self.model_dir if settings.sweep_w else None,
+                                            progress=self.cfg.trainer.progress))
+
+    def pretrain_stage(self, name: str, pre: PretrainConfig) -> Stage:
+        spec = self.specs[name]
+        if spec.method == "none":
+            from clsp.methods.pretrain import untrained_encoder
+
+            return Stage(f"pretrain/{name}", {"backbone": to_dict(pre.backbone), "seed": pre.seed, "untrained": True},
+                         lambda: {"dataset": self.dataset_fingerprint()}, lambda: untrained_encoder(pre))
+        from clsp.methods.pretrain import pretrain
+
         def inputs() -> Dict[str, str]:
             found = {"dataset": self.dataset_fingerprint()}
             if pre.third_view == "synthetic":
-                found["positives"] = self.store_hash()
+                found["positives"] = self.store_hash(Path(pre.clsp.positives))
             return found
-        return inputs
+        return Stage(f"pretrain/{name}", pre, inputs, self._training(f"pretrain/{name}", ["pretrain"], pre, pretrain))
+
+    def train_labelled(self) -> bool:
+        self.dataset_fingerprint()
+        return self._train_set.labels is not None
 
     def _training(self, name: str, command: list[str], config: Any, function: Callable[[Any], Any],
                   torchrun: bool = False) -> Callable[[], Any]:
@@ -341,14 +457,18 @@ class Pipeline:
         return launch
 
     def eval_stages(self, name: str) -> list[Stage]:
-        cfg, ev = self.cfg, self.cfg.eval
+        """kNN and linear for every encoder; t-SNE, hardness and transfer for the first seed of each main run
+        (the figures would repeat themselves over seeds; the floor and the swept runs are read in the tables)."""
+        cfg, ev, spec = self.cfg, self.cfg.eval, self.specs[name]
         encoder = self.run / "pretrain" / name
         out_dir = self.run / "eval" / name
         data = dataclasses.replace(cfg.dataset, train_split=ev.train_split or cfg.dataset.train_split)
+        figures = spec.method != "none" and spec.sweep is None and spec.seed == cfg.seeds[0]
+        store = self.run / (spec.store or store_name(None))
         stages = []
 
         def inputs(with_store: bool = False) -> Callable[[], Dict[str, str]]:
-            return lambda: {"encoder": self.encoder_hash(name), **({"positives": self.store_hash()} if with_store else {})}
+            return lambda: {"encoder": self.encoder_hash(name), **({"positives": self.store_hash(store)} if with_store else {})}
 
         if ev.knn:
             from clsp.eval.knn import knn_eval
@@ -360,19 +480,19 @@ class Pipeline:
 
             stages.append(Stage(f"eval/{name}/linear", {"dataset": to_dict(data), "probe": to_dict(ev.linear_probe)}, inputs(),
                                 lambda: linear_eval(encoder, data, out_dir / "linear", ev.linear_probe)))
-        if ev.embed:
+        if ev.embed and figures:
             from clsp.eval.embed import embed_plot
 
             stages.append(Stage(f"eval/{name}/embed", {"dataset": to_dict(data), "n": ev.embed_n, "seed": ev.seed}, inputs(),
                                 lambda: embed_plot(encoder, data, out_dir / "embed", n=ev.embed_n, seed=ev.seed)))
-        if ev.hardness:
+        if ev.hardness and figures:
             from clsp.eval.hardness import hardness_eval
 
             stages.append(Stage(f"eval/{name}/hardness", {"dataset": to_dict(cfg.dataset), "n": ev.hardness_n, "seed": ev.seed},
                                 inputs(with_store=True),
-                                lambda: hardness_eval(encoder, cfg.dataset, self.store, out_dir / "hardness", n=ev.hardness_n,
+                                lambda: hardness_eval(encoder, cfg.dataset, store, out_dir / "hardness", n=ev.hardness_n,
                                                       seed=ev.seed)))
-        if ev.transfer:
+        if ev.transfer and spec.sweep is None:
             from clsp.eval.transfer import transfer_eval
 
             stages.append(Stage(f"eval/{name}/transfer", {"sets": list(ev.transfer), "root": ev.transfer_root,

@@ -9,13 +9,13 @@ from clsp.pipeline import Pipeline, StageRecords, run_pipeline
 
 
 def test_stage_configs_are_composed_from_the_pipeline_config(micro_config, tmp_path):
-    cfg = micro_config("variants=[base,clsp,aug]", "methods=[simclr,moco]", "pretrain.seed=7",
+    cfg = micro_config("variants=[base,clsp,aug]", "methods=[simclr,moco]", "seeds=[7]",
                        "method_overrides={moco: {lr: 0.05, moco: {queue_size: 64}, clsp: {weight: 0.5}}}")
     plan = Pipeline(cfg)
     run = tmp_path / "run"
     assert plan.diffusion.out_dir == str(run / "diffusion") and plan.diffusion.dataset == cfg.dataset
     assert plan.diffusion.model == "tiny" and plan.diffusion.trainer == cfg.trainer
-    assert list(plan.runs) == ["simclr", "simclr-clsp", "simclr-aug", "moco", "moco-clsp", "moco-aug"]
+    assert list(plan.runs) == ["no-pretraining", "simclr", "simclr-clsp", "simclr-aug", "moco", "moco-clsp", "moco-aug"]
     simclr, clsp, aug = plan.runs["simclr"], plan.runs["simclr-clsp"], plan.runs["simclr-aug"]
     assert simclr.clsp.weight == 0 and simclr.third_view is None
     assert clsp.clsp.weight == 1.0 and clsp.third_view == "synthetic" and clsp.clsp.positives == str(run / "positives")
@@ -24,15 +24,46 @@ def test_stage_configs_are_composed_from_the_pipeline_config(micro_config, tmp_p
     moco = plan.runs["moco-clsp"]
     assert (moco.method, moco.lr, moco.moco.queue_size, moco.clsp.weight) == ("moco", 0.05, 64, 0.5)
     assert simclr.lr == 0.1  # the overrides of one method leave the others alone
+    floor = plan.runs["no-pretraining"]                                 # the untrained encoder of the same seed
+    assert floor.seed == 7 and floor.backbone == simclr.backbone and floor.out_dir == str(run / "pretrain" / "no-pretraining")
     names = [s.name for s in plan.stages()]
-    assert names[:5] == ["diffusion", "synthesis", "figures", "pretrain/simclr", "pretrain/simclr-clsp"]
-    assert "eval/moco-aug/hardness" in names and len(names) == 3 + 6 + 6 * 4
+    assert names[:6] == ["diffusion", "synthesis", "figures", "eval/positives", "pretrain/no-pretraining", "pretrain/simclr"]
+    assert "eval/moco-aug/hardness" in names and "eval/no-pretraining/hardness" not in names
+    assert len(names) == 4 + 7 + 6 * 4 + 2                             # the floor: kNN and linear only
+
+
+def test_seeds_and_a_w_sweep_plan_one_encoder_per_seed_and_value_and_one_store_per_value(micro_config, tmp_path):
+    cfg = micro_config("seeds=[3,4]", "methods=[simclr,moco]", "method_overrides={moco: {moco: {queue_size: 64}}}",
+                       "sweep={setting: w, values: [0.0, 0.1, 1.0], methods: [simclr], seeds: [3]}")
+    plan = Pipeline(cfg)
+    run = tmp_path / "run"
+    assert list(plan.runs) == ["no-pretraining-seed3", "no-pretraining-seed4", "simclr-seed3", "simclr-seed4",
+                               "simclr-clsp-seed3", "simclr-clsp-seed4", "simclr-clsp-w0-seed3", "simclr-clsp-w1-seed3",
+                               "moco-seed3", "moco-seed4", "moco-clsp-seed3", "moco-clsp-seed4"]   # w = 0.1 is the main run
+    assert [plan.runs[n].seed for n in ("simclr-seed3", "simclr-seed4", "moco-clsp-seed4")] == [3, 4, 4]
+    assert plan.runs["simclr-clsp-w0-seed3"].clsp.positives == str(run / "positives-w0")
+    assert plan.runs["simclr-clsp-seed4"].clsp.positives == str(run / "positives")
+    stages = {s.name: s for s in plan.stages()}
+    assert [n for n in stages if n.startswith("synthesis")] == ["synthesis", "synthesis-w0", "synthesis-w1"]
+    assert stages["synthesis-w0"].config.sampler.w == 0.0 and stages["synthesis-w1"].config.sampler.w == 1.0
+    assert stages["synthesis"].config.sampler.w == cfg.synthesis.sampler.w == 0.1
+    assert [n for n in stages if n.startswith("eval/positives")] == ["eval/positives", "eval/positives-w0", "eval/positives-w1"]
+    assert "eval/simclr-seed3/embed" in stages and "eval/simclr-seed4/embed" not in stages   # figures for the first seed
+
+
+def test_a_weight_sweep_varies_lambda_without_stores_and_a_k_sweep_makes_stores(micro_config):
+    plan = Pipeline(micro_config("sweep={setting: weight, values: [0.5, 2.0]}"))
+    assert [plan.runs[n].clsp.weight for n in ("simclr-clsp", "simclr-clsp-weight0.5", "simclr-clsp-weight2")] == [1.0, 0.5, 2.0]
+    assert [s.name for s in plan.stages() if s.name.startswith("synthesis")] == ["synthesis"]
+    plan = Pipeline(micro_config("sweep={setting: k, values: [1, 2]}"))                  # K = 2 is the main store
+    stages = {s.name: s for s in plan.stages()}
+    assert "synthesis-k1" in stages and stages["synthesis-k1"].config.k == 1 and "synthesis-k2" not in stages
 
 
 def test_a_given_model_dir_replaces_diffusion_training(micro_config, tmp_path):
     plan = Pipeline(micro_config(f"model_dir={tmp_path}"))
     assert plan.diffusion is None and plan.model_dir == tmp_path.resolve()
-    assert [s.name for s in plan.stages()][:2] == ["synthesis", "figures"]
+    assert [s.name for s in plan.stages()][:3] == ["synthesis", "figures", "eval/positives"]
     with pytest.raises(UserError, match="model_dir .* is not a directory"):
         Pipeline(micro_config(f"model_dir={tmp_path / 'nothing'}"))
 
@@ -45,6 +76,12 @@ def test_a_given_model_dir_replaces_diffusion_training(micro_config, tmp_path):
     (["variants=[clsp,twice]"], "variants"),
     (["w_sweep=[0.1,1.5]"], "w_sweep"),
     (["method_overrides={moco: {lr: 1}}"], "method_overrides"),
+    (["seeds=[1,1]"], "seeds"),
+    (["pretrain.seed=3"], "write seeds=\\[3\\] instead"),
+    (["sweep={setting: eta, values: [1]}"], "sweep.setting"),
+    (["sweep={setting: w, values: [1.5]}"], "sweep.values"),
+    (["sweep={setting: k, values: [2.5]}"], "sweep.values"),
+    (["sweep={setting: w, values: [0.5]}", "variants=[base]"], "add clsp to variants"),
 ])
 def test_bad_settings_stop_before_any_work(micro_config, tmp_path, overrides, message):
     with pytest.raises(ConfigError, match=message):

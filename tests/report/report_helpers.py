@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import shutil
 import subprocess
@@ -31,16 +32,19 @@ def write_metrics_csv(path: Path, rows: list[dict]) -> None:
 
 
 def make_run_dir(root: Path, methods=("simclr", "moco"), variants=("base", "clsp"), paper: str = "",
-                 skip: tuple[str, ...] = (), config_extra: dict | None = None) -> Path:
+                 skip: tuple[str, ...] = (), config_extra: dict | None = None, seeds=(0,)) -> Path:
     """A run directory in the layout of docs/ARCHITECTURE.md, with small real PNGs and CSV logs.
-    `skip` names pieces to leave out: 'anchors', 'hardness', 'linear:<run>', 'curves:<run>', ..."""
+    `skip` names pieces to leave out: 'anchors', 'hardness', 'linear:<run>', 'curves:<run>', ...
+    With several seeds, seed s adds s to every accuracy (so a group's std is that of its seeds)."""
     import yaml
+
+    from clsp.layout import RunSpec
 
     run = root / "run"
     rng = np.random.default_rng(0)
     config = {"dataset": {"name": "fashion-mnist", "subset": 200}, "methods": list(methods), "variants": list(variants),
               "paper": paper, "eval": {"knn": True, "linear": True, "embed": True, "hardness": True, "transfer": []},
-              "synthesis": {"k": 2, "w": 0.1}}
+              "synthesis": {"k": 2, "w": 0.1}, "seeds": list(seeds)}
     config.update(config_extra or {})
     run.mkdir(parents=True)
     (run / "config.yaml").write_text(yaml.safe_dump(config))
@@ -52,24 +56,27 @@ def make_run_dir(root: Path, methods=("simclr", "moco"), variants=("base", "clsp
         write_png(run / "diffusion" / "samples" / "step00001000.png", rng.integers(0, 255, (40, 40, 3), dtype=np.uint8))
     if "w_sweep" not in skip:
         write_png(run / "figures" / "w_sweep.png", rng.integers(0, 255, (60, 120, 3), dtype=np.uint8))
-    for i, method in enumerate(methods):
-        for j, variant in enumerate(variants):
-            name = method + {"base": "", "clsp": "-clsp", "aug": "-aug"}[variant]
-            pre = run / "pretrain" / name
-            pre.mkdir(parents=True)
-            (pre / "encoder.safetensors").write_bytes(b"weights")
-            (pre / "metrics.json").write_text(json.dumps({"probe_test_acc": 50.0 + i + j, "knn_acc": 55.0}))
-            if f"curves:{name}" not in skip:
-                rows = [{"step": s, "epoch": s // 5, "train/loss": 5.0 - 0.1 * s - j} for s in range(10)]
-                rows += [{"step": s, "epoch": s // 5, "test/knn_acc": 40.0 + s + 3 * j} for s in (4, 9)]
-                write_metrics_csv(pre / "logs" / "metrics.csv", rows)
-            knn = {"kind": "knn", "results": {"best_k": 20, "best": 60.0 + 2 * j + i, "fixed_k": 200, "fixed": 58.0 + 2 * j}}
-            _write_json(run / "eval" / name / "knn" / "metrics.json", knn)
-            if f"linear:{name}" not in skip:
-                _write_json(run / "eval" / name / "linear" / "metrics.json", {"kind": "linear", "results": {"top1": 70.0 + 1.5 * j + i, "top5": 99.0}})
-            write_png(run / "eval" / name / "embed" / "tsne.png", rng.integers(0, 255, (50, 50, 3), dtype=np.uint8))
-            if "hardness" not in skip:
-                write_png(run / "eval" / name / "hardness" / "hardness.png", rng.integers(0, 255, (50, 80, 3), dtype=np.uint8))
+    for (i, method), (j, variant), seed in itertools.product(enumerate(methods), enumerate(variants), seeds):
+        name = RunSpec(method, variant, seed, None, len(seeds) > 1).name
+        pre = run / "pretrain" / name
+        pre.mkdir(parents=True)
+        (pre / "encoder.safetensors").write_bytes(b"weights")
+        (pre / "metrics.json").write_text(json.dumps({"probe_test_acc": 50.0 + i + j + seed, "knn_acc": 55.0}))
+        if f"curves:{name}" not in skip:
+            rows = [{"step": s, "epoch": s // 5, "train/loss_ssl": 5.0 - 0.1 * s - j} for s in range(10)]
+            rows += [{"step": s, "epoch": s // 5, "test/knn_acc": 40.0 + s + 3 * j} for s in (4, 9)]
+            if variant != "base":
+                rows += [{"step": s, "epoch": s // 5, "train/loss_clsp": 1.0 - 0.05 * s} for s in range(10)]
+            write_metrics_csv(pre / "logs" / "metrics.csv", rows)
+        knn = {"kind": "knn", "results": {"best_k": 20, "best": 60.0 + 2 * j + i + seed, "fixed_k": 200,
+                                          "fixed": 58.0 + 2 * j + seed}}
+        _write_json(run / "eval" / name / "knn" / "metrics.json", knn)
+        if f"linear:{name}" not in skip:
+            linear = {"kind": "linear", "results": {"top1": 70.0 + 1.5 * j + i + seed, "top5": 99.0}}
+            _write_json(run / "eval" / name / "linear" / "metrics.json", linear)
+        write_png(run / "eval" / name / "embed" / "tsne.png", rng.integers(0, 255, (50, 50, 3), dtype=np.uint8))
+        if "hardness" not in skip:
+            write_png(run / "eval" / name / "hardness" / "hardness.png", rng.integers(0, 255, (50, 80, 3), dtype=np.uint8))
     return run
 
 

@@ -18,7 +18,7 @@ def results_rows(page: str) -> dict[str, list[str]]:
     """run name -> its results-table cells, as text."""
     table = re.search(r'<table id="results">(.*?)</table>', page, re.S).group(1)
     rows = {}
-    for name, body in re.findall(r'<tr data-run="([^"]+)">(.*?)</tr>', table, re.S):
+    for name, body in re.findall(r'<tr data-run="([^"]+)"[^>]*>(.*?)</tr>', table, re.S):
         rows[name] = [html.unescape(re.sub(r"<[^>]+>", "", c)).strip() for c in re.findall(r"<td[^>]*>(.*?)</td>", body, re.S)]
     return rows
 
@@ -28,10 +28,10 @@ def test_results_table_has_a_row_per_variant_with_differences(tmp_path):
     page = build_report(run).read_text()
     rows = results_rows(page)
     assert list(rows) == ["simclr", "simclr-clsp", "simclr-aug", "moco", "moco-clsp", "moco-aug"]
-    # columns: run, method, variant, knn best, k, knn200, linear, d knn, d linear, probe
-    assert rows["simclr"][3] == "60.00" and rows["simclr"][6] == "70.00"
-    assert rows["simclr-clsp"][7] == "+2.00" and rows["simclr-clsp"][8] == "+1.50"
-    assert rows["moco-aug"][6] == "74.00" and rows["moco-aug"][8] == "+3.00"
+    # columns: run, method, variant, seeds, knn best, knn200, linear, d knn, d linear, probe
+    assert rows["simclr"][3] == "1" and rows["simclr"][4] == "60.00" and rows["simclr"][6] == "70.00"
+    assert rows["simclr-clsp"][7] == "+2.00 n = 1" and rows["simclr-clsp"][8] == "+1.50 n = 1"   # one seed: no noise estimate
+    assert rows["moco-aug"][6] == "74.00" and rows["moco-aug"][8] == "+3.00 n = 1"
     assert rows["simclr"][7] == "\u2014"  # a baseline has no difference to itself
     assert "paper linear" not in page  # not a paper preset
 
@@ -95,3 +95,54 @@ def test_transfer_table_in_the_configs_order_with_missing_sets_stated(tmp_path):
     assert [html.unescape(re.sub(r"<[^>]+>", "", c)) for c in re.findall(r"<td[^>]*>(.*?)</td>", ours)] == ["41.50", "50.25", "\u2014"]
     assert f"{paper.TRANSFER_TOP1['moco-clsp']['dtd']:.2f}" in table  # the paper's rows beside ours
     assert "Missing: transfer set aircraft for simclr-clsp: not found in /data" in page
+
+
+def test_seeds_give_mean_std_and_differences_beyond_two_standard_errors(tmp_path):
+    """Three seeds per run (seed s adds s to every accuracy): mean +- std with the count, a difference that is
+    large against its standard error is coloured, and a linear probe that diverged is 'failed', not a number."""
+    import json
+
+    run = make_run_dir(tmp_path, methods=("simclr",), variants=("base", "clsp", "aug"), seeds=(0, 1, 2))
+    bad = run / "eval" / "simclr-aug-seed2" / "linear" / "metrics.json"
+    bad.write_text(json.dumps({"kind": "linear", "results": {"top1": 11.0, "fit": {"status": "diverged",
+                                                                                "reason": "training loss 1e4 > 2 log C"}}}))
+    page = build_report(run).read_text()
+    rows = results_rows(page)
+    assert list(rows) == ["simclr", "simclr-clsp", "simclr-aug"]
+    assert rows["simclr"][3] == "3" and rows["simclr"][4] == "61.00 \u00b1 1.00"        # 60, 61, 62
+    # clsp: +2 on every seed: difference 2.00, standard error sqrt(1/3 + 1/3) = 0.82 -> beyond 2 SE
+    assert rows["simclr-clsp"][7] == "+2.00 \u00b1 0.82"
+    assert re.search(r'<td class="num pos">\+2\.00', page)
+    # aug: linear of seed 2 failed -> mean of seeds 0, 1: 73.0 + 0.5 = 73.50 +- 0.71, and the failure is named
+    assert rows["simclr-aug"][6].startswith("73.50 \u00b1 0.71") and "(1 failed)" in rows["simclr-aug"][6]
+    assert "simclr-aug-seed2</code> linear: diverged" in page
+    assert "every seed" in page and "3 seeds per run" in page
+
+
+def test_the_floor_and_a_sweep_have_their_rows_and_their_figure(tmp_path):
+    import json
+
+    run = make_run_dir(tmp_path, methods=("simclr",), variants=("base", "clsp"),
+                       config_extra={"floor": True, "sweep": {"setting": "w", "values": [0.0, 1.0]},
+                                     "synthesis": {"k": 2, "sampler": {"w": 0.1}}})
+    for name, top1 in (("no-pretraining", 40.0), ("simclr-clsp-w0", 74.0), ("simclr-clsp-w1", 69.0)):
+        for kind, results in (("knn", {"best": top1, "best_k": 5, "fixed": top1}), ("linear", {"top1": top1})):
+            path = run / "eval" / name / kind / "metrics.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps({"kind": kind, "results": results}))
+        (run / "pretrain" / name).mkdir(parents=True, exist_ok=True)
+        (run / "pretrain" / name / "encoder.safetensors").write_bytes(b"w")
+    for store, agree in (("positives", 60.0), ("positives-w0", 70.0), ("positives-w1", 10.0)):
+        path = run / "eval" / store / "metrics.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"kind": "positives", "results": {"store": {"agreement": agree}, "chance": 10.0,
+                                                                      "ceiling": 90.0}}))
+    page = build_report(run).read_text()
+    rows = results_rows(page)
+    assert list(rows)[0] == "no-pretraining" and rows["no-pretraining"][2] == "no pretraining"
+    assert rows["simclr-clsp-w0"][2] == "+ CLSP (w = 0)"
+    sweep = re.search(r'<table class="small sweep">(.*?)</table>', page, re.S).group(1)
+    cells = [html.unescape(re.sub(r"<[^>]+>", "", c)).strip() for c in re.findall(r"<td[^>]*>(.*?)</td>", sweep)]
+    assert cells[0::6] == ["0", "0.1", "1"]                              # the main run stands at w = 0.1
+    assert cells[5::6] == ["70.00", "60.00", "10.00"]                     # each value's own store
+    assert (run / "figures" / "sweep_w.png").is_file()

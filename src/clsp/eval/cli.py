@@ -1,4 +1,4 @@
-"""`clsp eval knn|linear|transfer|embed|hardness` and `clsp fid`: parse flags, call the library function.
+"""`clsp eval knn|linear|transfer|embed|hardness|positives` and `clsp fid`: parse flags, call the library function.
 
 Heavy imports (torch, the eval modules) happen inside the handlers so that `clsp --help` is instant.
 """
@@ -35,7 +35,7 @@ def _probe_flags(p: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers) -> None:
-    ev = subparsers.add_parser("eval", help="evaluate an encoder: knn, linear, transfer, embed, hardness",
+    ev = subparsers.add_parser("eval", help="evaluate an encoder (knn, linear, transfer, embed, hardness) or a positives store",
                                description="Evaluate a pretrained encoder; every command writes metrics.json and prints a table.")
     sub = ev.add_subparsers(dest="eval_command", metavar="KIND", required=True)
 
@@ -78,6 +78,21 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0)
     _out(p, "hardness")
     p.set_defaults(func=run_hardness)
+
+    p = sub.add_parser("positives", help="how good are the synthetic positives: class agreement, Frechet distance, "
+                                         "pixels, diversity, hardness (reference classifier), and a w sweep")
+    p.add_argument("--positives", required=True, help="the positives store directory written by `clsp synthesize`")
+    p.add_argument("--dataset", required=True, help="the labelled dataset the store was made from (its train split)")
+    p.add_argument("--size", type=int, default=None, help="image side the store was made at (e.g. 16)")
+    p.add_argument("--subset", type=int, default=0, help="> 0: the subset the store was made from")
+    p.add_argument("--root", default=None, help="where the dataset files are")
+    p.add_argument("--model", default=None, help="the diffusion model that made the store: needed for --sweep-w")
+    p.add_argument("--sweep-w", default="", help="w values to sample afresh and judge, e.g. 0,0.1,0.3,0.5,1")
+    p.add_argument("--n", type=int, default=1000, help="anchors whose stored candidates are judged")
+    p.add_argument("--sweep-n", type=int, default=100, help="anchors per w in the sweep")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="output directory (metrics.json, positives.png)")
+    p.set_defaults(func=run_positives)
 
     p = subparsers.add_parser("fid", help="FID of plain diffusion samples against the training set (torch-fidelity)")
     p.add_argument("--model", required=True, help="diffusion model directory (diffusers layout) from `clsp diffusion train`")
@@ -158,6 +173,21 @@ def run_hardness(args) -> int:
 
     hardness_eval(args.ckpt, _dataset(args), args.positives, args.out, n=args.n, augment=args.augment, seed=args.seed,
                   device=args.device)
+    return 0
+
+
+def run_positives(args) -> int:
+    from clsp.errors import UserError
+    from clsp.eval.positives import PositivesEvalConfig, positives_eval
+
+    try:
+        sweep = [float(w) for w in args.sweep_w.split(",") if w.strip()]
+    except ValueError:
+        raise UserError(f"--sweep-w must be comma-separated numbers like 0,0.1,1, got {args.sweep_w!r}") from None
+    if sweep and args.model is None:
+        raise UserError("--sweep-w samples fresh candidates: give the diffusion model with --model DIR")
+    cfg = PositivesEvalConfig(n=args.n, sweep_w=sweep, sweep_n=args.sweep_n, seed=args.seed)
+    positives_eval(args.positives, _dataset(args), args.out, cfg, model_dir=args.model)
     return 0
 
 

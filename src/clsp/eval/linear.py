@@ -174,7 +174,21 @@ def probe(encoder, train_set, test_set, cfg: LinearProbeConfig, progress: bool =
                         f"try a smaller --lr than {cfg.lr}")
     acc = topk_accuracy(layer, test_feats, test_set.labels)
     return {"top1": acc[1], "top5": acc[5], "final_train_loss": losses[-1], "train_loss": losses,
-            "num_classes": num_classes, "n_train": len(train_set), "n_test": len(test_set)}
+            "num_classes": num_classes, "n_train": len(train_set), "n_test": len(test_set),
+            "fit": fit_status(losses[-1], acc[1], num_classes, len(test_set))}
+
+
+def fit_status(final_loss: float, top1: float, num_classes: int, n_test: int) -> dict:
+    """Did the probe fit? A training loss far above log C (the loss of a uniform guess) means SGD diverged,
+    and a test accuracy within three standard errors of chance means nothing was learned: either way the
+    accuracy is no measurement of the encoder, and the report shows the fit as failed rather than a number."""
+    chance = 100.0 / num_classes
+    noise = 300.0 * math.sqrt((1 / num_classes) * (1 - 1 / num_classes) / max(1, n_test))   # 3 SE of chance, in %
+    if final_loss > 2 * math.log(num_classes):
+        return {"status": "diverged", "reason": f"training loss {final_loss:.3g} > 2 log C = {2 * math.log(num_classes):.2f}"}
+    if top1 <= chance + noise:
+        return {"status": "at_chance", "reason": f"test top-1 {top1:.2f}% within 3 SE ({noise:.2f}) of chance {chance:.2f}%"}
+    return {"status": "ok", "reason": ""}
 
 
 def linear_table(results: dict, title: str | None = None) -> str:

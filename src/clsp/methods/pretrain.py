@@ -263,13 +263,47 @@ def pretrain(cfg: PretrainConfig, callbacks: list | None = None) -> Path:
     from clsp.io import write_json_atomic
     from clsp.models.encoder import ENCODER_FILE, save_encoder
 
-    meta = {"arch": cfg.backbone.arch, "stem": cfg.backbone.stem, "feat_dim": module.feat_dim,
-            "dataset": cfg.dataset.name, "image_size": size, "mean": list(train.mean), "std": list(train.std),
-            "method": cfg.method, "clsp_lambda": cfg.clsp.weight, "third_view": cfg.third_view, "epochs": cfg.epochs}
-    save_encoder(out / ENCODER_FILE, module.backbone, meta)
+    save_encoder(out / ENCODER_FILE, module.backbone, encoder_meta(cfg, train, module.feat_dim))
     write_json_atomic(out / "metrics.json", metrics)
     rundir.finish(out, cfg, inputs, {"encoder": ENCODER_FILE, "metrics": metrics})
     log.info(f"pretrain: done in {wall:.0f} s; probe {metrics['probe_test_acc']}, kNN {metrics['knn_acc']} -> {out}")
+    return out
+
+
+def encoder_meta(cfg: PretrainConfig, train, feat_dim: int) -> dict:
+    """What evaluation needs to rebuild and feed an encoder (the header of encoder.safetensors)."""
+    return {"arch": cfg.backbone.arch, "stem": cfg.backbone.stem, "feat_dim": feat_dim, "dataset": cfg.dataset.name,
+            "image_size": train.image_size, "mean": list(train.mean), "std": list(train.std), "method": cfg.method,
+            "clsp_lambda": cfg.clsp.weight, "third_view": cfg.third_view, "epochs": cfg.epochs}
+
+
+def untrained_encoder(cfg: PretrainConfig) -> Path:
+    """The floor every method must clear: the backbone exactly as pretraining with `cfg.seed` initialises it,
+    never trained, written as an encoder (method "none", 0 epochs) so that every evaluation reads it as it
+    reads a trained one."""
+    import torch
+
+    from clsp import rundir
+    from clsp.data.config import load_split
+    from clsp.io import write_json_atomic
+    from clsp.models.backbones import make_backbone
+    from clsp.models.encoder import ENCODER_FILE, save_encoder
+
+    out = Path(cfg.out_dir)
+    train = load_split(cfg.dataset, cfg.dataset.train_split)
+    record = {"untrained": True, "arch": cfg.backbone.arch, "stem": cfg.backbone.stem, "seed": cfg.seed}
+    inputs = {"dataset": train.fingerprint}
+    if rundir.is_complete(out, record, inputs):
+        return out
+    rundir.start(out, record, inputs)
+    torch.manual_seed(cfg.seed)                      # as pretrain() seeds the model it builds
+    backbone, feat_dim = make_backbone(cfg.backbone.arch, cfg.backbone.stem)
+    meta = encoder_meta(cfg, train, feat_dim) | {"method": "none", "clsp_lambda": 0.0, "third_view": None, "epochs": 0}
+    save_encoder(out / ENCODER_FILE, backbone, meta)
+    metrics = {"method": "none", "untrained": True, "seed": cfg.seed, "steps": 0, "epochs": 0}
+    write_json_atomic(out / "metrics.json", metrics)
+    rundir.finish(out, record, inputs, {"encoder": ENCODER_FILE, "metrics": metrics})
+    log.info(f"pretrain: the untrained {cfg.backbone.arch} of seed {cfg.seed} (the no-pretraining floor) -> {out}")
     return out
 
 

@@ -16,10 +16,12 @@ from typing import Sequence
 # What a panel shows, and the CSV columns that hold it, most specific first. Lightning's CSVLogger
 # writes one column per logged key; a row carries the values logged at its step, blanks elsewhere.
 CURVE_PANELS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("SSL loss (train/loss)", ("train/loss",)),
-    ("online linear probe, top-1 (%)", ("test/probe_acc", "train/probe_acc")),
+    ("SSL loss alone (train/loss_ssl)", ("train/loss_ssl",)),
+    ("CLSP term alone, 2 - 2 cos(z1, z3) (train/loss_clsp)", ("train/loss_clsp",)),
+    ("online linear probe, test top-1 (%)", ("test/probe_acc",)),
     ("kNN monitor, test top-1 (%)", ("test/knn_acc",)),
 )
+CLSP_PANEL = CURVE_PANELS[1][0]
 VARIANT_STYLE = {"base": ("tab:blue", "-"), "clsp": ("tab:red", "-"), "aug": ("tab:green", "--")}
 
 
@@ -70,15 +72,18 @@ def png_bytes(fig) -> bytes:
 
 
 def curves_figure(method: str, runs: dict[str, tuple[str, list[dict[str, str]]]]) -> tuple[bytes, list[str]]:
-    """One row of panels (loss, online probe, kNN) for one method; a line per variant.
+    """One row of panels (SSL loss, CLSP term, online probe, kNN) for one method; a line per variant. Each panel
+    shows exactly the quantity its title names (the CLSP term only where a run has a third view).
 
     `runs` maps a run name (e.g. `simclr-clsp`) to (variant, CSV rows). Returns the PNG and the
     panels that no variant logged (the report states them as missing).
     """
-    fig = _new_figure(12, 3.2)
-    axes = fig.subplots(1, len(CURVE_PANELS))
+    third_view = any(variant != "base" for variant, _ in runs.values())
+    panels = [p for p in CURVE_PANELS if third_view or p[0] != CLSP_PANEL]   # no CLSP term without a third view
+    fig = _new_figure(4 * len(panels), 3.2)
+    axes = fig.subplots(1, len(panels))
     missing = []
-    for ax, (title, candidates) in zip(axes, CURVE_PANELS):
+    for ax, (title, candidates) in zip(axes, panels):
         drawn = False
         for name, (variant, rows) in runs.items():
             column = find_column(rows, candidates)
@@ -124,3 +129,40 @@ def format_seconds(seconds: float) -> str:
         return f"{minutes} min {s:02d} s"
     hours, minutes = divmod(minutes, 60)
     return f"{hours} h {minutes:02d} min"
+
+
+def sweep_figure(setting: str, lines: dict[str, list[tuple[float, float, float | None]]],
+                 references: dict[str, tuple[float, float | None]], agreement: list[tuple[float, float]],
+                 chance: float | None, ceiling: float | None) -> bytes:
+    """Accuracy against the swept value (left: a line per metric, mean +- std over seeds, with the baseline and
+    +aug means as horizontal bands) beside the class agreement of each value's positives (right)."""
+    fig = _new_figure(10, 3.6)
+    left, right = fig.subplots(1, 2)
+    for i, (label, points) in enumerate(lines.items()):
+        points = sorted(points)
+        xs, ys = [p[0] for p in points], [p[1] for p in points]
+        errs = [p[2] or 0.0 for p in points]
+        left.errorbar(xs, ys, yerr=errs, fmt="o-", color=f"C{i}", capsize=3, label=f"+ CLSP, {label}")
+    for j, (label, (mean, std)) in enumerate(references.items()):
+        left.axhline(mean, color=f"C{j + 3}", ls="--", lw=1, label=label)
+        if std:
+            left.axhspan(mean - std, mean + std, color=f"C{j + 3}", alpha=0.12)
+    left.set_xlabel(f"swept setting: {setting}")
+    left.set_ylabel("top-1 (%)")
+    left.grid(alpha=0.3)
+    left.legend(fontsize=7, frameon=False)
+    if agreement:
+        agreement = sorted(agreement)
+        right.plot([a[0] for a in agreement], [a[1] for a in agreement], "o-", color="C0", label="stored candidates")
+        if ceiling is not None:
+            right.axhline(ceiling, color="green", ls="--", lw=1, label=f"real test images ({ceiling:.1f})")
+        if chance is not None:
+            right.axhline(chance, color="grey", ls=":", lw=1, label=f"chance ({chance:.1f})")
+        right.set_ylim(0, 100)
+        right.legend(fontsize=7, frameon=False)
+    else:
+        right.text(0.5, 0.5, "no positives evaluation", ha="center", va="center", transform=right.transAxes, color="gray")
+    right.set_xlabel(f"swept setting: {setting}")
+    right.set_ylabel("class agreement with the anchor (%)")
+    right.grid(alpha=0.3)
+    return png_bytes(fig)

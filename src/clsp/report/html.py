@@ -19,23 +19,10 @@ import yaml
 
 from clsp.errors import UserError
 from clsp.io import read_json, write_bytes_atomic, write_text_atomic
-from clsp.report import figures, paper
+from clsp.layout import FLOOR, VARIANT_LABEL, RunSpec, run_name, runs_from_config
+from clsp.report import figures, paper, study
 
-VARIANT_SUFFIX = {"clsp": "-clsp", "aug": "-aug"}
-VARIANT_LABEL = {"base": "baseline", "clsp": "+ CLSP", "aug": "+ aug (control)"}
 EVAL_KINDS = ("knn", "linear", "embed", "hardness", "transfer")
-
-
-def run_name(method: str, variant: str) -> str:
-    """The directory name of one pretraining run: simclr, simclr-clsp, simclr-aug, ..."""
-    return method + VARIANT_SUFFIX.get(variant, "")
-
-
-def split_run_name(name: str) -> tuple[str, str]:
-    for variant, suffix in VARIANT_SUFFIX.items():
-        if name.endswith(suffix):
-            return name[: -len(suffix)], variant
-    return name, "base"
 
 
 # -- reading the numbers out of the stages' metrics.json ---------------------------------------------
@@ -86,6 +73,7 @@ class RunDirectory:
     env: dict
     timings: dict
     runs: list[str] = field(default_factory=list)       # pretraining run names, in the config's order
+    specs: dict = field(default_factory=dict)           # run name -> clsp.layout.RunSpec
     expected_evals: list[str] = field(default_factory=list)
 
     @classmethod
@@ -96,9 +84,12 @@ class RunDirectory:
                             "give the out_dir of `clsp pipeline`")
         config = yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8")) or {}
         run = cls(path, config, _read_json_or_empty(path / "env.json"), _read_json_or_empty(path / "timings.json"))
-        expected = [run_name(m, v) for m in config.get("methods") or [] for v in config.get("variants") or []]
+        run.specs = {spec.name: spec for spec in runs_from_config(config)}
         found = sorted(p.name for p in (path / "pretrain").iterdir() if p.is_dir()) if (path / "pretrain").is_dir() else []
-        run.runs = expected + [name for name in found if name not in expected]
+        for name in found:                                  # runs the config no longer plans are still shown
+            if name not in run.specs:
+                run.specs[name] = spec_of_name(name)
+        run.runs = list(run.specs)
         evals = config.get("eval") or {}
         run.expected_evals = [k for k in EVAL_KINDS if _eval_enabled(evals, k)]
         return run
@@ -122,6 +113,21 @@ class RunDirectory:
     @property
     def paper(self) -> str:
         return str(self.config.get("paper") or "")
+
+    def numbers(self, name: str) -> study.RunNumbers:
+        return study.run_numbers(self.specs[name], self.eval_metrics(name, "knn"), self.eval_metrics(name, "linear"),
+                                 self.pretrain_metrics(name))
+
+    def positives_metrics(self, store: str = "positives") -> dict | None:
+        return _read_json_or_none(self.path / "eval" / store / "metrics.json")
+
+
+def spec_of_name(name: str) -> RunSpec:
+    """A run the plan does not name (an older config): method and variant read off its name."""
+    for variant, suffix in (("clsp", "-clsp"), ("aug", "-aug")):
+        if name.endswith(suffix):
+            return RunSpec(name[: -len(suffix)], variant)
+    return RunSpec(name, "base")
 
 
 def _eval_enabled(evals: dict, kind: str) -> bool:
@@ -190,38 +196,35 @@ class Page:
 
 
 def results_section(run: RunDirectory, page: Page) -> str:
-    """A row per method variant: kNN and linear top-1, the difference to the method's baseline,
-    and the paper's numbers beside them on a paper preset."""
+    """A row per method variant (a group of seeds): kNN, linear and online-probe top-1 as mean +- std with the
+    number of seeds, failed fits as failures, the difference to the method's baseline with its standard error
+    (a finding only beyond two), the untrained encoder's floor first, and the paper's numbers on a paper preset."""
     paper_run = run.paper if run.paper in paper.PAPER_RUNS else ""
-    headers = ["run", "method", "variant", "kNN top-1 (best k)", "best k", "kNN top-1 (k=200)", "linear top-1",
+    numbers = {name: run.numbers(name) for name in run.runs}
+    groups = study.group_summaries(list(numbers.values()))
+    specs = {run.specs[name].group: run.specs[name] for name in run.runs}
+    headers = ["run", "method", "variant", "seeds", "kNN top-1 (best k)", "kNN top-1 (k=200)", "linear top-1",
                "&Delta; kNN vs baseline", "&Delta; linear vs baseline", "online probe"]
     if paper_run:
         headers += ["paper linear", "release linear", "release kNN"]
-    numbers: dict[str, dict[str, float | None]] = {}
-    for name in run.runs:
-        knn = run.eval_metrics(name, "knn") or {}
-        lin = run.eval_metrics(name, "linear") or {}
-        best, k = knn_best(knn)
-        numbers[name] = {"knn": best, "k": k, "knn200": knn_fixed(knn), "linear": linear_top1(lin),
-                         "probe": probe_top1(run.pretrain_metrics(name) or {})}
     rows = []
-    for name in run.runs:
-        method, variant = split_run_name(name)
-        n = numbers[name]
-        base = numbers.get(method) if variant != "base" else None
-        d_knn = n["knn"] - base["knn"] if base and n["knn"] is not None and base["knn"] is not None else None
-        d_lin = n["linear"] - base["linear"] if base and n["linear"] is not None and base["linear"] is not None else None
-        cells = [f"<td><code>{e(name)}</code></td>", f"<td>{e(method)}</td>", f"<td>{e(VARIANT_LABEL.get(variant, variant))}</td>",
-                 f'<td class="num">{fmt(n["knn"])}</td>', f'<td class="num">{e(n["k"]) if n["k"] is not None else fmt(None)}</td>',
-                 f'<td class="num">{fmt(n["knn200"])}</td>', f'<td class="num">{fmt(n["linear"])}</td>',
-                 f'<td class="num {_sign_class(d_knn)}">{fmt(d_knn, signed=True)}</td>',
-                 f'<td class="num {_sign_class(d_lin)}">{fmt(d_lin, signed=True)}</td>',
-                 f'<td class="num">{fmt(n["probe"])}</td>']
+    for group, summary in groups.items():
+        spec = specs[group]
+        base_group = RunSpec(spec.method, "base").group
+        base = groups.get(base_group) if spec.variant not in ("base", "none") else None
+        seeds = max(s.n + s.failed for s in summary.values())
+        cells = [f"<td><code>{e(group)}</code></td>", f"<td>{e(spec.method if spec.method != 'none' else '')}</td>",
+                 f"<td>{e(_variant_text(spec))}</td>", f'<td class="num">{seeds}</td>',
+                 _summary_cell(summary["knn"]), _summary_cell(summary["knn200"]), _summary_cell(summary["linear"]),
+                 _difference_cell(study.difference(summary["knn"], base["knn"]) if base else None),
+                 _difference_cell(study.difference(summary["linear"], base["linear"]) if base else None),
+                 _summary_cell(summary["probe"])]
         if paper_run:
-            cells += [f'<td class="num paper">{fmt(paper.paper_linear(paper_run, name))}</td>',
-                      f'<td class="num paper">{fmt(paper.release_linear(paper_run, name))}</td>',
-                      f'<td class="num paper">{fmt(paper.release_knn(paper_run, name))}</td>']
-        rows.append(f'<tr data-run="{e(name)}">' + "".join(cells) + "</tr>")
+            cells += [f'<td class="num paper">{fmt(paper.paper_linear(paper_run, group))}</td>',
+                      f'<td class="num paper">{fmt(paper.release_linear(paper_run, group))}</td>',
+                      f'<td class="num paper">{fmt(paper.release_knn(paper_run, group))}</td>']
+        row_class = ' class="floor"' if spec.method == "none" else ""
+        rows.append(f'<tr data-run="{e(group)}"{row_class}>' + "".join(cells) + "</tr>")
     body = ""
     if not run.runs:
         body += page.lack("pretraining runs (no pretrain/<name>/ directory and no methods in the config)")
@@ -233,20 +236,139 @@ def results_section(run: RunDirectory, page: Page) -> str:
                 body += page.lack(f"{kind} evaluation of {name} (eval/{name}/{kind}/metrics.json)")
     table = ('<table id="results"><thead><tr>' + "".join(f"<th>{h}</th>" for h in headers) + "</tr></thead><tbody>"
              + "".join(rows) + "</tbody></table>")
-    note = ("<p class=\"note\">Top-1 accuracy (%) on the test split. kNN: weighted, cosine, T = 0.07; best k over "
-            "{5, 10, 20, 50, 100, 200} (the release's protocol) and k = 200. Linear: frozen backbone, the paper's "
-            "protocol with this run's epochs. &Delta;: this row minus the same method's baseline.</p>")
+    n_seeds = sorted({max(s.n + s.failed for s in summary.values()) for summary in groups.values()})
+    note = ("<p class=\"note\">Top-1 accuracy (%) on the test split, mean &plusmn; standard deviation over the seeds "
+            f"counted in <i>seeds</i> ({', '.join(map(str, n_seeds)) or '0'} here). kNN: weighted, cosine, T = 0.07; best k over "
+            "{5, 10, 20, 50, 100, 200} (the release's protocol) and k = 200. Linear: frozen backbone, the paper's protocol "
+            "with this run's epochs. <i>no-pretraining</i> is the untrained encoder each run starts from: the floor. "
+            "&Delta;: this row minus the same method's baseline, &plusmn; its standard error; it is coloured only when it "
+            "exceeds two standard errors, and marked <i>n = 1</i> where one seed gives no noise estimate. A probe that "
+            "diverged or stayed at chance is shown as <i>failed</i> and left out of the means.</p>")
     if paper_run:
         note += (f'<p class="note">Paper columns: {e(paper.CITATION)}, ResNet-18, '
                  f'{e("STL-10" if paper_run == "transfer" else paper_run)}; the release columns are its 1000-epoch re-runs. '
                  "They are set beside this run for comparison, not computed from it.</p>")
+    else:
+        note += ('<p class="note">For scale only (another dataset, another scale): the paper\'s CIFAR-10, ResNet-18, '
+                 "1000 epochs, linear top-1: " + "; ".join(
+                     f"{m} {paper.LINEAR_TOP1['cifar10'][m]:.2f} &rarr; +CLSP {paper.LINEAR_TOP1['cifar10'][m + '-clsp']:.2f} "
+                     f"({paper.LINEAR_TOP1['cifar10'][m + '-clsp'] - paper.LINEAR_TOP1['cifar10'][m]:+.2f})"
+                     for m in ("simclr", "moco"))
+                 + "; the release's +aug control: simclr-aug 91.88, moco-aug 93.16.</p>")
+    failures = [(name, metric, reason) for name, r in numbers.items() for metric, reason in r.failed.items()]
+    if failures:
+        body += ('<details open><summary>failed fits (left out of the means)</summary><ul>'
+                 + "".join(f"<li><code>{e(n)}</code> {e(m)}: {e(reason)}</li>" for n, m, reason in failures) + "</ul></details>")
+    body += per_seed_details(run, numbers)
     return table + note + body
 
 
-def _sign_class(delta: float | None) -> str:
-    if delta is None:
+def _variant_text(spec: RunSpec) -> str:
+    text = VARIANT_LABEL.get(spec.variant, spec.variant)
+    return text + (f" ({spec.sweep[0]} = {spec.sweep[1]:g})" if spec.sweep else "")
+
+
+def _summary_cell(summary: study.Summary) -> str:
+    if summary.mean is None:
+        if summary.failed:
+            return f'<td class="num failed" title="{e("; ".join(summary.reasons))}">failed</td>'
+        return f'<td class="num">{fmt(None)}</td>'
+    spread = f" &plusmn; {summary.std:.2f}" if summary.std is not None else ""
+    failed = f' <span class="failed" title="{e("; ".join(summary.reasons))}">({summary.failed} failed)</span>' if summary.failed else ""
+    return f'<td class="num">{summary.mean:.2f}{spread}{failed}</td>'
+
+
+def _difference_cell(d: study.Difference | None) -> str:
+    if d is None or d.delta is None:
+        return f'<td class="num">{fmt(None)}</td>'
+    verdict = d.verdict
+    css = {"up": "pos", "down": "neg"}.get(verdict, "")
+    if d.se is None:
+        return f'<td class="num" title="one seed: no noise estimate">{d.delta:+.2f} <span class="na">n = 1</span></td>'
+    label = "" if verdict in ("up", "down") else ' <span class="na">within noise</span>'
+    return f'<td class="num {css}">{d.delta:+.2f} &plusmn; {d.se:.2f}{label}</td>'
+
+
+def per_seed_details(run: RunDirectory, numbers: dict) -> str:
+    """Every run's own numbers, seed by seed, for a reader who wants to see what the means hide."""
+    if all(not run.specs[n].seeded_name for n in numbers):
         return ""
-    return "pos" if delta > 0 else "neg" if delta < 0 else ""
+    rows = "".join(
+        f"<tr><td><code>{e(name)}</code></td><td class=\"num\">{fmt(r.values.get('knn'))}</td>"
+        f"<td class=\"num\">{fmt(r.values.get('knn200'))}</td><td class=\"num\">"
+        f"{'failed' if 'linear' in r.failed else fmt(r.values.get('linear'))}</td>"
+        f"<td class=\"num\">{'failed' if 'probe' in r.failed else fmt(r.values.get('probe'))}</td></tr>"
+        for name, r in numbers.items())
+    return ('<details><summary>every seed</summary><table class="small"><thead><tr><th>run</th><th>kNN (best k)</th>'
+            f"<th>kNN (k=200)</th><th>linear</th><th>online probe</th></tr></thead><tbody>{rows}</tbody></table></details>")
+
+
+def sweep_section(run: RunDirectory, page: Page) -> str | None:
+    """The ablation: accuracy of the swept CLSP runs against the swept value, beside their positives' agreement."""
+    sweep = run.config.get("sweep") or {}
+    setting = sweep.get("setting") or ""
+    if not setting:
+        return None
+    numbers = [run.numbers(name) for name in run.runs]
+    groups = study.group_summaries(numbers)
+    main_value = {"w": _get(run.config, "synthesis.sampler.w"), "k": _get(run.config, "synthesis.k"),
+                  "weight": _get(run.config, "pretrain.clsp.weight")}.get(setting)
+    methods = sweep.get("methods") or run.config.get("methods") or []
+    body, figure_lines, refs = "", {}, {}
+    for method in methods:
+        points = []
+        for r in numbers:
+            spec = r.spec
+            if spec.method != method or spec.variant != "clsp":
+                continue
+            value = spec.sweep[1] if spec.sweep else main_value
+            if spec.sweep is None or spec.sweep[0] == setting:
+                points.append((float(value), spec.group))
+        seen, rows = set(), []
+        for value, group in sorted(points):
+            if group in seen:
+                continue
+            seen.add(group)
+            g = groups[group]
+            rows.append((value, group, g))
+            for metric, label in (("knn", "kNN best k"), ("linear", "linear")):
+                if g[metric].mean is not None:
+                    figure_lines.setdefault(f"{method} {label}", []).append((value, g[metric].mean, g[metric].std))
+        for variant, label in (("base", "baseline"), ("aug", "+ aug")):
+            g = groups.get(RunSpec(method, variant).group)
+            if g and g["linear"].mean is not None:
+                refs[f"{method} {label} (linear)"] = (g["linear"].mean, g["linear"].std)
+        agreement = _store_agreement(run, setting, [v for v, _, _ in rows], main_value)
+        table = "".join(f"<tr><td>{value:g}</td><td><code>{e(group)}</code></td><td class=\"num\">{max(s.n + s.failed for s in g.values())}</td>"
+                        f"{_summary_cell(g['knn'])}{_summary_cell(g['linear'])}"
+                        f'<td class="num">{fmt(agreement.get(value))}</td></tr>' for value, group, g in rows)
+        body += (f'<h3>{e(method)}</h3><table class="small sweep"><thead><tr><th>{e(setting)}</th><th>run</th><th>seeds</th>'
+                 "<th>kNN top-1 (best k)</th><th>linear top-1</th><th>class agreement of its positives (%)</th></tr></thead>"
+                 f"<tbody>{table}</tbody></table>")
+    agreement_points = sorted(_store_agreement(run, setting, [p[0] for pts in figure_lines.values() for p in pts], main_value).items())
+    pm = run.positives_metrics() or {}
+    png = figures.sweep_figure(setting, figure_lines, refs, agreement_points, _num(_get(pm, "results.chance")),
+                               _num(_get(pm, "results.ceiling")))
+    write_bytes_atomic(run.path / "figures" / f"sweep_{setting}.png", png)
+    body += (f"<figure>{img(png, f'accuracy against {setting}')}<figcaption>Left: top-1 of the CLSP runs at each {e(setting)} "
+             "(mean &plusmn; std over seeds), the baseline and +aug means as dashed lines with their &plusmn; std bands. "
+             f"Right: the share of each {e(setting)}'s stored candidates that a reference classifier puts in their anchor's "
+             "class.</figcaption></figure>")
+    return body
+
+
+def _store_agreement(run: RunDirectory, setting: str, values: list[float], main_value) -> dict[float, float]:
+    """value -> class agreement of the store made with it (the main store for the main value)."""
+    from clsp.layout import store_name
+
+    out = {}
+    for value in values:
+        store = "positives" if main_value is not None and float(value) == float(main_value) or setting == "weight" \
+            else store_name((setting, float(value)))
+        agreement = _num(_get(run.positives_metrics(store) or {}, "results.store.agreement"))
+        if agreement is not None:
+            out[float(value)] = agreement
+    return out
 
 
 def transfer_section(run: RunDirectory, page: Page) -> str | None:
@@ -318,7 +440,74 @@ def positives_section(run: RunDirectory, page: Page) -> str:
              "<figcaption>The same anchors and seeds, one row per interpolation weight w: w = 1 is plain unconditional "
              "sampling; smaller w keeps more of the anchor's content.</figcaption></figure>"
              if sweep.is_file() else page.lack("w sweep figure (figures/w_sweep.png)"))
-    return body
+    return body + positives_quality(run, page)
+
+
+def positives_quality(run: RunDirectory, page: Page) -> str:
+    """The verdict of `clsp eval positives` on the main store: a table, and agreement / hardness against w."""
+    if not (run.config.get("eval") or {}).get("positives", False):
+        return ""
+    m = run.positives_metrics()
+    if m is None:
+        return page.lack("positives evaluation (eval/positives/metrics.json)")
+    r = m.get("results") or {}
+    s, real = r.get("store") or {}, r.get("real") or {}
+    sim, px, rpx = s.get("similarity") or {}, s.get("pixels") or {}, real.get("pixels") or {}
+    rows = [("class agreement with the anchor (%)", s.get("agreement"), r.get("ceiling"), r.get("chance")),
+            ("Frechet distance to real training images (reference features)", s.get("frechet"),
+             real.get("frechet_test_vs_train"), None),
+            ("pixels at 0 (%)", px.get("at_0"), rpx.get("at_0"), None),
+            ("pixels at 255 (%)", px.get("at_255"), rpx.get("at_255"), None),
+            ("flat images (%)", px.get("constant"), rpx.get("constant"), None),
+            ("diversity: cosine distance between candidates / between 2 augmentations", s.get("diversity"),
+             s.get("augmentation_distance"), None),
+            ("cosine to the anchor: candidate / nearest real image / random real image", sim.get("synthetic"),
+             sim.get("nearest_real"), sim.get("random_real"))]
+    body = "".join(f"<tr><td>{e(label)}</td>" + "".join(f'<td class="num">{fmt(_num(v), 3 if abs(_num(v) or 0) < 10 else 2)}</td>'
+                                                         for v in values) + "</tr>" for label, *values in rows)
+    ref = r.get("reference") or {}
+    caption = (f"{s.get('n_anchors', '?')} anchors x K = {s.get('k', '?')} stored candidates (w = {e(s.get('w'))}), judged by a "
+               f"reference classifier trained on {ref.get('train_images', '?')} real training images (test accuracy "
+               f"{fmt(_num(ref.get('test_accuracy')))}%, the ceiling of agreement). Second column: the real images' own "
+               "value (test split against train for agreement and Frechet distance); third: chance or a random image.")
+    out = ('<table id="positives-quality" class="small"><thead><tr><th>measure</th><th>candidates</th><th>real images</th>'
+           f"<th>chance / random</th></tr></thead><tbody>{body}</tbody></table><p class=\"note\">{caption}</p>")
+    verdict = positives_verdict(r)
+    if verdict:
+        out += f'<p class="note"><b>Reading:</b> {e(verdict)}</p>'
+    figure = run.path / "eval" / "positives" / "positives.png"
+    if figure.is_file():
+        out += ("<figure>" + img(figure, "agreement and hardness against w") + "<figcaption>Fresh candidates at each w of the "
+                "w sweep: class agreement (left) is what the anchor's content is worth; cosine similarity to the anchor "
+                "(right, lower = harder) and the distance between an anchor's candidates (diversity) are what it costs."
+                "</figcaption></figure>")
+    return out
+
+
+def positives_verdict(r: dict) -> str:
+    """One sentence the numbers support about the stored candidates."""
+    s = r.get("store") or {}
+    agreement, chance, ceiling = _num(s.get("agreement")), _num(r.get("chance")), _num(r.get("ceiling"))
+    sim = s.get("similarity") or {}
+    if agreement is None or chance is None or ceiling is None:
+        return ""
+    n = (s.get("n_anchors") or 0) * (s.get("k") or 0)
+    noise = 300 * ((chance / 100) * (1 - chance / 100) / max(1, n)) ** 0.5
+    if agreement <= chance + noise:
+        return (f"class agreement {agreement:.1f}% is at chance ({chance:.1f}%): these candidates carry no class of their "
+                "anchor and act as random images, not positives.")
+    harder = _num(sim.get("synthetic")) is not None and _num(sim.get("nearest_real")) is not None and \
+        sim["synthetic"] < sim["nearest_real"]
+    above_random = _num(sim.get("synthetic")) is not None and _num(sim.get("random_real")) is not None and \
+        sim["synthetic"] > sim["random_real"]
+    return (f"{agreement:.1f}% of candidates keep their anchor's class (chance {chance:.1f}%, ceiling {ceiling:.1f}%); "
+            + ("they are less similar to their anchor than its nearest real neighbour (harder) " if harder else
+               "they are not harder than the anchor's nearest real neighbour ")
+            + ("and more similar than a random image." if above_random else "and no more similar than a random image."))
+
+
+def _num(value) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def _synthesis_w(run: RunDirectory) -> Any:
@@ -329,8 +518,12 @@ def _synthesis_w(run: RunDirectory) -> Any:
 def curves_section(run: RunDirectory, page: Page) -> str:
     by_method: dict[str, dict[str, tuple[str, list]]] = {}
     body = ""
+    first_seed = (run.config.get("seeds") or [0])[0]
     for name in run.runs:
-        method, variant = split_run_name(name)
+        spec = run.specs[name]
+        if spec.method == "none" or spec.sweep is not None or spec.seed != first_seed:
+            continue                    # one seed of each main run: the curves of more would hide each other
+        method, variant = spec.method, spec.variant
         rows = run.curves(name)
         if rows:
             by_method.setdefault(method, {})[name] = (variant, rows)
@@ -345,12 +538,19 @@ def curves_section(run: RunDirectory, page: Page) -> str:
     return body
 
 
+def figure_runs(run: RunDirectory) -> list[str]:
+    """The runs the pipeline draws per-run figures for: the first seed of each main (unswept) run."""
+    first_seed = (run.config.get("seeds") or [0])[0]
+    return [n for n in run.runs if run.specs[n].method != "none" and run.specs[n].sweep is None
+            and run.specs[n].seed == first_seed]
+
+
 def per_run_figures(run: RunDirectory, page: Page, kind: str, caption: str) -> str:
     if kind not in run.expected_evals and not any(run.eval_figure(n, kind) for n in run.runs):
         return page.lack(f"{kind} evaluation (not enabled in this pipeline's eval section)")
     body = '<div class="grid">'
     lacking = ""
-    for name in run.runs:
+    for name in figure_runs(run):
         png = run.eval_figure(name, kind)
         if png is None:
             lacking += page.lack(f"{kind} figure of {name} (eval/{name}/{kind}/*.png)")
@@ -376,8 +576,16 @@ def hardness_table(m: dict | None) -> str:
     if not rows:
         return ""
     harder = first_number(m, "results.synthetic_harder_than_nn")
-    premise = (f'<p class="note">Synthetic candidates are less similar to their anchor than its nearest neighbour '
-               f"for {100 * harder:.1f}% of anchors.</p>" if harder is not None else "")
+    synthetic, random = first_number(dists, "synthetic.mean"), first_number(dists, "random.mean")
+    premise = ""
+    if harder is not None:
+        premise = (f'<p class="note">Synthetic candidates are less similar to their anchor than its nearest neighbour '
+                   f"for {100 * harder:.1f}% of anchors")
+        if synthetic is not None and random is not None:
+            premise += (f"; their mean similarity {synthetic:.3f} against {random:.3f} for a random image: "
+                        + ("harder <i>and</i> closer than a random image, as a hard positive should be." if synthetic > random
+                           else "no closer than a random image, so harder only because they are not positives."))
+        premise += "</p>"
     return premise + ('<table class="small"><thead><tr><th>cosine similarity to</th><th>mean</th><th>q25</th><th>median</th>'
             f"<th>q75</th></tr></thead><tbody>{rows}</tbody></table>")
 
@@ -423,6 +631,7 @@ h1 { font-size: 1.6em; margin-bottom: 0.1em; } h2 { border-bottom: 1px solid #dd
 table { border-collapse: collapse; margin: 0.6em 0; } th, td { border: 1px solid #ddd; padding: 0.3em 0.6em; }
 th { background: #f4f4f4; font-weight: 600; } td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
 td.pos { color: #11772d; font-weight: 600; } td.neg { color: #b3261e; font-weight: 600; }
+.failed { color: #b3261e; } tr.floor { background: #f6f6f6; font-style: italic; }
 .paper { background: #f7f3e8; } .na { color: #aaa; } table.small { font-size: 0.92em; }
 .missing { color: #8a5a00; background: #fff6e0; border-left: 3px solid #e0a000; padding: 0.2em 0.6em; margin: 0.3em 0; }
 .note { color: #555; font-size: 0.92em; } figure { margin: 0.6em 0; } figcaption { color: #444; font-size: 0.92em; }
@@ -431,6 +640,7 @@ img { max-width: 100%; height: auto; border: 1px solid #eee; } img.pixels { imag
 .row { display: flex; flex-wrap: wrap; gap: 2em; align-items: flex-start; }
 nav a { margin-right: 1em; } pre { background: #f8f8f8; padding: 0.8em; overflow-x: auto; font-size: 0.85em; }
 #img-status { color: #888; font-size: 0.8em; }
+.scope { background: #eef4fb; border-left: 3px solid #4a7fc1; padding: 0.4em 0.7em; }
 """
 
 # Counts the figures that decoded (naturalWidth > 0) into #img-status once the page has loaded:
@@ -450,6 +660,9 @@ def render(run: RunDirectory) -> str:
     page = Page()
     page.section("results", "Results", results_section(run, page))
     page.section("positives", "Synthetic positives", positives_section(run, page))
+    sweep = sweep_section(run, page)
+    if sweep is not None:
+        page.section("sweep", f"Ablation: {(run.config.get('sweep') or {}).get('setting')}", sweep)
     page.section("curves", "Training curves", curves_section(run, page))
     transfer = transfer_section(run, page)
     if transfer is not None:
@@ -463,13 +676,17 @@ def render(run: RunDirectory) -> str:
 
     dataset = run.config.get("dataset") or {}
     title = f"CLSP run {run.path.resolve().name}"
+    seeds = run.config.get("seeds") or [0]
     facts = [f"dataset {dataset.get('name', '?')}" + (f" (subset of {dataset['subset']})" if dataset.get("subset") else ""),
+             f"{len(seeds)} seed{'s' if len(seeds) > 1 else ''} per run",
              f"methods {', '.join(run.config.get('methods') or [])}", f"variants {', '.join(run.config.get('variants') or [])}"]
     if run.paper:
         facts.append(f"paper preset {run.paper}")
     subtitle = " &middot; ".join(e(f) for f in facts)
     missing = ("<p class=\"missing\">This run lacks " + str(len(page.missing)) + " piece(s); each is marked below.</p>"
                if page.missing else "<p class=\"note\">Every expected piece is present.</p>")
+    if run.config.get("note"):
+        missing = f'<p class="scope"><b>What this run can show:</b> {e(run.config["note"])}</p>' + missing
     nav = "".join(f'<a href="#{a}">{t}</a>' for a, t in [("results", "results"), ("positives", "positives"),
                   ("curves", "curves"), ("hardness", "hardness"), ("tsne", "t-SNE"), ("timings", "timings"), ("provenance", "config")])
     generated = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")

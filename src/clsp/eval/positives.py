@@ -1,0 +1,315 @@
+"""How good are the positives? `clsp eval positives`: the store judged by a reference classifier.
+
+The method's promise is a candidate that keeps its anchor's content and changes its style. Judged by
+the reference classifier of `clsp.eval.reference` (trained on the real labelled images):
+
+  agreement     share of candidates whose predicted class is their anchor's label (chance 1/C); beside it
+                the same share for real test images (the judge's ceiling: its test accuracy) and for
+                plain samples (w = 1: the anchor has no say, so this is near chance)
+  frechet       Frechet distance between reference features of candidates and of real training images;
+                beside it real test vs real train (the floor) and plain samples vs real train
+  pixels        share of pixels at 0 and at 255, flat (constant) images, and for stores of RGB images of
+                grey data the mean spread between channels: each beside the real images' own
+  diversity     mean cosine distance between the K candidates of one anchor, beside the distance between
+                two SimCLR augmentations of the anchor
+  hardness      cosine similarity to the anchor of its candidates, of its nearest real neighbour and of a
+                random real image, in the reference feature space
+  w sweep       (with the diffusion model) agreement, hardness and diversity of fresh candidates at each w:
+                the trade-off the method lives on, as one figure
+
+Anchors are a fixed random subset of the training split; every number says how many images stand behind it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional
+
+import numpy as np
+import torch
+
+from clsp.config import check, check_positive, field
+from clsp.eval.reference import Reference, ReferenceConfig
+
+FIGURE = "positives.png"
+
+
+@dataclass
+class PositivesEvalConfig:
+    n: int = 1000                                  # anchors whose stored candidates are judged
+    real_n: int = 5000                             # real training images for the Frechet reference and the NN bank
+    sweep_w: List[float] = field(list)             # w values to sample afresh (needs the model); [] = no sweep
+    sweep_n: int = 100                             # anchors per w in the sweep
+    sweep_k: int = 2                               # candidates per anchor in the sweep
+    reference: ReferenceConfig = field(ReferenceConfig)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for key in ("n", "real_n", "sweep_n", "sweep_k"):
+            check_positive(getattr(self, key), f"positives.{key}")
+        check(all(0.0 <= w <= 1.0 for w in self.sweep_w), "positives.sweep_w", f"values must be in [0, 1], got {self.sweep_w}")
+
+
+# -- the measures, each a pure function of arrays ----------------------------------------------------
+
+def agreement(predicted: np.ndarray, labels: np.ndarray) -> float:
+    """Percent of predictions equal to their label."""
+    return float((np.asarray(predicted) == np.asarray(labels)).mean() * 100)
+
+
+def pixel_shares(images: np.ndarray) -> dict:
+    """Share (percent) of pixel values at 0 and at 255, of constant images, and the mean absolute spread between
+    channels (0 for grey images however they are stored)."""
+    images = np.asarray(images)
+    flat = images.reshape(len(images), -1)
+    spread = 0.0
+    if images.shape[-1] == 3:
+        c = images.astype(np.int16)
+        spread = float(np.mean(np.abs(c[..., 0] - c[..., 1]) + np.abs(c[..., 1] - c[..., 2]) + np.abs(c[..., 0] - c[..., 2])) / 3)
+    return {"at_0": float((images == 0).mean() * 100), "at_255": float((images == 255).mean() * 100),
+            "constant": float((flat.min(1) == flat.max(1)).mean() * 100), "channel_spread": spread, "n": int(len(images))}
+
+
+def frechet(a: np.ndarray, b: np.ndarray) -> float:
+    from clsp.eval.fid import feature_statistics, frechet_distance
+
+    return frechet_distance(*feature_statistics(a), *feature_statistics(b))
+
+
+def mean_pairwise_distance(features: np.ndarray) -> float:
+    """Mean cosine distance between the K (L2-normalised) features of each anchor: (n, K, d) -> scalar."""
+    f = np.asarray(features)
+    k = f.shape[1]
+    if k < 2:
+        return float("nan")
+    sims = np.einsum("nid,njd->nij", f, f)
+    off = sims[:, ~np.eye(k, dtype=bool)]
+    return float((1.0 - off).mean())
+
+
+def nearest_neighbour_similarity(anchor_feats: np.ndarray, bank: np.ndarray, exclude: np.ndarray) -> np.ndarray:
+    """Cosine similarity of each anchor to its nearest bank entry, the entry `exclude[i]` (itself) left out."""
+    sims = anchor_feats @ bank.T
+    rows = np.arange(len(sims))
+    valid = exclude >= 0
+    sims[rows[valid], exclude[valid]] = -np.inf
+    return sims.max(1)
+
+
+# -- the evaluation --------------------------------------------------------------------------------
+
+class _Judge:
+    """The reference classifier with the real images it compares against (train subset, test split)."""
+
+    def __init__(self, reference: Reference, train, test, cfg: PositivesEvalConfig) -> None:
+        self.reference, self.train = reference, train
+        rng = np.random.default_rng(cfg.seed)
+        self.real_idx = np.sort(rng.permutation(len(train))[: cfg.real_n])
+        real = train.images[self.real_idx]
+        self.real_pred, self.real_feats = reference.predict(real)
+        self.real_raw = reference.raw_features(real)
+        test_pred, _ = reference.predict(test.images)
+        self.test_agreement = agreement(test_pred, test.labels)
+        self.test_raw = reference.raw_features(test.images[: cfg.real_n])
+        self.real_pixels = pixel_shares(real)
+        self.channels = int(train.images.shape[-1])
+
+    def judge(self, anchor_idx: np.ndarray, candidates: np.ndarray, seed: int, with_nn: bool = True) -> dict:
+        """Every measure for candidates (n, K, H, W, C) of the anchors at `anchor_idx`."""
+        n, k = candidates.shape[:2]
+        labels = self.train.labels[anchor_idx]
+        flat = candidates.reshape(n * k, *candidates.shape[2:])
+        pred, feats = self.reference.predict(flat)
+        _, anchor_feats = self.reference.predict(self.train.images[anchor_idx])
+        feats = feats.reshape(n, k, -1)
+        out = {
+            "agreement": agreement(pred, np.repeat(labels, k)),
+            "agreement_per_class": _per_class(pred, np.repeat(labels, k), len(self.train.classes)),
+            "diversity": mean_pairwise_distance(feats),
+            "similarity": {"synthetic": float(np.einsum("nkd,nd->nk", feats, anchor_feats).mean())},
+            "pixels": pixel_shares(flat),
+            "n_anchors": int(n), "k": int(k),
+        }
+        if with_nn:
+            out["frechet"] = frechet(self.reference.raw_features(flat), self.real_raw)
+            position = {int(j): i for i, j in enumerate(self.real_idx)}       # anchors inside the bank are left out
+            exclude = np.array([position.get(int(a), -1) for a in anchor_idx])
+            out["similarity"]["nearest_real"] = float(nearest_neighbour_similarity(anchor_feats, self.real_feats, exclude).mean())
+            other = np.random.default_rng(seed).integers(0, len(self.real_idx), size=n)
+            out["similarity"]["random_real"] = float((anchor_feats * self.real_feats[other]).sum(1).mean())
+            views = [self.reference.predict(self._augment(anchor_idx, seed + i))[1] for i in range(2)]
+            out["similarity"]["augmented"] = float((anchor_feats * views[0]).sum(1).mean())
+            out["augmentation_distance"] = float(1.0 - (views[0] * views[1]).sum(1).mean())
+        return out
+
+    def _augment(self, anchor_idx: np.ndarray, seed: int) -> np.ndarray:
+        """A SimCLR view of each anchor, back as uint8 in the anchors' channels: the variation the encoder's
+        own recipe already gives, the yardstick of the candidates' diversity."""
+        from clsp.data.augment import make_augment
+
+        images = torch.from_numpy(np.ascontiguousarray(self.train.images[anchor_idx]))
+        augment = make_augment("simclr", images.shape[1], (0.5,) * 3, (0.5,) * 3)    # -> [-1, 1], 3 channels
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            x = augment(images)
+        x = x[:, : self.channels] if self.channels == 1 else x
+        return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
+
+
+def _per_class(pred: np.ndarray, labels: np.ndarray, classes: int) -> list:
+    return [float((pred[labels == c] == c).mean() * 100) if (labels == c).any() else None for c in range(classes)]
+
+
+def evaluate_positives(store, train, test, cfg: PositivesEvalConfig, model=None, sampler=None, reference=None,
+                       progress: bool = True) -> dict:
+    """All results of the evaluation (no files): `model` is (unet, scheduler_config) for the w sweep,
+    `sampler` the SamplerConfig the sweep varies w of (default: the store's own settings)."""
+    from clsp.eval.reference import reference_classifier
+
+    reference = reference or reference_classifier(train, test, cfg.reference)
+    judge = _Judge(reference, train, test, cfg)
+    rng = np.random.default_rng(cfg.seed)
+    anchor_idx = np.sort(rng.permutation(len(train))[: cfg.n])
+    stored = judge.judge(anchor_idx, np.asarray(store.candidates(anchor_idx)), cfg.seed)
+    results = {
+        "reference": {k: reference.record[k] for k in ("test_accuracy", "train_images", "test_images", "recipe")},
+        "chance": 100.0 / len(train.classes),
+        "ceiling": judge.test_agreement,
+        "store": {**stored, "w": store.manifest["generation"]["sampler"]["w"]},
+        "real": {"pixels": judge.real_pixels, "frechet_test_vs_train": frechet(judge.test_raw, judge.real_raw),
+                 "n": int(len(judge.real_idx))},
+        "sweep": [],
+    }
+    if cfg.sweep_w and model is not None:
+        results["sweep"] = _sweep(judge, anchor_idx[: cfg.sweep_n], model, sampler, cfg, progress)
+    return results
+
+
+def _sweep(judge: _Judge, anchor_idx: np.ndarray, model, sampler, cfg: PositivesEvalConfig, progress: bool) -> list:
+    from clsp.diffusion.sampler import generate_positives
+
+    unet, scheduler_config = model
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    anchors = torch.from_numpy(np.ascontiguousarray(judge.train.images[anchor_idx]))
+    rows = []
+    for w in sorted(set(float(w) for w in cfg.sweep_w)):
+        candidates = generate_positives(unet, scheduler_config, anchors, cfg.sweep_k, dataclasses.replace(sampler, w=w),
+                                        seed=cfg.seed, device=device).numpy()
+        judged = judge.judge(anchor_idx, candidates, cfg.seed, with_nn=(w == 1.0))
+        rows.append({"w": w, **judged})
+    return rows
+
+
+# -- outputs ---------------------------------------------------------------------------------------
+
+def positives_table(results: dict) -> str:
+    from clsp.eval.metrics import format_table
+
+    s, real = results["store"], results["real"]
+    rows = [
+        ["class agreement (%)", s["agreement"], results["ceiling"], results["chance"]],
+        ["Frechet distance (reference space)", s["frechet"], real["frechet_test_vs_train"], None],
+        ["pixels at 0 (%)", s["pixels"]["at_0"], real["pixels"]["at_0"], None],
+        ["pixels at 255 (%)", s["pixels"]["at_255"], real["pixels"]["at_255"], None],
+        ["flat images (%)", s["pixels"]["constant"], real["pixels"]["constant"], None],
+        ["diversity: cosine distance within K / 2 augmentations", s["diversity"], s["augmentation_distance"], None],
+        ["cosine to anchor: candidate / nearest real / random real", s["similarity"]["synthetic"],
+         s["similarity"]["nearest_real"], s["similarity"]["random_real"]],
+    ]
+    title = (f"positives (w = {s['w']}): {s['n_anchors']} anchors x K = {s['k']}, judged by a reference classifier "
+             f"with {results['reference']['test_accuracy']:.1f}% test accuracy")
+    table = format_table(["measure", "candidates", "real images", "chance / random"], rows, title)
+    if results["sweep"]:
+        sweep = [[r["w"], r["agreement"], r["similarity"]["synthetic"], r["diversity"], r["pixels"]["at_0"]]
+                 for r in results["sweep"]]
+        table += "\n\n" + format_table(["w", "agreement (%)", "cos to anchor", "diversity", "pixels at 0 (%)"], sweep,
+                                       f"w sweep: {results['sweep'][0]['n_anchors']} anchors x K = {results['sweep'][0]['k']} each")
+    return table
+
+
+def plot_sweep(results: dict, path: Path, title: str = "") -> Path | None:
+    """Agreement vs w (with chance and the judge's ceiling) beside hardness and diversity vs w."""
+    if not results["sweep"]:
+        return None
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from clsp.grids import save_figure
+
+    ws = [r["w"] for r in results["sweep"]]
+    fig = Figure(figsize=(9, 3.6), dpi=150)
+    FigureCanvasAgg(fig)
+    left, right = fig.subplots(1, 2)
+    left.plot(ws, [r["agreement"] for r in results["sweep"]], "o-", label="candidates")
+    left.axhline(results["ceiling"], color="green", ls="--", lw=1, label=f"real test images ({results['ceiling']:.1f})")
+    left.axhline(results["chance"], color="grey", ls=":", lw=1, label=f"chance ({results['chance']:.1f})")
+    left.set_xlabel("interpolation weight w (1 = plain sample)")
+    left.set_ylabel("class agreement with the anchor (%)")
+    left.set_ylim(0, 100)
+    left.legend(fontsize=7, frameon=False)
+    right.plot(ws, [r["similarity"]["synthetic"] for r in results["sweep"]], "o-", label="cosine to anchor (hardness)")
+    right.plot(ws, [r["diversity"] for r in results["sweep"]], "s-", label="distance within K (diversity)")
+    s = results["store"]["similarity"]
+    right.axhline(s["nearest_real"], color="C2", ls="--", lw=1, label=f"nearest real neighbour ({s['nearest_real']:.2f})")
+    right.axhline(s["random_real"], color="grey", ls=":", lw=1, label=f"random real image ({s['random_real']:.2f})")
+    right.set_xlabel("interpolation weight w")
+    right.set_ylabel("reference feature space")
+    right.legend(fontsize=7, frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def positives_eval(store_path, dataset_cfg, out_dir, cfg: PositivesEvalConfig | None = None, model_dir=None,
+                   progress: bool = True) -> dict:
+    """Judge the store made for `dataset_cfg`'s train split; writes metrics.json (+ positives.png with a sweep)."""
+    from clsp.config import to_dict
+    from clsp.data.config import load_split
+    from clsp.eval.metrics import dataset_record, finish_run, previous_result, require_labels, start_run, write_metrics
+    from clsp.io import hash_directory, hash_json
+    from clsp.positives.store import PositivesStore, identity
+
+    from clsp.diffusion.model import resolve_model_dir
+
+    cfg = cfg or PositivesEvalConfig()
+    out = Path(out_dir)
+    model_dir = resolve_model_dir(model_dir) if model_dir is not None else None
+    train = load_split(dataset_cfg, dataset_cfg.train_split)
+    test = load_split(dataset_cfg, dataset_cfg.test_split)
+    require_labels(train, test)
+    store = PositivesStore.open(store_path, train)
+    # The judge learns from the whole labelled split, not only the subset a small run trains on.
+    full = dataclasses.replace(dataset_cfg, subset=0)
+    judge_train, judge_test = (load_split(full, full.train_split), load_split(full, full.test_split)) \
+        if dataset_cfg.subset else (train, test)
+    sweep = bool(cfg.sweep_w) and model_dir is not None
+    config = {"kind": "positives", "dataset": to_dict(dataset_cfg), "positives": str(store_path), **to_dict(cfg),
+              "model": str(model_dir) if sweep else None}
+    inputs = {"train": train.fingerprint, "test": test.fingerprint, "judge": judge_train.fingerprint,
+              "positives": hash_json(identity(store.manifest)),
+              "model": hash_directory(model_dir) if sweep else "none"}
+    files = [FIGURE] if sweep else []
+    if (done := previous_result(out, config, inputs, positives_table, files=files)) is not None:
+        return done
+    start_run(out, config, inputs)
+    model, sampler = None, None
+    if sweep:
+        from clsp.diffusion.model import load_model
+        from clsp.diffusion.sampler import SamplerConfig
+
+        model = load_model(model_dir)
+        sampler = SamplerConfig(**store.manifest["generation"]["sampler"])
+    from clsp.eval.reference import reference_classifier
+
+    reference = reference_classifier(judge_train, judge_test, cfg.reference)
+    results = evaluate_positives(store, train, judge_test, cfg, model, sampler, reference=reference, progress=progress)
+    if sweep:
+        title = (f"{train.name}: fresh candidates at each w ({results['sweep'][0]['n_anchors']} anchors x "
+                 f"K = {cfg.sweep_k}, {sampler.sampler} {sampler.steps} steps)")
+        plot_sweep(results, out / FIGURE, title)
+        results["figure"] = FIGURE
+    metrics = write_metrics(out, "positives", None, dataset_record(train), results, positives=str(store_path))
+    return finish_run(out, config, inputs, metrics, positives_table(results), outputs=["metrics.json", *files])
