@@ -37,7 +37,8 @@ def register(subparsers) -> None:
     s.add_argument("--sampler", default="ddim", help="ddim | ddpm | dpmsolver++ | unipc")
     s.add_argument("--steps", type=int, default=100)
     s.add_argument("--eta", type=float, default=0.1)
-    s.add_argument("--timestep-spacing", default="leading")
+    s.add_argument("--timestep-spacing", default="trailing",
+                   help="trailing (the release: 999, 989, ..., 9 for 100 of 1000 steps) | leading | linspace")
     s.add_argument("--share-anchor", action="store_true", help="one anchor pass per anchor per step for its K candidates")
     s.add_argument("--batch-size", type=int, default=512, help="trajectories per UNet call")
     s.add_argument("--seed", type=int, default=0)
