@@ -9,7 +9,7 @@ import torch
 
 from clsp.diffusion.model import check_model_matches, load_model, save_model
 from clsp.diffusion.sampler import anchor_features
-from clsp.diffusion.unet import make_unet
+from clsp.diffusion.unet import PRESETS, make_unet
 from clsp.errors import UserError
 
 
@@ -17,17 +17,62 @@ def n_params(module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def test_ddpm_cifar10_preset_is_the_google_layout():
-    unet = make_unet("ddpm-cifar10", 32)
-    assert n_params(unet) == 35_746_307                                  # google/ddpm-cifar10-32: 35.7M
-    c = unet.config
-    assert list(c.block_out_channels) == [128, 256, 256, 256] and c.layers_per_block == 2
-    assert list(c.down_block_types) == ["DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"]
-    assert list(c.up_block_types) == ["UpBlock2D", "AttnUpBlock2D", "UpBlock2D", "UpBlock2D"]
-    assert (c.downsample_padding, c.flip_sin_to_cos, c.freq_shift, c.norm_eps, c.dropout) == (0, False, 1, 1e-6, 0.1)
+# google/ddpm-cifar10-32's unet config.json, as published (the public checkpoint the paper's UNet matches).
+GOOGLE_DDPM_CIFAR10_32 = json.loads("""{
+  "_class_name": "UNet2DModel",
+  "_diffusers_version": "0.0.4",
+  "act_fn": "silu",
+  "attention_head_dim": null,
+  "block_out_channels": [128, 256, 256, 256],
+  "center_input_sample": false,
+  "down_block_types": ["DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"],
+  "downsample_padding": 0,
+  "flip_sin_to_cos": false,
+  "freq_shift": 1,
+  "in_channels": 3,
+  "layers_per_block": 2,
+  "mid_block_scale_factor": 1,
+  "norm_eps": 1e-06,
+  "norm_num_groups": 32,
+  "out_channels": 3,
+  "sample_size": 32,
+  "time_embedding_type": "positional",
+  "up_block_types": ["UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"]
+}""")
+
+
+def plain(value):
+    return list(value) if isinstance(value, tuple) else value
+
+
+def test_ddpm_cifar10_preset_is_the_google_checkpoint():
+    """Same config keys and values as google/ddpm-cifar10-32, and the checkpoint's state dict loads strictly."""
+    from diffusers import UNet2DModel
+
+    ours = make_unet("ddpm-cifar10", 32)
+    public = {k: v for k, v in GOOGLE_DDPM_CIFAR10_32.items() if not k.startswith("_")}
+    assert {k: plain(ours.config[k]) for k in public} == public
+    assert ours.config.dropout == 0.1                                    # the training dropout (not in the file)
+    torch.manual_seed(0)
+    checkpoint = UNet2DModel(**public).state_dict()
+    assert ours.load_state_dict(checkpoint, strict=True)                 # raises on any missing / unexpected / misshapen key
+    assert n_params(ours) == 35_746_307                                  # 35.7M
     with torch.no_grad():                                                # the bottleneck at 32x32 is 256 x 4 x 4
-        h = anchor_features(unet.eval(), torch.zeros(1, 3, 32, 32), torch.tensor(500))
+        h = anchor_features(ours.eval(), torch.zeros(1, 3, 32, 32), torch.tensor(500))
     assert h.shape == (1, 256, 4, 4)
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_preset_has_attention_at_the_same_levels_of_both_paths(name):
+    """As in DDPM and the release: attention at level i of the down path and at level i of the up path,
+    which diffusers lists deepest first."""
+    p = PRESETS[name]
+    down = [t.startswith("Attn") for t in p.down_block_types]
+    up = [t.startswith("Attn") for t in p.up_block_types]
+    assert up == down[::-1] and len(down) == len(p.block_out_channels)
+    if name == "small":
+        assert (p.down_block_types, p.up_block_types) == (PRESETS["ddpm-cifar10"].down_block_types,
+                                                          PRESETS["ddpm-cifar10"].up_block_types)
 
 
 def test_smaller_presets_and_resolutions():

@@ -1,9 +1,11 @@
 """UNet2DModel presets: the DDPM CIFAR-10 layout (the paper's model) and two smaller ones.
 
-`ddpm-cifar10` is exactly the layout of the public google/ddpm-cifar10-32 checkpoint (35.7M
-parameters, attention at the 16x16 level and in the middle block, single-head attention), so a local
-copy of that checkpoint and a model trained here are interchangeable. `small` halves the channels
-(about 9M; Fashion-MNIST, short GPU runs); `tiny` (under 2M) is for CPU tests and the demo.
+`ddpm-cifar10` is exactly the layout of the public google/ddpm-cifar10-32 checkpoint and of the
+release's UNet (35.7M parameters, attention at the 16x16 level of both paths, i.e. the second down
+block and the third up block, and in the middle block, single-head attention), so a local copy of
+that checkpoint and a model trained here are interchangeable. `small` halves the channels (about 9M;
+Fashion-MNIST, short GPU runs); `tiny` (under 2M) is for CPU tests and the demo. diffusers lists up
+blocks from the deepest level up, so an attention level i of n sits at up index n - 1 - i.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ class Preset:
 
 
 _DDPM_DOWN = ("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D")
-_DDPM_UP = ("UpBlock2D", "AttnUpBlock2D", "UpBlock2D", "UpBlock2D")
+_DDPM_UP = ("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D")
 
 PRESETS: dict[str, Preset] = {
     "ddpm-cifar10": Preset((128, 256, 256, 256), _DDPM_DOWN, _DDPM_UP, 2, 32, 0.1),
