@@ -247,7 +247,7 @@ class Pipeline:
             validate(pre, world_size(pre.trainer))  # queue sizes vs the global batch, before any work
         if cfg.model_dir and not self.model_dir.is_dir():
             raise UserError(f"model_dir {cfg.model_dir} is not a directory; give a local diffusers model "
-                            "(unet/ + scheduler/), or leave model_dir unset to train one")
+                            "(unet/ + scheduler/, or a flat one), or leave model_dir unset to train one")
 
     # fingerprints of inputs -------------------------------------------------------------------------
     def dataset_fingerprint(self) -> str:

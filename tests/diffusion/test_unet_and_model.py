@@ -112,11 +112,67 @@ def test_a_directory_written_by_diffusers_itself_loads(tmp_path, tiny_unet, safe
         assert torch.equal(unet(x, t).sample, tiny_unet(x, t).sample)
 
 
+def write_flat_folder(path, unet):
+    """A folder as google/ddpm-cifar10-32 is published: diffusers' own save_pretrained of the UNet and of
+    the DDPMScheduler, side by side at the top (no unet/ or scheduler/ subfolder, no model_index.json)."""
+    from diffusers import DDPMScheduler
+
+    unet.save_pretrained(path, safe_serialization=True)
+    DDPMScheduler(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule="linear",
+                  variance_type="fixed_large", clip_sample=True).save_pretrained(path)
+    return path
+
+
+def test_a_flat_folder_as_published_works_for_sample_and_synthesize(tmp_path, tiny_unet, schedule, capsys):
+    import numpy as np
+    from diffusers import DDPMScheduler, UNet2DModel
+
+    from clsp.cli import main
+    from clsp.diffusion.sampler import SamplerConfig, sample
+    from clsp.positives import PositivesStore
+
+    flat = write_flat_folder(tmp_path / "ddpm-flat", tiny_unet)
+    assert sorted(p.name for p in flat.iterdir()) == ["config.json", "diffusion_pytorch_model.safetensors",
+                                                      "scheduler_config.json"]
+    UNet2DModel.from_pretrained(flat), DDPMScheduler.from_pretrained(flat)   # diffusers' own loaders take it
+    unet, scheduler_config = load_model(flat)
+    assert scheduler_config["num_train_timesteps"] == 1000 and scheduler_config["variance_type"] == "fixed_large"
+    x, t = torch.randn(2, 3, 8, 8), torch.tensor([3, 700])
+    with torch.no_grad():
+        assert torch.equal(unet(x, t).sample, tiny_unet(x, t).sample)
+
+    # `clsp diffusion sample --model FLAT` gives the samples of the UNet it holds
+    assert main(["diffusion", "sample", "--model", str(flat), "--out", str(tmp_path / "s"), "--n", "3", "--steps", "2",
+                 "--device", "cpu"]) == 0
+    expected = sample(tiny_unet, schedule, 3, SamplerConfig(steps=2), seed=0)
+    assert np.array_equal(np.load(tmp_path / "s.npy")[:, 0], expected.numpy())
+    # `clsp synthesize --model FLAT` makes a store (clsp fid and the pipeline's model_dir= load through the same load_model)
+    assert main(["synthesize", "--model", str(flat), "--dataset", "digits", "--subset", "4", "--k", "2", "--steps", "2",
+                 "--chunk-size", "4", "--out", str(tmp_path / "store"), "--accelerator", "cpu"]) == 0
+    assert PositivesStore.open(tmp_path / "store").candidates(torch.arange(4)).shape == (4, 2, 8, 8, 3)
+    # what it cannot use is one line: a model of another size than the data
+    capsys.readouterr()
+    assert main(["diffusion", "sample", "--model", str(flat), "--out", str(tmp_path / "x"), "--anchors", "digits",
+                 "--size", "16", "--steps", "2"]) == 2
+    assert "makes 8x8 images but the data is 16x16" in capsys.readouterr().err
+
+
+def test_a_class_conditional_unet_is_refused_with_one_message(tmp_path):
+    from diffusers import UNet2DModel
+
+    conditional = UNet2DModel(sample_size=8, block_out_channels=(32, 64), down_block_types=("DownBlock2D", "DownBlock2D"),
+                              up_block_types=("UpBlock2D", "UpBlock2D"), norm_num_groups=16, layers_per_block=1,
+                              num_class_embeds=10)
+    write_flat_folder(tmp_path / "cond", conditional)
+    with pytest.raises(UserError, match="class-conditional UNet.*num_class_embeds=10.*unconditional"):
+        load_model(tmp_path / "cond")
+
+
 def test_bad_directories_are_user_errors_naming_the_path(tmp_path, saved_tiny_model):
     with pytest.raises(UserError, match=str(tmp_path / "missing")):
         load_model(tmp_path / "missing")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(UserError, match="no unet/config.json"):
+    with pytest.raises(UserError, match="neither unet/config.json nor config.json"):
         load_model(tmp_path / "empty")
     (saved_tiny_model / "scheduler" / "scheduler_config.json").unlink()
     with pytest.raises(UserError, match="scheduler"):

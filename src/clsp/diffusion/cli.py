@@ -25,7 +25,8 @@ def register(subparsers) -> None:
                            description="Writes OUT.png (a grid: anchors beside their candidates) and OUT.npy "
                                        "(uint8 N x K x H x W x C; K = 1 for plain samples; with --sweep-w, one more "
                                        "leading axis for w).")
-    s.add_argument("--model", required=True, help="a diffusers model directory (unet/ + scheduler/)")
+    s.add_argument("--model", required=True, help="a diffusers model directory (unet/ + scheduler/, or flat as "
+                   "google/ddpm-cifar10-32: config.json, weights, scheduler_config.json)")
     s.add_argument("--out", required=True, help="output path stem: OUT.png and OUT.npy are written")
     s.add_argument("--n", type=int, default=16, help="samples, or anchors (the first N of the split) with --anchors")
     s.add_argument("--anchors", metavar="DATASET", help="interpolate towards these images (a dataset name or folder:PATH)")
