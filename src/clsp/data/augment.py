@@ -17,7 +17,10 @@ from typing import Sequence
 import torch
 from torch import nn
 
-RECIPES = ("simclr", "moco", "flip", "eval")
+RECIPES = ("simclr", "moco", "asymmetric", "flip", "eval")
+# Recipes whose two views differ: (first view's recipe, second view's recipe); a third view takes the first's.
+# solo-learn's asymmetric.yaml (its NNCLR and All4One recipes): solarisation on the second view only.
+VIEW_RECIPES = {"asymmetric": ("asymmetric", "moco")}
 BLUR_MIN_SIZE = 96  # blur hurts at 32x32 (SimCLR appendix B.9); the paper blurs only at >= 96 px
 
 
@@ -45,14 +48,15 @@ def _kornia_ops(recipe: str, size: int) -> list[nn.Module]:
             K.RandomHorizontalFlip(),
             *blur,
         ]
-    if recipe == "moco":
+    if recipe in ("moco", "asymmetric"):   # asymmetric: its first view, MoCo's recipe without solarisation
+        solarize = [K.RandomSolarize(thresholds=0.0, additions=0.0, p=0.2)] if recipe == "moco" else []
         return [
             _random_resized_crop(size),
             K.ColorJitter(0.4, 0.4, 0.2, 0.1, p=0.8),
             K.RandomGrayscale(p=0.2),
             *blur,
             # thresholds=0 means a threshold of exactly 0.5 (kornia samples it from 0.5 +- 0), no brightness shift
-            K.RandomSolarize(thresholds=0.0, additions=0.0, p=0.2),
+            *solarize,
             K.RandomHorizontalFlip(),
         ]
     if recipe == "flip":
@@ -94,3 +98,12 @@ class Augment(nn.Module):
 
 def make_augment(recipe: str, size: int, mean: Sequence[float], std: Sequence[float]) -> Augment:
     return Augment(recipe, size, mean, std)
+
+
+def make_view_augments(recipe: str, size: int, mean: Sequence[float], std: Sequence[float]) -> tuple[Augment, Augment]:
+    """The augmentations of a pair's first and second view: one module twice, unless the recipe is asymmetric."""
+    if recipe not in VIEW_RECIPES:
+        augment = make_augment(recipe, size, mean, std)
+        return augment, augment
+    first, second = VIEW_RECIPES[recipe]
+    return make_augment(first, size, mean, std), make_augment(second, size, mean, std)

@@ -35,7 +35,7 @@ class BackboneConfig:
 class ProjectorConfig:
     hidden_dim: int = 4096
     out_dim: int = 256
-    layers: int = 2                   # the paper: Linear-ReLU-Linear; All4One: 3 with batch norm
+    layers: int = 2                   # the paper: Linear-ReLU-Linear; NNCLR, All4One (solo-learn): 3 with batch norm
     batchnorm: bool = False
 
     def __post_init__(self) -> None:
@@ -114,13 +114,15 @@ class PretrainConfig:
     lr: float = 0.5
     momentum: float = 0.9
     weight_decay: float = 1e-4
-    lars_eta: float = 0.02
+    lars_eta: float = 0.02            # LARS as solo-learn's recipes: trust coefficient 0.02, ...
+    lars_clip_lr: bool = True         # ... the adapted rate clipped at lr, biases and norms not adapted
     batch_size: int = 1024            # per device
     epochs: int = 1000
     warmup_epochs: int = 10
     warmup_start_lr: float = 1e-3
     temperature: float = 0.2
-    augment: str = "simclr"           # augmentation recipe (clsp.data.augment): simclr | moco | flip (tests, tiny images)
+    augment: str = "simclr"           # augmentation recipe (clsp.data.augment): simclr | moco | asymmetric
+                                      # (solo-learn's: solarisation on the second view only) | flip (tests)
     moco: MocoConfig = field(MocoConfig)
     nnclr: NNCLRConfig = field(NNCLRConfig)
     all4one: All4OneConfig = field(All4OneConfig)
@@ -135,7 +137,7 @@ class PretrainConfig:
     def __post_init__(self) -> None:
         check_choice(self.method, "method", METHOD_NAMES)
         check_choice(self.optimizer, "optimizer", ["sgd", "lars"])
-        check_choice(self.augment, "augment", ["simclr", "moco", "flip"])
+        check_choice(self.augment, "augment", ["simclr", "moco", "asymmetric", "flip"])
         for key in ("lr", "batch_size", "epochs", "temperature", "warmup_start_lr"):
             check_positive(getattr(self, key), key)
         check_nonnegative(self.weight_decay, "weight_decay")
@@ -184,7 +186,7 @@ def pretrain(cfg: PretrainConfig, callbacks: list | None = None) -> Path:
     import torch
 
     from clsp import rundir, training
-    from clsp.data.augment import make_augment
+    from clsp.data.augment import make_view_augments
     from clsp.data.config import load_split
     from clsp.data.registry import ImageSet
     from clsp.methods import method_class
@@ -222,8 +224,8 @@ def pretrain(cfg: PretrainConfig, callbacks: list | None = None) -> Path:
     else:
         data = StreamingBatches(train, cfg.batch_size, cfg.seed, cfg.workers)
     size = train.image_size
-    views = ViewMaker(make_augment(cfg.augment, size, train.mean, train.std), cfg.third_view, store, cfg.seed,
-                      positives_on_device=resident)
+    first, second = make_view_augments(cfg.augment, size, train.mean, train.std)
+    views = ViewMaker(first, cfg.third_view, store, cfg.seed, positives_on_device=resident, second_augment=second)
     monitor, num_classes = None, 0
     if test is not None:
         num_classes = len(train.classes)
