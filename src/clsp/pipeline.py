@@ -62,7 +62,7 @@ class EvalConfig:
     """Stage 4: which evaluations run on each encoder, and their settings."""
 
     train_split: Optional[str] = None             # the labelled split probes train on (None: dataset.train_split;
-                                                  # STL-10 pretrains on train+unlabeled and probes on train)
+                                                  # STL-10 pretrains on unlabeled and probes on train)
     knn: bool = True
     knn_temperature: float = 0.07
     linear: bool = True

@@ -162,3 +162,15 @@ def test_cpu_and_gpu_paths_are_the_same_recipe(recipe):
             torch.testing.assert_close(op_gpu._params[key].cpu(), value.cpu(), msg=f"{type(op_cpu).__name__}.{key}")
     diff = (unnormalise(on_gpu.cpu()) - unnormalise(on_cpu)).abs()
     assert float(diff.mean()) < 1e-3 and float(diff.max()) < 0.05
+
+
+def test_crops_come_from_the_input_at_its_own_size():
+    """STL-10 as the release: 64 px views cropped from the 96 px images, not from images resized to 64."""
+    augment = make_augment("simclr", 64, MEAN, STD)
+    torch.manual_seed(0)
+    out = augment(batch(256, 96))
+    assert out.shape == (256, 3, 64, 64)
+    corners = ops_of(augment)[K.RandomResizedCrop]._params["src"]   # crop boxes in the input's pixels
+    assert float(corners.min()) >= 0 and 80 < float(corners.max()) <= 95
+    resized = make_augment("flip", 64, MEAN, STD)(batch(2, 96))     # a recipe without a crop resizes
+    assert resized.shape == (2, 3, 64, 64)

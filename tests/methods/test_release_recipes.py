@@ -177,3 +177,30 @@ def test_asymmetric_views_solarise_the_second_view_only(tmp_path, digits_store):
     v1, v2, v3 = views(white, torch.arange(400), 0, 0)
     dark = [float((v.amax(dim=(1, 2, 3)) < 0.5).float().mean()) for v in (v1, v2, v3)]
     assert dark[0] == 0.0 and dark[2] == 0.0 and 0.12 < dark[1] < 0.28         # p = 0.2 on the second view only
+
+
+# -- views cropped from larger images (STL-10: 64 px views from the 96 px originals) -------------------
+
+class InputSpy(L.Callback):
+    def __init__(self) -> None:
+        self.source_shape, self.view_shapes = None, set()
+
+    def on_train_start(self, trainer, module) -> None:
+        self.source_shape = tuple(module.data.images.shape[1:])
+        module.backbone.register_forward_pre_hook(lambda m, args: self.view_shapes.add(tuple(args[0].shape[1:])) if m.training else None)
+
+
+def test_views_are_cropped_from_the_images_at_crop_source_size(tmp_path, digits_store):
+    """Digits at 8 px with views cropped from the 16 px images; the store (8 px), the encoder and its
+    recorded image size stay at the dataset's 8 px."""
+    import json
+
+    from clsp.models.encoder import read_meta
+
+    spy = InputSpy()
+    cfg = tiny_config(tmp_path / "run", "method=simclr", "dataset.subset=16", "batch_size=8", "crop_source_size=16",
+                      "knn.every_n_epochs=1", "clsp.weight=1.0", f"clsp.positives={digits_store(16)}")
+    out = pretrain(cfg, callbacks=[spy])
+    assert spy.source_shape == (16, 16, 3) and spy.view_shapes == {(3, 8, 8)}
+    assert read_meta(out)["image_size"] == 8
+    assert set(json.loads((out / "inputs.json").read_text())) == {"dataset", "crop_source", "positives"}

@@ -2,7 +2,8 @@
 
 Every sample in a batch draws its own crop, jitter, flip... parameters. Input: uint8 (B, H, W, 3)
 or (B, 3, H, W) on CPU or GPU; output: float32 (B, 3, size, size) channels_last, normalised with the
-dataset's mean/std.
+dataset's mean/std. A recipe that starts with a random resized crop takes its crop from the input at
+its own size (STL-10 in the release: 64 px views cropped from the 96 px images); the others resize.
 
 The random parameters are drawn from torch's global *CPU* generator whatever the images' device
 (kornia's default, kept after `.to(device)`). A few numbers per sample cross to
@@ -75,6 +76,9 @@ class Augment(nn.Module):
         # Deliberately not registered as a submodule: `.to(device)` moves the buffers below but leaves
         # kornia's samplers on their default, the CPU generator (see the module docstring).
         object.__setattr__(self, "ops", nn.Sequential(*_kornia_ops(recipe, size)))
+        import kornia.augmentation as K
+
+        self.crops = len(self.ops) > 0 and isinstance(self.ops[0], K.RandomResizedCrop)  # samples any side to `size`
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
 
@@ -84,7 +88,7 @@ class Augment(nn.Module):
             raise TypeError(f"Augment expects a uint8 batch (B, H, W, 3) or (B, 3, H, W), got {images.dtype} {tuple(images.shape)}")
         x = images.permute(0, 3, 1, 2) if images.shape[-1] == 3 and images.shape[1] != 3 else images
         x = x.float().div_(255.0)
-        if x.shape[-1] != self.size or x.shape[-2] != self.size:
+        if not self.crops and (x.shape[-1] != self.size or x.shape[-2] != self.size):
             x = nn.functional.interpolate(x, size=(self.size, self.size), mode="bilinear", antialias=True, align_corners=False)
         if len(self.ops):
             x = self.ops(x)

@@ -4,8 +4,10 @@
 release's UNet (35.7M parameters, attention at the 16x16 level of both paths, i.e. the second down
 block and the third up block, and in the middle block, single-head attention), so a local copy of
 that checkpoint and a model trained here are interchangeable. `small` halves the channels (about 9M;
-Fashion-MNIST, short GPU runs); `tiny` (under 2M) is for CPU tests and the demo. diffusers lists up
-blocks from the deepest level up, so an attention level i of n sits at up index n - 1 - i.
+Fashion-MNIST, short GPU runs); `tiny` (under 2M) is for CPU tests and the demo. `ddpm-stl10` is the
+release's 64 px STL-10 layout (PAPER.md): base channels 192, multipliers [1, 2, 3, 4], attention at
+levels 1 and 2 (32x32 and 16x16 at 64 px), 2 residual blocks, dropout 0.15. diffusers lists up blocks
+from the deepest level up, so an attention level i of n sits at up index n - 1 - i.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ _DDPM_UP = ("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D")
 PRESETS: dict[str, Preset] = {
     "ddpm-cifar10": Preset((128, 256, 256, 256), _DDPM_DOWN, _DDPM_UP, 2, 32, 0.1),
     "small": Preset((64, 128, 128, 128), _DDPM_DOWN, _DDPM_UP, 2, 32, 0.1),
+    "ddpm-stl10": Preset((192, 384, 576, 768), ("DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D", "DownBlock2D"),
+                         ("UpBlock2D", "AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D"), 2, 32, 0.15),
     "tiny": Preset((32, 64, 64), ("DownBlock2D", "AttnDownBlock2D", "DownBlock2D"),
                    ("UpBlock2D", "AttnUpBlock2D", "UpBlock2D"), 1, 16, 0.0),
 }

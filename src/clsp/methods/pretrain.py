@@ -9,6 +9,7 @@ what evaluation needs to use it), metrics.json, logs/metrics.csv, tb/, checkpoin
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -123,6 +124,9 @@ class PretrainConfig:
     temperature: float = 0.2
     augment: str = "simclr"           # augmentation recipe (clsp.data.augment): simclr | moco | asymmetric
                                       # (solo-learn's: solarisation on the second view only) | flip (tests)
+    crop_source_size: Optional[int] = None  # crop the real views (to dataset.size) from the images loaded at
+                                      # this side; STL-10 as the release: 96 (views of 64 px from the 96 px
+                                      # originals). None: dataset.size. The store, probes and encoder stay at dataset.size
     moco: MocoConfig = field(MocoConfig)
     nnclr: NNCLRConfig = field(NNCLRConfig)
     all4one: All4OneConfig = field(All4OneConfig)
@@ -143,6 +147,8 @@ class PretrainConfig:
         check_nonnegative(self.weight_decay, "weight_decay")
         check(0 <= self.warmup_epochs < self.epochs, "warmup_epochs", f"must be in [0, epochs), got {self.warmup_epochs}")
         check(self.warmup_start_lr <= self.lr, "warmup_start_lr", f"must be <= lr ({self.lr}), got {self.warmup_start_lr}")
+        check(self.crop_source_size is None or self.crop_source_size >= 8, "crop_source_size",
+              f"must be >= 8 (or null), got {self.crop_source_size}")
         check_nonnegative(self.probe.every, "probe.every")
         check_nonnegative(self.knn.every_n_epochs, "knn.every_n_epochs")
 
@@ -168,10 +174,12 @@ def validate(cfg: PretrainConfig, world: int) -> None:
                         "or clsp.third_view=augment for the +aug control, or clsp.weight=0 for the plain method")
 
 
-def run_inputs(train, store) -> dict[str, str]:
+def run_inputs(train, store, crop_source=None) -> dict[str, str]:
     from clsp.io import hash_json
 
     inputs = {"dataset": train.fingerprint}
+    if crop_source is not None and crop_source is not train:
+        inputs["crop_source"] = crop_source.fingerprint
     if store is not None:
         from clsp.positives.store import identity
 
@@ -206,7 +214,9 @@ def pretrain(cfg: PretrainConfig, callbacks: list | None = None) -> Path:
         from clsp.positives.store import PositivesStore
 
         store = PositivesStore.open(cfg.clsp.positives, train)
-    inputs = run_inputs(train, store)
+    source = train if cfg.crop_source_size in (None, train.image_size) else \
+        load_split(dataclasses.replace(cfg.dataset, size=cfg.crop_source_size), cfg.dataset.train_split)
+    inputs = run_inputs(train, store, source)
     if rundir.is_complete(out, cfg, inputs):
         log.info(f"pretrain: {out} already holds this run (done.json matches); skipping")
         return out
@@ -217,13 +227,13 @@ def pretrain(cfg: PretrainConfig, callbacks: list | None = None) -> Path:
     rundir.start(out, cfg, inputs)
 
     torch.manual_seed(cfg.seed)  # initial weights and queues
-    resident = isinstance(train, ImageSet)
+    resident = isinstance(source, ImageSet)
     if resident:
-        images, labels = train.tensors("cpu")
+        images, labels = source.tensors("cpu")
         data = ResidentBatches(images, labels, cfg.batch_size, cfg.seed)
     else:
-        data = StreamingBatches(train, cfg.batch_size, cfg.seed, cfg.workers)
-    size = train.image_size
+        data = StreamingBatches(source, cfg.batch_size, cfg.seed, cfg.workers)
+    size = train.image_size                # the views' side, whatever side they are cropped from
     first, second = make_view_augments(cfg.augment, size, train.mean, train.std)
     views = ViewMaker(first, cfg.third_view, store, cfg.seed, positives_on_device=resident, second_augment=second)
     monitor, num_classes = None, 0
