@@ -67,7 +67,7 @@ class EvalConfig:
     """Stage 4: which evaluations run on each encoder, and their settings."""
 
     train_split: Optional[str] = None             # the labelled split probes train on (None: dataset.train_split;
-                                                  # STL-10 pretrains on train+unlabeled and probes on train)
+                                                  # STL-10 pretrains on unlabeled and probes on train)
     knn: bool = True
     knn_temperature: float = 0.07
     linear: bool = True
@@ -328,7 +328,7 @@ class Pipeline:
                 validate(pre, world_size(pre.trainer))  # queue sizes vs the global batch, before any work
         if cfg.model_dir and not self.model_dir.is_dir():
             raise UserError(f"model_dir {cfg.model_dir} is not a directory; give a local diffusers model "
-                            "(unet/ + scheduler/), or leave model_dir unset to train one")
+                            "(unet/ + scheduler/, or a flat one), or leave model_dir unset to train one")
 
     # fingerprints of inputs -------------------------------------------------------------------------
     def dataset_fingerprint(self) -> str:

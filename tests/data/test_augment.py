@@ -177,3 +177,15 @@ def test_grey_batch_is_augmented_as_its_rgb_copy(recipe):
     assert from_grey.shape == (8, 3, 32, 32)
     torch.testing.assert_close(from_grey, from_rgb)
     torch.testing.assert_close(from_grey[:, 0], from_grey[:, 2])
+
+
+def test_crops_come_from_the_input_at_its_own_size():
+    """STL-10 as the release: 64 px views cropped from the 96 px images, not from images resized to 64."""
+    augment = make_augment("simclr", 64, MEAN, STD)
+    torch.manual_seed(0)
+    out = augment(batch(256, 96))
+    assert out.shape == (256, 3, 64, 64)
+    corners = ops_of(augment)[K.RandomResizedCrop]._params["src"]   # crop boxes in the input's pixels
+    assert float(corners.min()) >= 0 and 80 < float(corners.max()) <= 95
+    resized = make_augment("flip", 64, MEAN, STD)(batch(2, 96))     # a recipe without a crop resizes
+    assert resized.shape == (2, 3, 64, 64)

@@ -165,3 +165,18 @@ def test_unknown_dataset_and_required_labels(tmp_path):
     with pytest.raises(UserError, match="stl10 split 'unlabeled'.*has no labels"):
         load_dataset("stl10", "unlabeled", root=tmp_path, size=32, require_labels=True)
     assert load_dataset("stl10", "train", root=tmp_path, size=32, require_labels=True).labels is not None
+
+
+# The release's normalisation constants (PAPER.md, "Training settings"), mean then std.
+RELEASE_NORMALISATION = {
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
+    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+    "stl10": ((0.4914, 0.4823, 0.4466), (0.2471, 0.2435, 0.2616)),
+}
+
+
+@pytest.mark.parametrize("name, writer", [("cifar10", write_cifar10), ("cifar100", write_cifar100), ("stl10", write_stl10)])
+def test_loaders_normalise_with_the_releases_constants(tmp_path, name, writer):
+    writer(tmp_path)
+    ds = load_dataset(name, "test", root=tmp_path)
+    assert (tuple(ds.mean), tuple(ds.std)) == RELEASE_NORMALISATION[name]

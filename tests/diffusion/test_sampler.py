@@ -150,13 +150,34 @@ def test_anchor_is_noised_at_the_current_timestep_with_fresh_noise(tiny_unet, sc
     assert anchor_noise_seed(5) != 5
 
 
-def test_ddim_defaults_follow_the_paper(schedule):
-    scheduler = make_scheduler(schedule, "ddim", 100)
-    assert scheduler.timesteps.tolist() == list(range(990, -1, -10))   # uniform "leading" stride
-    assert scheduler.config.clip_sample is False                          # no per-step x0 clipping
-    assert float(scheduler.final_alpha_cumprod) == 1.0                    # the last step lands on x_0
+def test_ddim_defaults_follow_the_release(schedule):
+    """The release samples at linspace(-1, T-1, steps+1) truncated to int: 999, 989, ..., 9, then x0."""
     cfg = SamplerConfig()
     assert (cfg.sampler, cfg.steps, cfg.eta, cfg.w, cfg.clip_final, cfg.share_anchor) == ("ddim", 100, 0.1, 0.1, True, False)
+    scheduler = make_scheduler(schedule, cfg.sampler, cfg.steps, cfg.timestep_spacing, cfg.clip_x0)
+    release = np.linspace(-1, 999, 101).astype(int)[::-1].tolist()       # 999, 989, ..., 9, -1
+    assert scheduler.timesteps.tolist() == list(range(999, 0, -10)) == release[:-1]
+    assert make_scheduler(schedule, "ddim", 100).timesteps.tolist() == release[:-1]   # the function's default too
+    assert scheduler.config.clip_sample is False                          # no per-step x0 clipping
+    # The last step (from t = 9) lands on x0: without noise its result is exactly the predicted x0,
+    # (x_9 - sqrt(1 - abar_9) eps) / sqrt(abar_9).
+    torch.manual_seed(0)
+    x, eps = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4)
+    out = scheduler.step(eps, scheduler.timesteps[-1], x, eta=0.0)
+    abar = scheduler.alphas_cumprod[9]
+    torch.testing.assert_close(out.prev_sample, (x - (1 - abar).sqrt() * eps) / abar.sqrt())
+    torch.testing.assert_close(out.prev_sample, out.pred_original_sample, rtol=0, atol=0)
+
+
+def test_the_sample_command_defaults_to_the_releases_timesteps():
+    import argparse
+
+    from clsp.diffusion.cli import register
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    args = parser.parse_args(["diffusion", "sample", "--model", "m", "--out", "o"])
+    assert args.timestep_spacing == SamplerConfig().timestep_spacing == "trailing"
 
 
 def test_bad_inputs_are_user_errors(tiny_unet, schedule, digit_anchors):

@@ -27,19 +27,49 @@ def test_key_momentum_rises_on_a_cosine():
     assert momentum_at(100, 100, 0.99, 0.999) == pytest.approx(0.999)
 
 
-def test_lars_step_by_hand():
-    w = torch.nn.Parameter(torch.tensor([3.0, 4.0]))          # |w| = 5
-    b = torch.nn.Parameter(torch.tensor([1.0]))
-    w.grad, b.grad = torch.tensor([0.6, 0.8]), torch.tensor([0.5])  # |g| = 1
-    opt = LARS([{"params": [w]}, {"params": [b], "weight_decay": 0.0, "lars_exclude": True}],
-               lr=0.1, momentum=0.9, weight_decay=0.01, eta=0.02)
+def test_lars_step_by_hand_with_clipping():
+    """solo-learn's LARS (clip_lr, eta 0.02, exclude_bias_n_norm) written out for four parameters."""
+    lr, wd, eta, momentum = 0.4, 1e-5, 0.02, 0.9
+    big = torch.nn.Parameter(torch.tensor([[3.0, 4.0]]))         # |w| = 5, |g| = 0.1: trust clipped to lr
+    small = torch.nn.Parameter(torch.tensor([[0.3, 0.4]]))       # |w| = 0.5, |g| = 2: trust below lr
+    bias = torch.nn.Parameter(torch.tensor([1.0, -1.0]))         # 1-d: plain SGD, no decay
+    still = torch.nn.Parameter(torch.tensor([[2.0, 0.0]]))       # |g| = 0: no scaling, no decay
+    big.grad, small.grad = torch.tensor([[0.06, 0.08]]), torch.tensor([[1.2, 1.6]])
+    bias.grad, still.grad = torch.tensor([0.5, 0.25]), torch.zeros(1, 2)
+    probe = torch.nn.Parameter(torch.tensor([[1.0, 1.0]]))
+    probe.grad = torch.tensor([[0.1, 0.1]])
+    opt = LARS([{"params": [big, small, bias, still]}, {"params": [probe], "lr": 0.1, "lars_exclude": True}],
+               lr=lr, momentum=momentum, weight_decay=wd, eta=eta)
+    w = {n: p.detach().clone() for n, p in [("big", big), ("small", small), ("bias", bias), ("still", still)]}
+    g = {n: p.grad.clone() for n, p in [("big", big), ("small", small), ("bias", bias), ("still", still)]}
     opt.step()
-    trust = 0.02 * 5 / (1 + 0.01 * 5)
-    expected = torch.tensor([3.0, 4.0]) - 0.1 * trust * (torch.tensor([0.6, 0.8]) + 0.01 * torch.tensor([3.0, 4.0]))
-    assert torch.allclose(w.detach(), expected)
-    assert b.item() == pytest.approx(1.0 - 0.1 * 0.5)                  # plain SGD for excluded groups
-    opt.step()                                                         # momentum accumulates
-    assert b.item() == pytest.approx(0.95 - 0.1 * (0.9 * 0.5 + 0.5))
+
+    def ratio(name):                                              # eta |w| / (|g| + wd |w| + eps), clipped at lr
+        wn, gn = w[name].norm().item(), g[name].norm().item()
+        return min(eta * wn / (gn + wd * wn + 1e-8) / lr, 1.0)
+
+    assert ratio("big") == 1.0 and ratio("small") < 0.02        # the clip bites for one, not the other
+    d = {n: ratio(n) * (g[n] + wd * w[n]) for n in ("big", "small")}
+    d["bias"], d["still"] = g["bias"], g["still"]
+    for name, p in [("big", big), ("small", small), ("bias", bias), ("still", still)]:
+        torch.testing.assert_close(p.detach(), w[name] - lr * d[name], rtol=1e-6, atol=1e-7, msg=name)
+    torch.testing.assert_close(probe.detach(), torch.tensor([[0.99, 0.99]]))   # excluded group: SGD at its own lr
+    # A second step with the same gradients: v = 0.9 v + d with d from the new weights.
+    w2 = {n: p.detach().clone() for n, p in [("big", big), ("small", small)]}
+    opt.step()
+    wn, gn = w2["small"].norm().item(), g["small"].norm().item()
+    d2 = min(eta * wn / (gn + wd * wn + 1e-8) / lr, 1.0) * (g["small"] + wd * w2["small"])
+    torch.testing.assert_close(small.detach(), w2["small"] - lr * (momentum * d["small"] + d2), rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(bias.detach(), w["bias"] - lr * g["bias"] - lr * (momentum + 1) * g["bias"])
+
+
+def test_lars_without_clipping_is_the_plain_trust_ratio():
+    w = torch.nn.Parameter(torch.tensor([[3.0, 4.0]]))                  # |w| = 5
+    w.grad = torch.tensor([[0.6, 0.8]])                                 # |g| = 1
+    LARS([w], lr=0.1, momentum=0.0, weight_decay=0.01, eta=0.02, clip_lr=False).step()
+    trust = 0.02 * 5 / (1 + 0.01 * 5 + 1e-8)
+    expected = torch.tensor([[3.0, 4.0]]) - 0.1 * trust * (torch.tensor([[0.6, 0.8]]) + 0.01 * torch.tensor([[3.0, 4.0]]))
+    torch.testing.assert_close(w.detach(), expected)
 
 
 def test_param_groups_probe_and_lars_exclusions(tmp_path):

@@ -218,7 +218,7 @@ def test_preview_command_finds_the_dataset_from_the_store_or_refuses_another(ref
 def test_presets_hold_the_paper_settings(preset):
     cfg = load_config(SynthesizeConfig, preset, ["model=m", "out=o"])
     s = cfg.sampler
-    assert (cfg.k, s.sampler, s.steps, s.eta, s.w, s.timestep_spacing, s.clip_x0) == (8, "ddim", 100, 0.1, 0.1, "leading", False)
+    assert (cfg.k, s.sampler, s.steps, s.eta, s.w, s.timestep_spacing, s.clip_x0) == (8, "ddim", 100, 0.1, 0.1, "trailing", False)
     assert cfg.dataset.name == preset.split("/")[1]
 
 

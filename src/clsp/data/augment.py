@@ -4,7 +4,9 @@ Every sample in a batch draws its own crop, jitter, flip... parameters. Input: u
 or (B, C, H, W) with C = 3, or 1 for grey data, on CPU or GPU; output: float32 (B, 3, size, size)
 channels_last, normalised with the dataset's mean/std. A grey channel is repeated three times first:
 the encoder is a standard RGB network, colour jitter leaves grey pixels grey, and grey data stays
-one channel everywhere before this point (its diffusion model, its positives store).
+one channel everywhere before this point (its diffusion model, its positives store). A recipe that
+starts with a random resized crop takes its crop from the input at its own size (STL-10 in the
+release: 64 px views cropped from the 96 px images); the others resize.
 
 The random parameters are drawn from torch's global *CPU* generator whatever the images' device
 (kornia's default, kept after `.to(device)`). A few numbers per sample cross to
@@ -19,7 +21,10 @@ from typing import Sequence
 import torch
 from torch import nn
 
-RECIPES = ("simclr", "moco", "flip", "eval")
+RECIPES = ("simclr", "moco", "asymmetric", "flip", "eval")
+# Recipes whose two views differ: (first view's recipe, second view's recipe); a third view takes the first's.
+# solo-learn's asymmetric.yaml (its NNCLR and All4One recipes): solarisation on the second view only.
+VIEW_RECIPES = {"asymmetric": ("asymmetric", "moco")}
 BLUR_MIN_SIZE = 96  # blur hurts at 32x32 (SimCLR appendix B.9); the paper blurs only at >= 96 px
 
 
@@ -47,14 +52,15 @@ def _kornia_ops(recipe: str, size: int) -> list[nn.Module]:
             K.RandomHorizontalFlip(),
             *blur,
         ]
-    if recipe == "moco":
+    if recipe in ("moco", "asymmetric"):   # asymmetric: its first view, MoCo's recipe without solarisation
+        solarize = [K.RandomSolarize(thresholds=0.0, additions=0.0, p=0.2)] if recipe == "moco" else []
         return [
             _random_resized_crop(size),
             K.ColorJitter(0.4, 0.4, 0.2, 0.1, p=0.8),
             K.RandomGrayscale(p=0.2),
             *blur,
             # thresholds=0 means a threshold of exactly 0.5 (kornia samples it from 0.5 +- 0), no brightness shift
-            K.RandomSolarize(thresholds=0.0, additions=0.0, p=0.2),
+            *solarize,
             K.RandomHorizontalFlip(),
         ]
     if recipe == "flip":
@@ -73,6 +79,9 @@ class Augment(nn.Module):
         # Deliberately not registered as a submodule: `.to(device)` moves the buffers below but leaves
         # kornia's samplers on their default, the CPU generator (see the module docstring).
         object.__setattr__(self, "ops", nn.Sequential(*_kornia_ops(recipe, size)))
+        import kornia.augmentation as K
+
+        self.crops = len(self.ops) > 0 and isinstance(self.ops[0], K.RandomResizedCrop)  # samples any side to `size`
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
 
@@ -85,7 +94,7 @@ class Augment(nn.Module):
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
         x = x.float().div_(255.0)
-        if x.shape[-1] != self.size or x.shape[-2] != self.size:
+        if not self.crops and (x.shape[-1] != self.size or x.shape[-2] != self.size):
             x = nn.functional.interpolate(x, size=(self.size, self.size), mode="bilinear", antialias=True, align_corners=False)
         if len(self.ops):
             x = self.ops(x)
@@ -99,3 +108,12 @@ class Augment(nn.Module):
 
 def make_augment(recipe: str, size: int, mean: Sequence[float], std: Sequence[float]) -> Augment:
     return Augment(recipe, size, mean, std)
+
+
+def make_view_augments(recipe: str, size: int, mean: Sequence[float], std: Sequence[float]) -> tuple[Augment, Augment]:
+    """The augmentations of a pair's first and second view: one module twice, unless the recipe is asymmetric."""
+    if recipe not in VIEW_RECIPES:
+        augment = make_augment(recipe, size, mean, std)
+        return augment, augment
+    first, second = VIEW_RECIPES[recipe]
+    return make_augment(first, size, mean, std), make_augment(second, size, mean, std)

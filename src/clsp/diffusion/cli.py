@@ -25,7 +25,8 @@ def register(subparsers) -> None:
                            description="Writes OUT.png (a grid: anchors beside their candidates) and OUT.npy "
                                        "(uint8 N x K x H x W x C; K = 1 for plain samples; with --sweep-w, one more "
                                        "leading axis for w).")
-    s.add_argument("--model", required=True, help="a diffusers model directory (unet/ + scheduler/)")
+    s.add_argument("--model", required=True, help="a diffusers model directory (unet/ + scheduler/, or flat as "
+                   "google/ddpm-cifar10-32: config.json, weights, scheduler_config.json)")
     s.add_argument("--out", required=True, help="output path stem: OUT.png and OUT.npy are written")
     s.add_argument("--n", type=int, default=16, help="samples, or anchors (the first N of the split) with --anchors")
     s.add_argument("--anchors", metavar="DATASET", help="interpolate towards these images (a dataset name or folder:PATH)")
@@ -37,7 +38,8 @@ def register(subparsers) -> None:
     s.add_argument("--sampler", default="ddim", help="ddim | ddpm | dpmsolver++ | unipc")
     s.add_argument("--steps", type=int, default=100)
     s.add_argument("--eta", type=float, default=0.1)
-    s.add_argument("--timestep-spacing", default="leading")
+    s.add_argument("--timestep-spacing", default="trailing",
+                   help="trailing (the release: 999, 989, ..., 9 for 100 of 1000 steps) | leading | linspace")
     s.add_argument("--share-anchor", action="store_true", help="one anchor pass per anchor per step for its K candidates")
     s.add_argument("--batch-size", type=int, default=512, help="trajectories per UNet call")
     s.add_argument("--seed", type=int, default=0)

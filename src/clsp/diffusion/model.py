@@ -4,8 +4,11 @@
     MODEL/unet/config.json + diffusion_pytorch_model.safetensors
     MODEL/scheduler/scheduler_config.json
 
-Any local directory of that shape with a UNet2DModel loads, e.g. a copy of google/ddpm-cifar10-32
-(whose weights are a .bin and whose scheduler is a DDPMScheduler).
+Any local directory that diffusers itself loads with `UNet2DModel.from_pretrained` +
+`DDPMScheduler.from_pretrained` loads here too: the pipeline layout above, or a flat folder with
+config.json, the weights (.safetensors or .bin) and scheduler_config.json at the top, which is how
+google/ddpm-cifar10-32 is published. What clsp cannot sample with (another model class, a
+class-conditional UNet, a config without a noise schedule) is a UserError naming the file.
 """
 
 from __future__ import annotations
@@ -43,23 +46,30 @@ SHIPPED_DIR = Path(__file__).resolve().parents[1] / "pretrained"
 
 
 def load_model(model_dir: str | os.PathLike):
-    """(UNet2DModel in eval mode, scheduler config dict) from a diffusers-layout directory."""
+    """(UNet2DModel in eval mode, scheduler config dict) from a diffusers directory (pipeline or flat layout)."""
     from diffusers import UNet2DModel
 
     root = resolve_model_dir(model_dir)
     if not root.is_dir():
         raise UserError(f"diffusion model directory {root} does not exist; train one with `clsp diffusion train` "
-                        "or point --model at a local diffusers directory (unet/ + scheduler/)")
-    unet_dir = root / "unet" if (root / "unet" / "config.json").is_file() else root
-    if not (unet_dir / "config.json").is_file():
-        raise UserError(f"{root} is not a diffusers model directory: no unet/config.json")
+                        "or point --model at a local diffusers directory (unet/ + scheduler/, or a flat copy of a "
+                        "public checkpoint such as google/ddpm-cifar10-32)")
+    unet_dir = _first_with(root, ["unet", "."], "config.json")
+    if unet_dir is None:
+        raise UserError(f"{root} is not a diffusers model directory: neither unet/config.json nor config.json")
     unet_config = _read_config(unet_dir / "config.json")
     if unet_config.get("_class_name", "UNet2DModel") != "UNet2DModel":
-        raise UserError(f"{unet_dir} holds a {unet_config['_class_name']}, not the unconditional UNet2DModel clsp samples with")
-    scheduler_file = root / "scheduler" / SCHEDULER_CONFIG
-    if not scheduler_file.is_file():
-        raise UserError(f"{root} has no scheduler/{SCHEDULER_CONFIG}; a diffusers model directory needs one "
-                        "(the noise schedule the UNet was trained with)")
+        raise UserError(f"{unet_dir / 'config.json'} describes a {unet_config['_class_name']}, not the unconditional "
+                        "UNet2DModel clsp samples with")
+    conditional = {k: unet_config[k] for k in ("class_embed_type", "num_class_embeds") if unet_config.get(k) is not None}
+    if conditional:
+        raise UserError(f"{unet_dir / 'config.json'} describes a class-conditional UNet "
+                        f"({', '.join(f'{k}={v}' for k, v in conditional.items())}); CLSP samples an unconditional model")
+    scheduler_dir = _first_with(root, ["scheduler", "."], SCHEDULER_CONFIG)
+    if scheduler_dir is None:
+        raise UserError(f"{root} has neither scheduler/{SCHEDULER_CONFIG} nor {SCHEDULER_CONFIG}; a diffusers model "
+                        "directory needs one (the noise schedule the UNet was trained with)")
+    scheduler_file = scheduler_dir / SCHEDULER_CONFIG
     scheduler_config = _read_config(scheduler_file)
     if "num_train_timesteps" not in scheduler_config:
         raise UserError(f"{scheduler_file} does not describe a noise schedule (no num_train_timesteps)")
@@ -68,6 +78,14 @@ def load_model(model_dir: str | os.PathLike):
     except (OSError, ValueError, RuntimeError, EnvironmentError) as e:
         raise UserError(f"cannot load the UNet from {unet_dir}: {str(e).splitlines()[0]}") from None
     return unet.float().eval(), scheduler_config              # weights stored in half precision compute in float32
+
+
+def _first_with(root: Path, subfolders: list[str], filename: str) -> Path | None:
+    """The first of root/<subfolder> holding `filename` (diffusers' pipeline layout first, then flat)."""
+    for sub in subfolders:
+        if (root / sub / filename).is_file():
+            return root / sub
+    return None
 
 
 def save_model(model_dir: str | os.PathLike, unet, scheduler_config: dict) -> Path:

@@ -40,7 +40,7 @@ class SamplerConfig:
     steps: int = 100                  # denoising steps (DDPM as trained: 1000)
     eta: float = 0.1                  # DDIM's noise scale (0 = deterministic DDIM, 1 = DDPM-like)
     w: float = 0.1                    # weight of the sample's own bottleneck: 1 = plain sampling
-    timestep_spacing: str = "leading"  # "linspace" makes diffusers' DDIM compute the previous step wrongly
+    timestep_spacing: str = "trailing"  # the release's 999, 989, ..., 9 then x0 ("linspace" breaks diffusers' DDIM)
     clip_x0: bool = False             # clip the predicted x0 at every step (the release does not)
     clip_final: bool = True           # clip the final sample to [-1, 1] (the release's setting; the uint8
                                       # quantisation saturates at 0 and 255 anyway, so no byte depends on it)

@@ -30,12 +30,16 @@ def training_scheduler(scheduler_config: dict | None = None):
     return DDPMScheduler.from_config(_public(scheduler_config or TRAINING_SCHEDULE))
 
 
-def make_scheduler(scheduler_config: dict, sampler: str, steps: int, timestep_spacing: str = "leading",
+def make_scheduler(scheduler_config: dict, sampler: str, steps: int, timestep_spacing: str = "trailing",
                    clip_x0: bool = False):
     """A sampler over `steps` timesteps of the model's schedule, with its timesteps set (on the host).
 
-    DDIM keeps diffusers' DDIM defaults for what a DDPM config does not say (set_alpha_to_one=True,
-    steps_offset=0): the last step lands on x_0 with alpha 1, as in the paper's sampler. The multistep
+    The default spacing is the release's: `linspace(-1, T-1, steps+1)` truncated to int, i.e. for
+    T = 1000 and 100 steps 999, 989, ..., 9, which is diffusers' "trailing" ("leading" would give
+    990, ..., 0). DDIM keeps diffusers' DDIM defaults for what a DDPM config does not say
+    (set_alpha_to_one=True, steps_offset=0), so the step from t = 9 lands on x_0 with alpha 1, as in
+    the release. diffusers' DDIM takes the previous timestep as t - T // steps, which is exact only
+    when `steps` divides T (100 of 1000 does). The multistep
     solvers (DPM-Solver++ 2nd order, UniPC bh2) are deterministic; eta applies to DDIM only.
     """
     from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler

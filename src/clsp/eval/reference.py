@@ -28,6 +28,9 @@ from clsp.config import check_positive
 log = logging.getLogger("clsp")
 
 RECIPE_VERSION = 1          # bump when the network or the training recipe changes (invalidates the cache)
+# Judges shipped with the package (the CPU demo's, Fashion-MNIST at 16 px), looked up after the data cache:
+# clsp/pretrained/reference/<key>/, where <key> is `reference_key` of the data and recipe they were made for.
+SHIPPED_REFERENCES = Path(__file__).resolve().parents[1] / "pretrained" / "reference"
 
 
 @dataclass
@@ -153,23 +156,14 @@ def train_reference(train, test, cfg: ReferenceConfig) -> Reference:
 def reference_classifier(train, test, cfg: ReferenceConfig | None = None, cache: bool = True) -> Reference:
     """The reference classifier for this labelled train / test pair: from the cache, else trained and cached."""
     from clsp.data.registry import cache_dir
-    from clsp.io import hash_json, read_json, write_json_atomic
 
     cfg = cfg or ReferenceConfig()
-    key = hash_json({"train": train.fingerprint, "test": test.fingerprint, "recipe": asdict(cfg),
-                     "version": RECIPE_VERSION})
+    key = reference_key(train, test, cfg)
     folder = cache_dir() / "reference" / key
-    weights, record_file = folder / "model.safetensors", folder / "record.json"
-    if cache and weights.is_file() and record_file.is_file():
-        try:
-            from safetensors.torch import load_file
-
-            record = read_json(record_file)
-            net = ReferenceNet(int(record["channels"]), len(record["classes"]), cfg.width)
-            net.load_state_dict(load_file(str(weights)))
-            return Reference(net, record)
-        except (OSError, ValueError, KeyError, RuntimeError):
-            log.info("reference classifier: the cached copy in %s does not load; training it again", folder)
+    if cache:
+        for place in (folder, SHIPPED_REFERENCES / key):       # the data cache, then the judges clsp ships
+            if (found := _load(place, cfg)) is not None:
+                return found
     log.info("reference classifier: training on %d %s images (cached afterwards in %s)",
              min(len(train), cfg.max_train), train.name, folder)
     reference = train_reference(train, test, cfg)
@@ -180,6 +174,31 @@ def reference_classifier(train, test, cfg: ReferenceConfig | None = None, cache:
         except OSError as e:
             log.info("reference classifier: not cached (%s)", e)
     return reference
+
+
+def reference_key(train, test, cfg: ReferenceConfig) -> str:
+    """The cache key of a judge: the data it learns from and is scored on, and its recipe."""
+    from clsp.io import hash_json
+
+    return hash_json({"train": train.fingerprint, "test": test.fingerprint, "recipe": asdict(cfg), "version": RECIPE_VERSION})
+
+
+def _load(folder: Path, cfg: ReferenceConfig) -> Reference | None:
+    weights, record_file = folder / "model.safetensors", folder / "record.json"
+    if not (weights.is_file() and record_file.is_file()):
+        return None
+    try:
+        from safetensors.torch import load_file
+
+        from clsp.io import read_json
+
+        record = read_json(record_file)
+        net = ReferenceNet(int(record["channels"]), len(record["classes"]), cfg.width)
+        net.load_state_dict(load_file(str(weights)))
+        return Reference(net, record)
+    except (OSError, ValueError, KeyError, RuntimeError):
+        log.info("reference classifier: the copy in %s does not load; training it again", folder)
+        return None
 
 
 def _save(folder: Path, reference: Reference) -> None:

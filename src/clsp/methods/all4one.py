@@ -10,8 +10,11 @@ c = centroid_predictor(z) and N_k(m) the k nearest support-set entries of m (nea
     L_feature  = redundancy reduction between m and z of opposite views (losses.feature_correlation_loss)
     L          = w_nn L_nn + w_c L_centroid + w_f L_feature
 
-T is a small transformer encoder, P sinusoidal positions over the k tokens. The support set holds m1.
-All constants are in the `all4one` config section. The CLSP term uses the online projections z1, z3.
+T is a small transformer encoder and P solo-learn's positional encoding (`feature_axis_positions`).
+The support set holds m1. All constants are in the `all4one` config section; the defaults and the
+forward are solo-learn's (the authors' code): every view goes through the online and the momentum
+encoder and through each predictor on its own, so batch-norm statistics are per view. The CLSP term
+uses the online projections z1, z3.
 """
 
 from __future__ import annotations
@@ -22,19 +25,25 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from clsp.methods.base import ContrastiveMethod, frozen_copy, momentum_at, momentum_update
+from clsp.methods.base import ContrastiveMethod, frozen_copy, momentum_at, momentum_projections, momentum_update
 from clsp.methods.losses import feature_correlation_loss, gather, nearest_neighbours, nnclr_loss
 from clsp.models.heads import make_predictor
 
 
-def sinusoidal_positions(length: int, dim: int) -> Tensor:
-    """Vaswani et al.'s encoding: PE[i, 2j] = sin(i / 10000^(2j/d)), PE[i, 2j+1] = cos(...)."""
-    position = torch.arange(length, dtype=torch.float32)[:, None]
-    frequency = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
-    pe = torch.zeros(length, dim)
-    pe[:, 0::2] = torch.sin(position * frequency)
-    pe[:, 1::2] = torch.cos(position * frequency)
-    return pe
+def feature_axis_positions(tokens: int, dim: int) -> Tensor:
+    """solo-learn's `PositionalEncodingPermute1D(tokens)` on (B, tokens, dim) sequences, as a (tokens, dim) table.
+
+    The sinusoid runs along the feature axis i = 0..dim-1 and the token j picks its frequency and phase:
+
+        P[j, i] = sin(i f_{j // 2}) for even j,  cos(i f_{j // 2}) for odd j,   f_m = 10000^(-2m / c),
+
+    with c = tokens rounded up to even. (Vaswani et al.'s encoding runs along the tokens instead.)
+    """
+    channels = 2 * math.ceil(tokens / 2)
+    frequency = 1.0 / (10000 ** (torch.arange(0, channels, 2, dtype=torch.float32) / channels))
+    angle = torch.arange(dim, dtype=torch.float32)[:, None] * frequency                 # (dim, channels / 2)
+    table = torch.stack([angle.sin(), angle.cos()], dim=-1).flatten(1)                  # (dim, channels): sin, cos, ...
+    return table[:, :tokens].T.contiguous()
 
 
 class All4One(ContrastiveMethod):
@@ -47,7 +56,7 @@ class All4One(ContrastiveMethod):
         self.momentum_projector = frozen_copy(self.projector)
         layer = nn.TransformerEncoderLayer(d, c.heads, c.ff_dim, c.dropout, batch_first=True)
         self.transformer = nn.TransformerEncoder(layer, c.layers, enable_nested_tensor=False)
-        self.register_buffer("positions", sinusoidal_positions(c.neighbours, d), persistent=False)
+        self.register_buffer("positions", feature_axis_positions(c.neighbours, d), persistent=False)
         self.register_buffer("support", F.normalize(torch.randn(c.support_size, d), dim=1))
 
     def lr_overrides(self) -> dict[str, float]:
@@ -61,12 +70,10 @@ class All4One(ContrastiveMethod):
         c = self.cfg.all4one
         tau = momentum_at(step, self.total_steps, c.momentum_start, c.momentum_end)
         momentum_update([self.backbone, self.projector], [self.momentum_backbone, self.momentum_projector], tau)
-        with torch.no_grad():
-            momentum_z = self.momentum_projector(self.momentum_backbone(torch.cat(views[:2]))).float()
-            m1, m2 = F.normalize(momentum_z, dim=1).chunk(2)
+        m1, m2 = momentum_projections(self.momentum_backbone, self.momentum_projector, views[:2])
         z1, z2 = z[0], z[1]
-        p1, p2 = self.predictor(torch.cat([z1, z2])).chunk(2)
-        c1, c2 = self.centroid_predictor(torch.cat([z1, z2])).chunk(2)
+        p1, p2 = self.predictor(z1), self.predictor(z2)
+        c1, c2 = self.centroid_predictor(z1), self.centroid_predictor(z2)
         nn1 = nearest_neighbours(m1, self.support, c.neighbours)
         nn2 = nearest_neighbours(m2, self.support, c.neighbours)
 

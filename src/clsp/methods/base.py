@@ -1,7 +1,8 @@
 """The Lightning module every method shares: the plumbing is here once, a method adds only its loss.
 
-One training step: gather the batch on the device (step-derived indices), make all views with one
-augment call, forward them in one batch through backbone and projector, then
+One training step: gather the batch on the device (step-derived indices), make the views, encode them
+through backbone and projector (one forward per view, or all views in one forward: see
+`views_in_one_forward`), then
 
     loss = L_method(views, z) + clsp.weight * mean(2 - 2 cos(z1, z3)) + CE(probe(sg(features)), labels)
 
@@ -80,6 +81,12 @@ def frozen_copy(module: nn.Module) -> nn.Module:
 
 
 @torch.no_grad()
+def momentum_projections(backbone: nn.Module, projector: nn.Module, views: list[Tensor]) -> list[Tensor]:
+    """L2-normalised projections of each view by a momentum (key) encoder, one forward per view."""
+    return [F.normalize(projector(backbone(v)).float(), dim=1) for v in views]
+
+
+@torch.no_grad()
 def momentum_update(online: list[nn.Module], target: list[nn.Module], tau: float) -> None:
     """target <- tau * target + (1 - tau) * online, parameter by parameter."""
     online_params = [p for m in online for p in m.parameters()]
@@ -92,7 +99,15 @@ class ContrastiveMethod(L.LightningModule):
 
     A method implements `ssl_loss(views, z, step)`: `views` are the augmented image batches, `z` the
     projector outputs of all views (z[0], z[1] the real views, z[2] the third view when there is one).
+
+    `views_in_one_forward` decides what BatchNorm normalises each view with. False (the default): each
+    view goes through backbone and projector on its own, so batch statistics are per view and the
+    synthetic view never shifts those the real views are normalised with; solo-learn runs every view
+    so, and the release's MoCo too. True: the views are concatenated into one forward (the release's
+    SimCLR), and every view is normalised with the statistics of all of them.
     """
+
+    views_in_one_forward: bool = False
 
     def __init__(self, cfg, data, views: ViewMaker, steps_per_epoch: int, num_classes: int = 0,
                  monitor: MonitorData | None = None) -> None:
@@ -131,8 +146,7 @@ class ContrastiveMethod(L.LightningModule):
         with step_rng(self.cfg.seed, step, rank, self.device):
             indices, images, labels = self.data.batch(batch, step, rank, world)
             views = self.views(images, indices, step, rank)
-            feats = self.backbone(torch.cat(views))
-            z = list(self.projector(feats).chunk(len(views)))
+            feats, z = self.encode(views)
             loss_ssl = self.ssl_loss(views, z, step)
             loss = loss_ssl
             logs = {"train/loss_ssl": loss_ssl}
@@ -141,8 +155,7 @@ class ContrastiveMethod(L.LightningModule):
                 loss = loss + self.cfg.clsp.weight * loss_clsp
                 logs["train/loss_clsp"] = loss_clsp
             if self.probe is not None and labels is not None:
-                real = feats.detach().chunk(len(views))[:2]
-                logits = self.probe(torch.cat(real).float())
+                logits = self.probe(torch.cat(feats[:2]).detach().float())
                 targets = labels.repeat(2)
                 loss = loss + F.cross_entropy(logits, targets)
                 self.log("train/probe_acc", (logits.argmax(1) == targets).float().mean() * 100,
@@ -151,6 +164,14 @@ class ContrastiveMethod(L.LightningModule):
         self.log_dict(logs, on_step=True, on_epoch=False, batch_size=len(images))
         self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(images))
         return loss
+
+    def encode(self, views: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
+        """(backbone features, projections) of each view, per view or in one forward (class docstring)."""
+        if self.views_in_one_forward:
+            feats = self.backbone(torch.cat(views))
+            return list(feats.chunk(len(views))), list(self.projector(feats).chunk(len(views)))
+        feats = [self.backbone(v) for v in views]
+        return feats, [self.projector(f) for f in feats]
 
     def _guard_finite(self, loss: Tensor, step: int) -> None:
         """Record the first non-finite step on the device; look at it (one host sync) only every
@@ -201,7 +222,7 @@ class ContrastiveMethod(L.LightningModule):
         cfg = self.cfg
         if cfg.optimizer == "lars":
             optimizer = LARS(self.param_groups(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                             eta=cfg.lars_eta)
+                             eta=cfg.lars_eta, clip_lr=cfg.lars_clip_lr, exclude_bias_n_norm=True)
         else:
             groups = [{k: v for k, v in g.items() if k != "lars_exclude"} for g in self.param_groups()]
             optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)

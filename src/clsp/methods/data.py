@@ -128,11 +128,14 @@ class StreamingBatches:
 class ViewMaker:
     """The views of a batch: two augmentations of each image and, when asked, a third view that is an
     augmented synthetic candidate (`synthetic`, CLSP) or a third augmentation of the image (`augment`,
-    the paper's "+aug" control). All views share one augmentation recipe and one augment call."""
+    the paper's "+aug" control). The third view takes the first view's augmentation; `second_augment`
+    (None: the same as `augment`) is the second view's, for asymmetric recipes. Views that share an
+    augmentation and an image size are augmented in one call."""
 
     def __init__(self, augment: torch.nn.Module, third_view: str | None, positives=None, seed: int = 0,
-                 positives_on_device: bool = True) -> None:
+                 positives_on_device: bool = True, second_augment: torch.nn.Module | None = None) -> None:
         self.augment, self.third_view, self.positives, self.seed = augment, third_view, positives, seed
+        self.second_augment = augment if second_augment is None else second_augment
         self.positives_on_device = positives_on_device  # False: a store too big for the device stays memory-mapped
 
     @property
@@ -140,20 +143,37 @@ class ViewMaker:
         return 2 if self.third_view is None else 3
 
     def to(self, device: torch.device) -> "ViewMaker":
+        same = self.second_augment is self.augment
         self.augment = self.augment.to(device)
+        self.second_augment = self.augment if same else self.second_augment.to(device)
         if self.positives is not None and self.positives_on_device:
             self.positives = self.positives.to(device)
         return self
 
     def __call__(self, images: Tensor, indices: Tensor, step: int, rank: int) -> list[Tensor]:
-        batch = [images, images]
+        sources = [(self.augment, images), (self.second_augment, images)]
         if self.third_view == "synthetic":
             candidates = self.positives.sample(indices.to(self.positives.device), generator=self._candidate_rng(step, rank))
-            batch.append(candidates.to(images.device, non_blocking=True))
+            sources.append((self.augment, candidates.to(images.device, non_blocking=True)))
         elif self.third_view == "augment":
-            batch.append(images)
-        return list(self.augment(torch.cat(batch)).chunk(len(batch)))
+            sources.append((self.augment, images))
+        return augment_together(sources)
 
     def _candidate_rng(self, step: int, rank: int) -> torch.Generator:
         generator = torch.Generator(device=self.positives.device)
         return generator.manual_seed(step_seed(self.seed, step, rank, "candidates"))
+
+
+def augment_together(sources: list[tuple[torch.nn.Module, Tensor]]) -> list[Tensor]:
+    """augment(images) for each (augment, images), in order; sources with the same augment and image
+    shape share one call on their concatenation (fewer, larger kernels)."""
+    groups: dict[tuple, list[int]] = {}
+    for i, (augment, images) in enumerate(sources):
+        groups.setdefault((id(augment), tuple(images.shape[1:])), []).append(i)
+    views: list[Tensor | None] = [None] * len(sources)
+    for members in groups.values():
+        augment = sources[members[0]][0]
+        outputs = augment(torch.cat([sources[i][1] for i in members])).chunk(len(members))
+        for i, out in zip(members, outputs):
+            views[i] = out
+    return views  # type: ignore[return-value]

@@ -1,9 +1,20 @@
-"""LARS: layer-wise adaptive rate scaling (You, Gitman, Ginsburg 2017, arXiv 1708.03888), as SimCLR uses it.
+"""LARS: layer-wise adaptive rate scaling (You, Gitman, Ginsburg 2017, arXiv 1708.03888), as solo-learn
+runs it for its NNCLR and All4One recipes (clip_lr=True, eta=0.02, exclude_bias_n_norm=True).
 
-Neither torch nor Lightning ships it. For each parameter w with gradient g and weight decay wd,
-    local_lr = eta * |w| / (|g| + wd |w|)      (1 when either norm is 0)
-    v <- momentum * v + (g + wd w) * local_lr ;  w <- w - lr * v
-Groups with `lars_exclude=True` (biases and batch-norm parameters, the probe) take plain SGD steps.
+For each adapted parameter w with gradient g, weight decay wd and the group's current lr:
+
+    r = eta * |w| / (|g| + wd |w| + eps)           the trust ratio (when |w| > 0 and |g| > 0)
+    r = min(r / lr, 1)                              clip_lr: the step lr * r never exceeds eta * trust
+    d = r * (g + wd w)                              (d = g when |w| or |g| is 0: no scaling, no decay)
+    v <- momentum * v + d ;  w <- w - lr * v
+
+Not adapted, with plain SGD steps d = g and no weight decay: 1-d parameters (biases, norm weights)
+when exclude_bias_n_norm, and whole groups marked `lars_exclude=True` (the online probe).
+
+Neither torch nor Lightning ships LARS; timm's `Lars` has these options but no multi-tensor path and
+timm is not a dependency. This one updates each group with torch._foreach_* kernels: two norm
+kernels for all tensors and a handful of elementwise ones per group, instead of about ten kernels
+per parameter (1,600 launches a step on ResNet-50).
 """
 
 from __future__ import annotations
@@ -12,8 +23,12 @@ import torch
 
 
 class LARS(torch.optim.Optimizer):
-    def __init__(self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0, eta: float = 0.02) -> None:
-        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, eta=eta, lars_exclude=False))
+    def __init__(self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0, eta: float = 0.02,
+                 eps: float = 1e-8, clip_lr: bool = True, exclude_bias_n_norm: bool = True) -> None:
+        if lr < 0 or momentum < 0 or weight_decay < 0:
+            raise ValueError(f"LARS needs lr, momentum and weight_decay >= 0, got {lr}, {momentum}, {weight_decay}")
+        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, eta=eta, eps=eps,
+                                      clip_lr=clip_lr, exclude_bias_n_norm=exclude_bias_n_norm, lars_exclude=False))
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -22,17 +37,40 @@ class LARS(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            for w in group["params"]:
-                if w.grad is None:
-                    continue
-                g = w.grad.add(w, alpha=group["weight_decay"]) if group["weight_decay"] else w.grad.clone()
-                if not group["lars_exclude"]:
-                    w_norm, g_norm = w.norm(), w.grad.norm()
-                    trust = group["eta"] * w_norm / (g_norm + group["weight_decay"] * w_norm)
-                    g.mul_(torch.where((w_norm > 0) & (g_norm > 0), trust, torch.ones_like(trust)))
-                state = self.state[w]
-                if "momentum_buffer" not in state:
-                    state["momentum_buffer"] = torch.zeros_like(w)
-                v = state["momentum_buffer"].mul_(group["momentum"]).add_(g)
-                w.add_(v, alpha=-group["lr"])
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            grads = [p.grad for p in params]
+            adapted = [not group["lars_exclude"] and not (group["exclude_bias_n_norm"] and p.ndim == 1) for p in params]
+            update = self._scaled_grads(params, grads, adapted, group)
+            if group["momentum"]:
+                velocity = [self._momentum_buffer(p) for p in params]
+                torch._foreach_mul_(velocity, group["momentum"])
+                torch._foreach_add_(velocity, update)
+                update = velocity
+            torch._foreach_add_(params, update, alpha=-group["lr"])
         return loss
+
+    def _scaled_grads(self, params, grads, adapted: list[bool], group: dict) -> list[torch.Tensor]:
+        """d = r (g + wd w) for the adapted parameters (all at once), d = g for the others."""
+        if not any(adapted):
+            return grads
+        w_norm = torch.stack(torch._foreach_norm(params))
+        g_norm = torch.stack(torch._foreach_norm(grads))
+        wd = group["weight_decay"]
+        ratio = group["eta"] * w_norm / (g_norm + wd * w_norm + group["eps"])
+        if group["clip_lr"]:
+            ratio = (ratio / group["lr"]).clamp(max=1.0)
+        scale = (w_norm > 0) & (g_norm > 0) & torch.tensor(adapted, device=w_norm.device)
+        ratio = torch.where(scale, ratio, torch.ones_like(ratio))
+        decay = torch.where(scale, ratio * wd, torch.zeros_like(ratio))
+        steps = torch._foreach_mul(grads, list(ratio.unbind()))
+        if wd:
+            torch._foreach_add_(steps, torch._foreach_mul(params, list(decay.unbind())))
+        return steps
+
+    def _momentum_buffer(self, p: torch.Tensor) -> torch.Tensor:
+        state = self.state[p]
+        if "momentum_buffer" not in state:
+            state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        return state["momentum_buffer"]

@@ -5,6 +5,9 @@
     Q_v <- enqueue(k_v over the global batch)                   FIFO; queues are buffers, so in checkpoints
 
 The CLSP term uses q1 and q3, both from the query (online) encoder; the base adds it.
+Every view goes through each encoder on its own (the base's default), as in the release's MoCo
+(q1, q2, q3 and the keys computed separately): BatchNorm statistics of the real views never mix
+with the synthetic view's.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from clsp.methods.base import ContrastiveMethod, frozen_copy, momentum_at, momentum_update
+from clsp.methods.base import ContrastiveMethod, frozen_copy, momentum_at, momentum_projections, momentum_update
 from clsp.methods.losses import gather, infonce_queue
 
 
@@ -28,8 +31,7 @@ class MoCo(ContrastiveMethod):
     def ssl_loss(self, views: list[Tensor], z: list[Tensor], step: int) -> Tensor:
         tau = momentum_at(step, self.total_steps, self.cfg.moco.momentum_start, self.cfg.moco.momentum_end)
         momentum_update([self.backbone, self.projector], [self.key_backbone, self.key_projector], tau)
-        with torch.no_grad():
-            k1, k2 = F.normalize(self.key_projector(self.key_backbone(torch.cat(views[:2]))).float(), dim=1).chunk(2)
+        k1, k2 = momentum_projections(self.key_backbone, self.key_projector, views[:2])
         q1, q2 = z[0], z[1]
         queue = self.queue.clone()  # the loss keeps it for backward; the enqueue below writes in place
         t = self.cfg.temperature

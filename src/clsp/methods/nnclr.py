@@ -5,7 +5,10 @@ projection in a support set of past projections.
     L = 1/2 [NNCLR(NN(z1), p2) + NNCLR(NN(z2), p1)]           p = predictor(z), negatives p_j of the batch
     S <- enqueue(z1 / |z1| over the global batch)              FIFO buffer, saved in checkpoints
 
-The CLSP term is taken on the projections z1, z3; the base adds it.
+The recipe is solo-learn's (cifar/nnclr.yaml: 3-layer projector with batch norm, predictor hidden 4096,
+support set 65536, LARS, the asymmetric augmentation) and so is its forward: every view goes through
+backbone, projector and predictor on its own, so batch-norm statistics are per view. The CLSP term is
+taken on the projections z1, z3; the base adds it.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ class NNCLR(ContrastiveMethod):
 
     def ssl_loss(self, views: list[Tensor], z: list[Tensor], step: int) -> Tensor:
         z1, z2 = z[0], z[1]
-        p1, p2 = self.predictor(torch.cat([z1, z2])).chunk(2)
+        p1, p2 = self.predictor(z1), self.predictor(z2)
         nn1 = nearest_neighbours(z1.detach(), self.support)[:, 0]
         nn2 = nearest_neighbours(z2.detach(), self.support)[:, 0]
         t = self.cfg.temperature

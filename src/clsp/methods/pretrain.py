@@ -9,6 +9,7 @@ what evaluation needs to use it), metrics.json, logs/metrics.csv, tb/, checkpoin
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -35,7 +36,7 @@ class BackboneConfig:
 class ProjectorConfig:
     hidden_dim: int = 4096
     out_dim: int = 256
-    layers: int = 2                   # the paper: Linear-ReLU-Linear; All4One: 3 with batch norm
+    layers: int = 2                   # the paper: Linear-ReLU-Linear; NNCLR, All4One (solo-learn): 3 with batch norm
     batchnorm: bool = False
 
     def __post_init__(self) -> None:
@@ -114,13 +115,18 @@ class PretrainConfig:
     lr: float = 0.5
     momentum: float = 0.9
     weight_decay: float = 1e-4
-    lars_eta: float = 0.02
+    lars_eta: float = 0.02            # LARS as solo-learn's recipes: trust coefficient 0.02, ...
+    lars_clip_lr: bool = True         # ... the adapted rate clipped at lr, biases and norms not adapted
     batch_size: int = 1024            # per device
     epochs: int = 1000
     warmup_epochs: int = 10
     warmup_start_lr: float = 1e-3
     temperature: float = 0.2
-    augment: str = "simclr"           # augmentation recipe (clsp.data.augment): simclr | moco | flip (tests, tiny images)
+    augment: str = "simclr"           # augmentation recipe (clsp.data.augment): simclr | moco | asymmetric
+                                      # (solo-learn's: solarisation on the second view only) | flip (tests)
+    crop_source_size: Optional[int] = None  # crop the real views (to dataset.size) from the images loaded at
+                                      # this side; STL-10 as the release: 96 (views of 64 px from the 96 px
+                                      # originals). None: dataset.size. The store, probes and encoder stay at dataset.size
     moco: MocoConfig = field(MocoConfig)
     nnclr: NNCLRConfig = field(NNCLRConfig)
     all4one: All4OneConfig = field(All4OneConfig)
@@ -135,12 +141,14 @@ class PretrainConfig:
     def __post_init__(self) -> None:
         check_choice(self.method, "method", METHOD_NAMES)
         check_choice(self.optimizer, "optimizer", ["sgd", "lars"])
-        check_choice(self.augment, "augment", ["simclr", "moco", "flip"])
+        check_choice(self.augment, "augment", ["simclr", "moco", "asymmetric", "flip"])
         for key in ("lr", "batch_size", "epochs", "temperature", "warmup_start_lr"):
             check_positive(getattr(self, key), key)
         check_nonnegative(self.weight_decay, "weight_decay")
         check(0 <= self.warmup_epochs < self.epochs, "warmup_epochs", f"must be in [0, epochs), got {self.warmup_epochs}")
         check(self.warmup_start_lr <= self.lr, "warmup_start_lr", f"must be <= lr ({self.lr}), got {self.warmup_start_lr}")
+        check(self.crop_source_size is None or self.crop_source_size >= 8, "crop_source_size",
+              f"must be >= 8 (or null), got {self.crop_source_size}")
         check_nonnegative(self.probe.every, "probe.every")
         check_nonnegative(self.knn.every_n_epochs, "knn.every_n_epochs")
 
@@ -166,10 +174,12 @@ def validate(cfg: PretrainConfig, world: int) -> None:
                         "or clsp.third_view=augment for the +aug control, or clsp.weight=0 for the plain method")
 
 
-def run_inputs(train, store) -> dict[str, str]:
+def run_inputs(train, store, crop_source=None) -> dict[str, str]:
     from clsp.io import hash_json
 
     inputs = {"dataset": train.fingerprint}
+    if crop_source is not None and crop_source is not train:
+        inputs["crop_source"] = crop_source.fingerprint
     if store is not None:
         from clsp.positives.store import identity
 
@@ -184,7 +194,7 @@ def pretrain(cfg: PretrainConfig, callbacks: list | None = None) -> Path:
     import torch
 
     from clsp import rundir, training
-    from clsp.data.augment import make_augment
+    from clsp.data.augment import make_view_augments
     from clsp.data.config import load_split
     from clsp.data.registry import ImageSet
     from clsp.methods import method_class
@@ -204,7 +214,9 @@ def pretrain(cfg: PretrainConfig, callbacks: list | None = None) -> Path:
         from clsp.positives.store import PositivesStore
 
         store = PositivesStore.open(cfg.clsp.positives, train)
-    inputs = run_inputs(train, store)
+    source = train if cfg.crop_source_size in (None, train.image_size) else \
+        load_split(dataclasses.replace(cfg.dataset, size=cfg.crop_source_size), cfg.dataset.train_split)
+    inputs = run_inputs(train, store, source)
     if rundir.is_complete(out, cfg, inputs):
         log.info(f"pretrain: {out} already holds this run (done.json matches); skipping")
         return out
@@ -215,15 +227,15 @@ def pretrain(cfg: PretrainConfig, callbacks: list | None = None) -> Path:
     rundir.start(out, cfg, inputs)
 
     torch.manual_seed(cfg.seed)  # initial weights and queues
-    resident = isinstance(train, ImageSet)
+    resident = isinstance(source, ImageSet)
     if resident:
-        images, labels = train.tensors("cpu")
+        images, labels = source.tensors("cpu")
         data = ResidentBatches(images, labels, cfg.batch_size, cfg.seed)
     else:
-        data = StreamingBatches(train, cfg.batch_size, cfg.seed, cfg.workers)
-    size = train.image_size
-    views = ViewMaker(make_augment(cfg.augment, size, train.mean, train.std), cfg.third_view, store, cfg.seed,
-                      positives_on_device=resident)
+        data = StreamingBatches(source, cfg.batch_size, cfg.seed, cfg.workers)
+    size = train.image_size                # the views' side, whatever side they are cropped from
+    first, second = make_view_augments(cfg.augment, size, train.mean, train.std)
+    views = ViewMaker(first, cfg.third_view, store, cfg.seed, positives_on_device=resident, second_augment=second)
     monitor, num_classes = None, 0
     if test is not None:
         num_classes = len(train.classes)

@@ -25,7 +25,7 @@ def mlp(in_dim: int, hidden_dim: int, out_dim: int, layers: int = 2, batchnorm: 
 def make_projector(feat_dim: int, hidden_dim: int = 4096, out_dim: int = 256, layers: int = 2,
                    batchnorm: bool = False) -> nn.Sequential:
     """The paper's projector is Linear(feat, 4096) - ReLU - Linear(4096, 256), no batch norm;
-    All4One's is 3 layers with batch norm throughout (output included)."""
+    NNCLR's and All4One's (solo-learn) are 3 layers with batch norm throughout (output included)."""
     return mlp(feat_dim, hidden_dim, out_dim, layers, batchnorm, last_batchnorm=batchnorm)
 
 
