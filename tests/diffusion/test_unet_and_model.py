@@ -138,7 +138,7 @@ def test_a_flat_folder_as_published_works_for_sample_and_synthesize(tmp_path, ti
     UNet2DModel.from_pretrained(flat), DDPMScheduler.from_pretrained(flat)   # diffusers' own loaders take it
     unet, scheduler_config = load_model(flat)
     assert scheduler_config["num_train_timesteps"] == 1000 and scheduler_config["variance_type"] == "fixed_large"
-    x, t = torch.randn(2, 3, 8, 8), torch.tensor([3, 700])
+    x, t = torch.randn(2, 1, 8, 8), torch.tensor([3, 700])
     with torch.no_grad():
         assert torch.equal(unet(x, t).sample, tiny_unet(x, t).sample)
 
@@ -150,7 +150,7 @@ def test_a_flat_folder_as_published_works_for_sample_and_synthesize(tmp_path, ti
     # `clsp synthesize --model FLAT` makes a store (clsp fid and the pipeline's model_dir= load through the same load_model)
     assert main(["synthesize", "--model", str(flat), "--dataset", "digits", "--subset", "4", "--k", "2", "--steps", "2",
                  "--chunk-size", "4", "--out", str(tmp_path / "store"), "--accelerator", "cpu"]) == 0
-    assert PositivesStore.open(tmp_path / "store").candidates(torch.arange(4)).shape == (4, 2, 8, 8, 3)
+    assert PositivesStore.open(tmp_path / "store").candidates(torch.arange(4)).shape == (4, 2, 8, 8, 1)
     # what it cannot use is one line: a model of another size than the data
     capsys.readouterr()
     assert main(["diffusion", "sample", "--model", str(flat), "--out", str(tmp_path / "x"), "--anchors", "digits",
