@@ -189,3 +189,18 @@ def test_crops_come_from_the_input_at_its_own_size():
     assert float(corners.min()) >= 0 and 80 < float(corners.max()) <= 95
     resized = make_augment("flip", 64, MEAN, STD)(batch(2, 96))     # a recipe without a crop resizes
     assert resized.shape == (2, 3, 64, 64)
+
+
+def test_crop_min_scale_bounds_the_crop_area():
+    """crop_min_scale is the smallest share of the image a random resized crop keeps (the paper: 0.08)."""
+    def areas(min_scale):
+        augment = make_augment("simclr", 32, MEAN, STD, crop_min_scale=min_scale)
+        torch.manual_seed(0)
+        augment(batch(512, 32))
+        box = ops_of(augment)[K.RandomResizedCrop]._params["src"]                # (B, 4, 2) corners in pixels
+        side = (box.max(1).values - box.min(1).values + 1)
+        return (side[:, 0] * side[:, 1]) / 32 ** 2
+
+    default, mild = areas(0.08), areas(0.5)
+    assert float(default.min()) < 0.15 and float(mild.min()) > 0.45
+    assert float(mild.max()) <= 1.0 + 1e-6

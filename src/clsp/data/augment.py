@@ -33,20 +33,21 @@ def blur_kernel_size(size: int) -> int:
     return int(0.1 * size) // 2 * 2 + 1
 
 
-def _random_resized_crop(size: int) -> nn.Module:
-    """Crops resampled in one batched warp: kornia's default ("slice") loops over the samples in Python."""
+def _random_resized_crop(size: int, min_scale: float = 0.08) -> nn.Module:
+    """Crops resampled in one batched warp: kornia's default ("slice") loops over the samples in Python.
+    The crop covers [min_scale, 1] of the image's area (SimCLR and the paper: 0.08; solo-learn's crop_min_scale)."""
     import kornia.augmentation as K
 
-    return K.RandomResizedCrop((size, size), scale=(0.08, 1.0), cropping_mode="resample")
+    return K.RandomResizedCrop((size, size), scale=(min_scale, 1.0), cropping_mode="resample")
 
 
-def _kornia_ops(recipe: str, size: int) -> list[nn.Module]:
+def _kornia_ops(recipe: str, size: int, crop_min_scale: float = 0.08) -> list[nn.Module]:
     import kornia.augmentation as K
 
     blur = [K.RandomGaussianBlur(blur_kernel_size(size), (0.1, 2.0), p=0.5)] if size >= BLUR_MIN_SIZE else []
     if recipe == "simclr":
         return [
-            _random_resized_crop(size),
+            _random_resized_crop(size, crop_min_scale),
             K.ColorJitter(0.4, 0.4, 0.4, 0.1, p=0.8),
             K.RandomGrayscale(p=0.2),
             K.RandomHorizontalFlip(),
@@ -55,7 +56,7 @@ def _kornia_ops(recipe: str, size: int) -> list[nn.Module]:
     if recipe in ("moco", "asymmetric"):   # asymmetric: its first view, MoCo's recipe without solarisation
         solarize = [K.RandomSolarize(thresholds=0.0, additions=0.0, p=0.2)] if recipe == "moco" else []
         return [
-            _random_resized_crop(size),
+            _random_resized_crop(size, crop_min_scale),
             K.ColorJitter(0.4, 0.4, 0.2, 0.1, p=0.8),
             K.RandomGrayscale(p=0.2),
             *blur,
@@ -73,12 +74,13 @@ def _kornia_ops(recipe: str, size: int) -> list[nn.Module]:
 class Augment(nn.Module):
     """uint8 batch -> augmented, resized, normalised float batch."""
 
-    def __init__(self, recipe: str, size: int, mean: Sequence[float], std: Sequence[float]) -> None:
+    def __init__(self, recipe: str, size: int, mean: Sequence[float], std: Sequence[float],
+                 crop_min_scale: float = 0.08) -> None:
         super().__init__()
         self.recipe, self.size = recipe, size
         # Deliberately not registered as a submodule: `.to(device)` moves the buffers below but leaves
         # kornia's samplers on their default, the CPU generator (see the module docstring).
-        object.__setattr__(self, "ops", nn.Sequential(*_kornia_ops(recipe, size)))
+        object.__setattr__(self, "ops", nn.Sequential(*_kornia_ops(recipe, size, crop_min_scale)))
         import kornia.augmentation as K
 
         self.crops = len(self.ops) > 0 and isinstance(self.ops[0], K.RandomResizedCrop)  # samples any side to `size`
@@ -106,14 +108,16 @@ class Augment(nn.Module):
         return f"recipe={self.recipe}, size={self.size}, ops={[type(op).__name__ for op in self.ops]}"
 
 
-def make_augment(recipe: str, size: int, mean: Sequence[float], std: Sequence[float]) -> Augment:
-    return Augment(recipe, size, mean, std)
+def make_augment(recipe: str, size: int, mean: Sequence[float], std: Sequence[float],
+                 crop_min_scale: float = 0.08) -> Augment:
+    return Augment(recipe, size, mean, std, crop_min_scale)
 
 
-def make_view_augments(recipe: str, size: int, mean: Sequence[float], std: Sequence[float]) -> tuple[Augment, Augment]:
+def make_view_augments(recipe: str, size: int, mean: Sequence[float], std: Sequence[float],
+                       crop_min_scale: float = 0.08) -> tuple[Augment, Augment]:
     """The augmentations of a pair's first and second view: one module twice, unless the recipe is asymmetric."""
     if recipe not in VIEW_RECIPES:
-        augment = make_augment(recipe, size, mean, std)
+        augment = make_augment(recipe, size, mean, std, crop_min_scale)
         return augment, augment
     first, second = VIEW_RECIPES[recipe]
-    return make_augment(first, size, mean, std), make_augment(second, size, mean, std)
+    return make_augment(first, size, mean, std, crop_min_scale), make_augment(second, size, mean, std, crop_min_scale)

@@ -124,6 +124,7 @@ class PretrainConfig:
     temperature: float = 0.2
     augment: str = "simclr"           # augmentation recipe (clsp.data.augment): simclr | moco | asymmetric
                                       # (solo-learn's: solarisation on the second view only) | flip (tests)
+    crop_min_scale: float = 0.08      # smallest crop area of the random resized crop (the paper; solo-learn's name)
     crop_source_size: Optional[int] = None  # crop the real views (to dataset.size) from the images loaded at
                                       # this side; STL-10 as the release: 96 (views of 64 px from the 96 px
                                       # originals). None: dataset.size. The store, probes and encoder stay at dataset.size
@@ -145,6 +146,7 @@ class PretrainConfig:
         for key in ("lr", "batch_size", "epochs", "temperature", "warmup_start_lr"):
             check_positive(getattr(self, key), key)
         check_nonnegative(self.weight_decay, "weight_decay")
+        check(0.0 < self.crop_min_scale <= 1.0, "crop_min_scale", f"must be in (0, 1], got {self.crop_min_scale}")
         check(0 <= self.warmup_epochs < self.epochs, "warmup_epochs", f"must be in [0, epochs), got {self.warmup_epochs}")
         check(self.warmup_start_lr <= self.lr, "warmup_start_lr", f"must be <= lr ({self.lr}), got {self.warmup_start_lr}")
         check(self.crop_source_size is None or self.crop_source_size >= 8, "crop_source_size",
@@ -234,7 +236,7 @@ def pretrain(cfg: PretrainConfig, callbacks: list | None = None) -> Path:
     else:
         data = StreamingBatches(source, cfg.batch_size, cfg.seed, cfg.workers)
     size = train.image_size                # the views' side, whatever side they are cropped from
-    first, second = make_view_augments(cfg.augment, size, train.mean, train.std)
+    first, second = make_view_augments(cfg.augment, size, train.mean, train.std, cfg.crop_min_scale)
     views = ViewMaker(first, cfg.third_view, store, cfg.seed, positives_on_device=resident, second_augment=second)
     monitor, num_classes = None, 0
     if test is not None:
