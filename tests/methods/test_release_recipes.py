@@ -201,6 +201,6 @@ def test_views_are_cropped_from_the_images_at_crop_source_size(tmp_path, digits_
     cfg = tiny_config(tmp_path / "run", "method=simclr", "dataset.subset=16", "batch_size=8", "crop_source_size=16",
                       "knn.every_n_epochs=1", "clsp.weight=1.0", f"clsp.positives={digits_store(16)}")
     out = pretrain(cfg, callbacks=[spy])
-    assert spy.source_shape == (16, 16, 3) and spy.view_shapes == {(3, 8, 8)}
+    assert spy.source_shape == (16, 16, 1) and spy.view_shapes == {(3, 8, 8)}
     assert read_meta(out)["image_size"] == 8
     assert set(json.loads((out / "inputs.json").read_text())) == {"dataset", "crop_source", "positives"}
