@@ -34,3 +34,28 @@ def test_pretrained_run_dir_evaluates(pretrained_run, tmp_path):
                          device="cpu", progress=False)
     assert linear["encoder"]["sha256"] == knn["encoder"]["sha256"]
     assert 0 <= linear["results"]["top1"] <= linear["results"]["top5"] <= 100
+
+
+def test_a_narrow_resnet_trains_saves_and_loads_with_its_width(tmp_path):
+    """backbone.width scales every stage (64 -> 32: a quarter of the convolutions); the encoder file carries the
+    width, and the rebuilt backbone gives the trained one's features."""
+    import torch
+
+    from clsp.config import load_config
+    from clsp.methods.pretrain import PretrainConfig, pretrain
+    from clsp.models.backbones import make_backbone
+    from clsp.models.encoder import load_encoder
+
+    standard, dim = make_backbone("resnet18", "cifar")
+    assert dim == 512 and sum(p.numel() for p in standard.parameters()) == 11_168_832   # torchvision's, unchanged
+    narrow, dim = make_backbone("resnet18", "cifar", width=32)
+    assert dim == 256 and [narrow.layer1[0].conv1.out_channels, narrow.layer4[0].conv1.out_channels] == [32, 256]
+    out = pretrain(load_config(PretrainConfig, None, [*TINY_PRETRAIN, "backbone.width=32", f"out_dir={tmp_path / 'run'}"]))
+    backbone, meta = load_encoder(out)
+    assert meta["width"] == 32 and meta["feat_dim"] == 256
+    x = torch.randn(2, 3, 8, 8)
+    state = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    trained, _ = make_backbone("resnet10", "cifar", width=32)
+    trained.load_state_dict({k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")})
+    with torch.no_grad():
+        assert torch.equal(backbone(x), trained.eval()(x))

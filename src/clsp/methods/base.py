@@ -113,7 +113,7 @@ class ContrastiveMethod(L.LightningModule):
                  monitor: MonitorData | None = None) -> None:
         super().__init__()
         self.cfg = cfg
-        self.backbone, self.feat_dim = make_backbone(cfg.backbone.arch, cfg.backbone.stem)
+        self.backbone, self.feat_dim = make_backbone(cfg.backbone.arch, cfg.backbone.stem, cfg.backbone.width)
         p = cfg.projector
         self.projector = make_projector(self.feat_dim, p.hidden_dim, p.out_dim, p.layers, p.batchnorm)
         self.probe = nn.Linear(self.feat_dim, num_classes) if num_classes else None

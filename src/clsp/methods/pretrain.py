@@ -30,6 +30,7 @@ METHOD_NAMES = ("simclr", "moco", "nnclr", "all4one")
 class BackboneConfig:
     arch: str = "resnet18"            # resnet18 | resnet50
     stem: str = "cifar"               # cifar (32 px) | stl (64 px) | imagenet (224 px)
+    width: int = 64                   # channels of the first stage: 64 is the standard ResNet; 32 costs a quarter
 
 
 @dataclass
@@ -286,7 +287,8 @@ def pretrain(cfg: PretrainConfig, callbacks: list | None = None) -> Path:
 
 def encoder_meta(cfg: PretrainConfig, train, feat_dim: int) -> dict:
     """What evaluation needs to rebuild and feed an encoder (the header of encoder.safetensors)."""
-    return {"arch": cfg.backbone.arch, "stem": cfg.backbone.stem, "feat_dim": feat_dim, "dataset": cfg.dataset.name,
+    return {"arch": cfg.backbone.arch, "stem": cfg.backbone.stem, "width": cfg.backbone.width, "feat_dim": feat_dim,
+            "dataset": cfg.dataset.name,
             "image_size": train.image_size, "mean": list(train.mean), "std": list(train.std), "method": cfg.method,
             "clsp_lambda": cfg.clsp.weight, "third_view": cfg.third_view, "epochs": cfg.epochs}
 
@@ -311,7 +313,7 @@ def untrained_encoder(cfg: PretrainConfig) -> Path:
         return out
     rundir.start(out, record, inputs)
     torch.manual_seed(cfg.seed)                      # as pretrain() seeds the model it builds
-    backbone, feat_dim = make_backbone(cfg.backbone.arch, cfg.backbone.stem)
+    backbone, feat_dim = make_backbone(cfg.backbone.arch, cfg.backbone.stem, cfg.backbone.width)
     meta = encoder_meta(cfg, train, feat_dim) | {"method": "none", "clsp_lambda": 0.0, "third_view": None, "epochs": 0}
     save_encoder(out / ENCODER_FILE, backbone, meta)
     metrics = {"method": "none", "untrained": True, "seed": cfg.seed, "steps": 0, "epochs": 0}

@@ -2,7 +2,7 @@
 
 `encoder.safetensors` holds the backbone weights (avgpool features, no fc) and, in the safetensors
 metadata, a JSON `meta` with at least: arch, stem, feat_dim, dataset, image_size, mean, std, method,
-clsp_lambda. Evaluation rebuilds the backbone from the meta and normalises inputs with its mean/std.
+clsp_lambda; and width when it is not the standard 64. Evaluation rebuilds the backbone from the meta and normalises inputs with its mean/std.
 """
 
 from __future__ import annotations
@@ -66,6 +66,6 @@ def load_encoder(path: str | Path, device: str | torch.device = "cpu") -> tuple[
 
     p = resolve_encoder_path(path)
     meta = read_meta(p)
-    backbone, _ = make_backbone(meta["arch"], meta["stem"])
+    backbone, _ = make_backbone(meta["arch"], meta["stem"], int(meta.get("width", 64)))
     backbone.load_state_dict(load_file(str(p)))
     return backbone.to(device).eval(), meta
