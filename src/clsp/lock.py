@@ -68,7 +68,7 @@ def run_lock(run_dir: str | os.PathLike) -> Iterator[None]:
     if previous:
         log.warning(f"run lock: {run} was left by {describe(previous)}, which ended without releasing it "
                     "(killed?); taking it over")
-    _write(fd, {"pid": os.getpid(), "host": platform.node(), "command": " ".join(sys.argv),
+    _write(fd, {"pid": os.getpid(), "host": platform.node(), "command": _command_line(),
                 "since": _dt.datetime.now().astimezone().isoformat(timespec="seconds")})
     _held.add(run)
     try:
@@ -80,6 +80,11 @@ def run_lock(run_dir: str | os.PathLike) -> Iterator[None]:
         except OSError:
             pass
         os.close(fd)                  # releases the flock
+
+
+def _command_line() -> str:
+    program = "clsp" if Path(sys.argv[0]).name in ("clsp", "__main__.py") else sys.argv[0]
+    return " ".join([program, *sys.argv[1:]])
 
 
 def _read(fd: int) -> dict:
