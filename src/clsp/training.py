@@ -180,6 +180,8 @@ def atomic_checkpoint_io():
                     cause = cause.__context__
                 if cause is None:
                     raise
+                if cause.filename is None:
+                    cause.filename = str(path)
                 raise cause from None
 
         def load_checkpoint(self, path, map_location=lambda storage, loc: storage, weights_only=None) -> dict:
