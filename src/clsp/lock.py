@@ -51,6 +51,7 @@ def run_lock(run_dir: str | os.PathLike) -> Iterator[None]:
     if run in _held or not is_launcher():
         yield
         return
+    created = not run.exists()
     run.mkdir(parents=True, exist_ok=True)
     fd = os.open(run / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -77,6 +78,9 @@ def run_lock(run_dir: str | os.PathLike) -> Iterator[None]:
         _held.discard(run)
         try:
             os.ftruncate(fd, 0)       # an empty record: released in good order
+            if created and [p.name for p in run.iterdir()] == [LOCK_FILE]:
+                (run / LOCK_FILE).unlink()   # a command that stopped before writing anything leaves no folder
+                run.rmdir()
         except OSError:
             pass
         os.close(fd)                  # releases the flock
