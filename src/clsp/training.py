@@ -218,11 +218,13 @@ def last_checkpoint(run_dir: str | Path) -> Optional[Path]:
     file) the newest step*.ckpt that does, with a line saying so; None when there is none. Temporary
     files of a killed writer are removed (the caller holds the run lock)."""
     from clsp.io import remove_temporaries
+    from clsp.lock import is_launcher
 
     folder = Path(run_dir) / "checkpoints"
     if not folder.is_dir():
         return None
-    remove_temporaries(folder)
+    if is_launcher():
+        remove_temporaries(folder)
     steps = sorted(folder.glob("step*.ckpt"), key=lambda p: _step_of(p.name), reverse=True)
     candidates = [p for p in [folder / "last.ckpt", *steps] if p.is_file()]
     skipped = []
