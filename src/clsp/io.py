@@ -17,7 +17,9 @@ TEMPORARY_SUFFIX = ".tmp"   # temporaries are named .<final name>.<random>.tmp, 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path` (same folder, so the same filesystem: the rename cannot turn
-    into a copy); on success it is renamed onto `path` and the rename made durable, else removed."""
+    into a copy); on success it is renamed onto `path`, else removed. (The directory is not fsynced: after
+    a power cut the name holds the old complete file or the new one, and a directory fsync can take long
+    enough to widen the moment between a checkpoint and the log rows Lightning writes after it.)"""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX, dir=path.parent)
@@ -31,7 +33,6 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         if isinstance(e, OSError) and e.filename is None:
             e.filename = str(path)            # a failed write() names no file: say which one it was
         raise
-    _fsync_directory(path.parent)
 
 
 @contextlib.contextmanager
@@ -55,20 +56,6 @@ def remove_temporaries(folder: str | os.PathLike) -> list[Path]:
             tmp.unlink(missing_ok=True)
         removed.append(tmp)
     return removed
-
-
-def _fsync_directory(folder: Path) -> None:
-    """Make a rename in `folder` survive a power cut (a no-op where directories cannot be opened)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
