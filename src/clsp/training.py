@@ -202,11 +202,12 @@ def try_checkpoint(path: Path) -> tuple[int | None, str]:
         step = load_checkpoint(path, map_location="cpu", mmap=True)["global_step"]
         return int(step), ""
     except pickle.UnpicklingError as e:
-        if "global" in str(e).lower():
+        asks = [line.strip() for line in str(e).splitlines() if "global" in line.lower()]
+        if asks:
             raise ForeignCheckpointError(
-                f"{path} asks to run code or build Python objects when loaded ({str(e).splitlines()[0][:200]}); "
-                "clsp never writes such a checkpoint, so it was not made by this run: delete it (the run then "
-                "resumes from its previous checkpoint) and find out how it got there") from None
+                f"{path} asks to run code or build Python objects when loaded ({asks[-1][:200]}); clsp never "
+                "writes such a checkpoint, so it was not made by this run: delete it (the run then resumes from "
+                "another checkpoint, or starts over) and find out how it got there") from None
         return None, str(e).splitlines()[0][:200] if str(e) else type(e).__name__
     except Exception as e:  # noqa: BLE001 - truncated, zeroed or otherwise unreadable: skipped, and said so
         text = str(e).strip().splitlines()
