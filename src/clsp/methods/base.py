@@ -245,7 +245,7 @@ class ContrastiveMethod(L.LightningModule):
             if self.trainer.world_size > 1:
                 counts = self.trainer.strategy.reduce(counts.clone(), reduce_op="sum")
             if int(counts[1]) > 0:
-                self.log("train/probe_acc", 100.0 * float(counts[0]) / float(counts[1]), on_epoch=True)
+                self.log("train/probe_acc", 100.0 * float(counts[0]) / float(counts[1]), on_epoch=True, sync_dist=True)
             self._probe_counts.zero_()
         if self.monitor is None:
             return
