@@ -22,7 +22,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     enough to widen the moment between a checkpoint and the log rows Lightning writes after it.)"""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX, dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX, dir=path.parent)
+    except OSError as e:  # name the file the user asked for, not our temporary
+        raise type(e)(e.errno, e.strerror, str(path)) from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:
