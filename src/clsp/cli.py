@@ -42,18 +42,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command. What a user or the machine can cause (bad input, a full disk, a read-only folder)
+    ends with one line and exit code 2; Ctrl-C with exit code 130; only bugs print a traceback."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("clsp").setLevel(logging.INFO)
+    logging.raiseExceptions = False  # a log file on a full disk must not print a traceback per line
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except UserError as e:
-        print(f"clsp: error: {e}", file=sys.stderr)
-        return 2
+        return _fail(str(e))
+    except OSError as e:
+        from clsp.errors import describe_os_error
+
+        return _fail(describe_os_error(e))
     except KeyboardInterrupt:
         print("clsp: interrupted", file=sys.stderr)
         return 130
+
+
+def _fail(message: str) -> int:
+    print(f"clsp: error: {' '.join(message.split())}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -37,9 +37,12 @@ def _read_preset(path: Path, seen: tuple[Path, ...] = ()) -> list[dict]:
     if path in seen:
         raise ConfigError(f"config {path}: `base` chain loops back on itself")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"config {path} is not valid YAML: {e}".replace("\n", " ")) from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config {path} is not UTF-8 text (byte {e.object[e.start]:#04x} at position {e.start}); "
+                          "save it as UTF-8") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config {path} must be a mapping of keys to values")
     base = data.pop("base", None)

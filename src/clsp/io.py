@@ -6,33 +6,64 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, BinaryIO, Iterator
+
+TEMPORARY_SUFFIX = ".tmp"   # temporaries are named .<final name>.<random>.tmp, beside the final file
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; on success it is renamed onto `path`, else removed."""
+    """Yield a temporary path beside `path` (same folder, so the same filesystem: the rename cannot turn
+    into a copy); on success it is renamed onto `path`, else removed. (The directory is not fsynced: after
+    a power cut the name holds the old complete file or the new one, and a directory fsync can take long
+    enough to widen the moment between a checkpoint and the log rows Lightning writes after it.)"""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX, dir=path.parent)
+    except OSError as e:  # name the file the user asked for, not our temporary
+        raise type(e)(e.errno, e.strerror, str(path)) from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
         os.replace(tmp_path, path)
-    except BaseException:
+    except BaseException as e:
         tmp_path.unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.filename is None:
+            e.filename = str(path)            # a failed write() names no file: say which one it was
         raise
 
 
-def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike) -> Iterator[BinaryIO]:
+    """A binary file whose bytes appear under `path` only once all are written and on disk."""
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
-            f.write(data)
+            yield f
             f.flush()
             os.fsync(f.fileno())
+
+
+def remove_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporaries a killed writer left in `folder` (not below it). Only for a folder nobody
+    else writes in now: its owner, holding the run lock (clsp.lock)."""
+    removed = []
+    for tmp in Path(folder).glob(f".*{TEMPORARY_SUFFIX}"):
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+        removed.append(tmp)
+    return removed
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_write(path) as f:
+        f.write(data)
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:

@@ -539,6 +539,13 @@ class Pipeline:
                             "model on it; give a trained local diffusers model with model_dir=DIR")
 
     def execute(self) -> Path:
+        """Run the stages, holding the run directory's lock (a second pipeline on it stops at once)."""
+        from clsp.lock import run_lock
+
+        with run_lock(self.run):
+            return self._execute()
+
+    def _execute(self) -> Path:
         from clsp import rundir
         from clsp.rundir import fingerprint
 

@@ -1,8 +1,11 @@
 """Lightning plumbing shared by every training loop (diffusion and contrastive).
 
 - One Trainer recipe: CSV + TensorBoard logs, a progress bar with it/s and ETA, a checkpoint every N
-  steps (`last.ckpt`, written atomically by Lightning), bf16 autocast on GPU, DDP when several
-  devices or nodes are asked for (gloo on CPU, so tests can run two processes).
+  steps (`last.ckpt`), bf16 autocast on GPU, DDP when several devices or nodes are asked for (gloo on
+  CPU, so tests can run two processes).
+- Nothing lost, nothing half-written: checkpoints are written beside their final name, fsynced and
+  renamed (AtomicCheckpointIO), and load tensors only (weights_only=True); resume takes the newest
+  checkpoint that loads; the CSV history keeps every step of every session (HistoryCSVLogger).
 - Exact resume without saving RNG streams: each step seeds its own randomness from
   (seed, global step, rank), and batches are chosen from the global step, so a resumed run replays
   exactly what an uninterrupted one would have done.
@@ -10,7 +13,12 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import logging
+import os
+import re
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
@@ -19,6 +27,9 @@ import numpy as np
 import torch
 
 from clsp.config import check, check_choice, check_positive
+from clsp.errors import UserError
+
+log = logging.getLogger("clsp")
 
 
 @dataclass
@@ -76,7 +87,7 @@ def make_trainer(cfg: TrainerConfig, run_dir: str | Path, max_steps: int, callba
     """A Lightning Trainer writing logs and checkpoints under run_dir."""
     import lightning as L
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
-    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+    from lightning.pytorch.loggers import TensorBoardLogger
 
     run_dir = Path(run_dir)
     ckpt = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="step{step:08d}", auto_insert_metric_name=False,
@@ -93,8 +104,8 @@ def make_trainer(cfg: TrainerConfig, run_dir: str | Path, max_steps: int, callba
         accelerator="gpu" if cfg.accelerator == "cuda" else cfg.accelerator,
         devices=devices(cfg), num_nodes=cfg.num_nodes, strategy=strategy,
         precision=precision(cfg), max_steps=max_steps, max_epochs=max_epochs,
-        logger=[CSVLogger(str(run_dir), name="logs", version=""), TensorBoardLogger(str(run_dir), name="tb", version="")],
-        callbacks=cbs, log_every_n_steps=cfg.log_every, enable_progress_bar=cfg.progress,
+        logger=[history_csv_logger(run_dir), TensorBoardLogger(str(run_dir), name="tb", version="")],
+        plugins=[atomic_checkpoint_io()], callbacks=cbs, log_every_n_steps=cfg.log_every, enable_progress_bar=cfg.progress,
         gradient_clip_val=gradient_clip_val, deterministic=cfg.deterministic, enable_model_summary=False,
         num_sanity_val_steps=0, **kwargs,
     )
@@ -124,10 +135,213 @@ def run_progress_bar(refresh_rate: int):
     return RunProgressBar(refresh_rate=refresh_rate)
 
 
+def fit(trainer, module, **kwargs) -> None:
+    """trainer.fit, with Ctrl-C kept a KeyboardInterrupt: Lightning catches it, shuts down and exits
+    with code 1 (ignoring SIGINT from then on); here it becomes KeyboardInterrupt again (exit 130)."""
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        trainer.fit(module, **kwargs)
+    except SystemExit:
+        if not trainer.interrupted:
+            raise
+        try:
+            signal.signal(signal.SIGINT, handler)
+        except (ValueError, TypeError):  # not the main thread, or a handler set outside Python
+            pass
+        raise KeyboardInterrupt from None
+
+
+# -- checkpoints -----------------------------------------------------------------------------------
+
+def load_checkpoint(path: str | Path, map_location=None, mmap: bool = False) -> dict:
+    """A checkpoint's contents, unpickling tensors and plain values only: a file that asks for anything
+    else (a hostile or foreign pickle) fails instead of running code, whatever torch's default is."""
+    return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+
+
+def atomic_checkpoint_io():
+    """Lightning's checkpoint I/O, made atomic for real and tensor-only on load.
+
+    Lightning stages a checkpoint in the system's temporary folder (fsspec) and then moves it; across
+    filesystems, or when the disk fills mid-copy, that move is a copy cut short under the final name.
+    Here the bytes go to a temporary file in the checkpoint's own folder, are fsynced and renamed."""
+    from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+    from clsp.io import atomic_write
+
+    class AtomicCheckpointIO(TorchCheckpointIO):
+        def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+            try:
+                with atomic_write(path) as f:
+                    torch.save(checkpoint, f)
+            except RuntimeError as e:   # torch's zip writer reports a failed write (ENOSPC ...) as its own error
+                cause = e.__context__
+                while cause is not None and not isinstance(cause, OSError):
+                    cause = cause.__context__
+                if cause is None:
+                    raise
+                if cause.filename is None:
+                    cause.filename = str(path)
+                raise cause from None
+
+        def load_checkpoint(self, path, map_location=lambda storage, loc: storage, weights_only=None) -> dict:
+            return load_checkpoint(path, map_location)
+
+    return AtomicCheckpointIO()
+
+
+class ForeignCheckpointError(UserError):
+    """A checkpoint that unpickles objects other than tensors and plain values: not one clsp wrote."""
+
+
+def try_checkpoint(path: Path) -> tuple[int | None, str]:
+    """(global step, "") when the checkpoint loads, else (None, why). Cheap: memory-mapped, tensors unread."""
+    import pickle
+
+    try:
+        step = load_checkpoint(path, map_location="cpu", mmap=True)["global_step"]
+        return int(step), ""
+    except pickle.UnpicklingError as e:
+        asks = [line.strip() for line in str(e).splitlines() if "global" in line.lower()]
+        if asks:
+            raise ForeignCheckpointError(
+                f"{path} asks to run code or build Python objects when loaded ({asks[-1][:200]}); clsp never "
+                "writes such a checkpoint, so it was not made by this run: delete it (the run then resumes from "
+                "another checkpoint, or starts over) and find out how it got there") from None
+        return None, str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+    except Exception as e:  # noqa: BLE001 - truncated, zeroed or otherwise unreadable: skipped, and said so
+        text = str(e).strip().splitlines()
+        return None, text[0][:200] if text else type(e).__name__
+
+
 def last_checkpoint(run_dir: str | Path) -> Optional[Path]:
-    """The checkpoint to resume from, if a previous run left one."""
-    path = Path(run_dir) / "checkpoints" / "last.ckpt"
-    return path if path.is_file() else None
+    """The checkpoint to resume from: last.ckpt, or when it does not load (a full disk, a kill, a damaged
+    file) the newest step*.ckpt that does, with a line saying so; None when there is none. Temporary
+    files of a killed writer are removed (the caller holds the run lock)."""
+    from clsp.io import remove_temporaries
+    from clsp.lock import is_launcher
+
+    folder = Path(run_dir) / "checkpoints"
+    if not folder.is_dir():
+        return None
+    if is_launcher():
+        remove_temporaries(folder)
+    steps = sorted(folder.glob("step*.ckpt"), key=lambda p: _step_of(p.name), reverse=True)
+    candidates = [p for p in [folder / "last.ckpt", *steps] if p.is_file()]
+    skipped = []
+    for path in candidates:
+        step, why = try_checkpoint(path)
+        if step is not None:
+            if skipped:
+                log.warning(f"resume: {'; '.join(skipped)}; resuming from {path.name} (step {step}) instead")
+            return path
+        skipped.append(f"{path} does not load ({why})")
+    if skipped:
+        log.warning(f"resume: {'; '.join(skipped)}; no checkpoint loads, so training starts from step 0")
+    return None
+
+
+def _step_of(name: str) -> int:
+    match = re.search(r"(\d+)", name)
+    return int(match.group(1)) if match else -1
+
+
+# -- the training history --------------------------------------------------------------------------
+
+def history_csv_logger(run_dir: str | Path):
+    """Lightning's CSVLogger writing RUN/logs/metrics.csv, but keeping the history of earlier sessions.
+
+    Lightning's writer deletes metrics.csv when a run resumes. This one keeps every row. A resumed run
+    re-logs the steps between its checkpoint and the kill; a row with the step and the columns of an
+    earlier row replaces that row, so the file holds each step once, in the order an uninterrupted run
+    writes it. A last line torn by a kill (no newline yet) is dropped. Rows are appended; the file is
+    rewritten (atomically) only when a row is replaced or a new column appears."""
+    from lightning.pytorch.loggers import CSVLogger
+    from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+    from lightning.fabric.loggers.logger import rank_zero_experiment
+
+    from clsp.io import atomic_write
+
+    class HistoryWriter(ExperimentWriter):
+        def __init__(self, log_dir: str) -> None:  # not the parent's: it deletes the old metrics.csv
+            self.hparams: dict = {}
+            self.metrics: list[dict] = []
+            self.log_dir = log_dir
+            self.metrics_file_path = os.path.join(log_dir, self.NAME_METRICS_FILE)
+            os.makedirs(log_dir, exist_ok=True)
+            self.metrics_keys, self.rows = read_history(self.metrics_file_path)
+            self._keys = {_row_key(r) for r in self.rows}
+            self._torn = _has_torn_line(self.metrics_file_path)
+
+        def save(self) -> None:
+            if not self.metrics:
+                return
+            keys = {_row_key(r) for r in self.metrics}
+            replaced = keys & self._keys
+            if replaced:
+                self.rows = [r for r in self.rows if _row_key(r) not in replaced]
+            self.rows += self.metrics
+            self._keys |= keys
+            new_columns = set().union(*self.metrics) - set(self.metrics_keys)
+            self.metrics_keys = sorted(set(self.metrics_keys) | new_columns)
+            if replaced or new_columns or self._torn or not os.path.isfile(self.metrics_file_path):
+                with atomic_write(self.metrics_file_path) as f:
+                    text = _csv_text(self.metrics_keys, self.rows, header=True)
+                    f.write(text.encode("utf-8"))
+                self._torn = False
+            else:
+                with open(self.metrics_file_path, "a", newline="", encoding="utf-8") as f:
+                    f.write(_csv_text(self.metrics_keys, self.metrics, header=False))
+            self.metrics = []
+
+    class HistoryCSVLogger(CSVLogger):
+        @property
+        @rank_zero_experiment
+        def experiment(self):
+            if self._experiment is None:
+                os.makedirs(self.root_dir, exist_ok=True)
+                self._experiment = HistoryWriter(log_dir=self.log_dir)
+            return self._experiment
+
+    return HistoryCSVLogger(str(run_dir), name="logs", version="")
+
+
+def read_history(path: str | Path) -> tuple[list[str], list[dict]]:
+    """(columns, rows) of a metrics.csv; a last line without its newline (torn by a kill) is dropped."""
+    path = Path(path)
+    if not path.is_file():
+        return [], []
+    text = path.read_bytes().decode("utf-8", errors="replace")
+    if not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]
+    reader = csv.DictReader(text.splitlines())
+    rows = [{k: v for k, v in row.items() if k is not None and v not in (None, "")} for row in reader]
+    return list(reader.fieldnames or []), rows
+
+
+def _has_torn_line(path: str) -> bool:
+    try:
+        with open(path, "rb") as f:
+            f.seek(-1, os.SEEK_END)
+            return f.read(1) != b"\n"
+    except OSError:
+        return False
+
+
+def _row_key(row: dict) -> tuple:
+    """A row is one logging call: its step and which columns it filled."""
+    return str(row.get("step")), tuple(sorted(k for k, v in row.items() if k != "step" and v not in (None, "")))
+
+
+def _csv_text(columns: list[str], rows: list[dict], header: bool) -> str:
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\r\n")
+    if header:
+        writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
 
 
 def step_seed(seed: int, step: int, rank: int = 0, stream: str = "") -> int:

@@ -140,3 +140,45 @@ def test_fine_tuning_starts_from_the_init_model(tmp_path, saved_tiny_model):
     assert read_json(tmp_path / "ft" / "inputs.json")["init_model"] == hash_directory(saved_tiny_model)
     with pytest.raises(UserError, match="16x16"):
         train_diffusion(config(tmp_path / "ft2", f"init_from={saved_tiny_model}", "n_sample_grid=0"))
+
+
+HOSTILE = """
+import os, sys, torch
+class Hostile:
+    def __reduce__(self):
+        return (os.system, ("touch " + sys.argv[2],))
+torch.save({"global_step": 4, "state_dict": {}, "payload": Hostile()}, sys.argv[1])
+"""
+
+
+def test_a_hostile_checkpoint_is_refused_without_running_its_code(tmp_path, monkeypatch):
+    """An interrupted run whose last.ckpt was replaced by a malicious pickle (it would `touch` a marker).
+    torch < 2.6, which our bounds allow, unpickles anything unless weights_only=True is passed: the
+    variable below gives the installed torch that default."""
+    overrides = ["dataset.size=8", "batch_size=8", "max_steps=6", "trainer.checkpoint_every=2", "n_sample_grid=0"]
+
+    import lightning as L
+
+    from clsp import training
+
+    class Crash(Exception):
+        pass
+
+    class CrashAt(L.Callback):
+        def on_train_batch_start(self, trainer, *_):
+            if trainer.global_step == 3:
+                raise Crash
+
+    make_trainer = training.make_trainer
+    monkeypatch.setattr(training, "make_trainer", lambda *a, **k: make_trainer(*a, **k, callbacks=[CrashAt()]))
+    with pytest.raises(Crash):
+        train_diffusion(config(tmp_path / "run", *overrides))                 # a real interrupted run
+    monkeypatch.setattr(training, "make_trainer", make_trainer)
+
+    marker = tmp_path / "marker"
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    subprocess.run([sys.executable, "-c", HOSTILE, str(last), str(marker)], check=True)
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    with pytest.raises(UserError, match=r"last\.ckpt asks to run code"):
+        train_diffusion(config(tmp_path / "run", *overrides))
+    assert not marker.exists()

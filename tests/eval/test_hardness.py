@@ -98,3 +98,11 @@ def test_hardness_eval_with_a_real_store(encoder_file, tmp_path):
     with pytest.raises(UserError, match="positives store"):
         hardness_eval(encoder_file, DatasetConfig(name="digits", size=16, subset=65), tmp_path / "store",
                       tmp_path / "h2", n=16, device="cpu")
+
+    # no anchors is a clean error (it was a traceback), and nothing is written
+    from clsp.cli import main
+
+    argv = ["eval", "hardness", "--ckpt", str(encoder_file), "--dataset", "digits", "--size", "16", "--subset", "64",
+            "--positives", str(tmp_path / "store"), "--out", str(tmp_path / "h0"), "--device", "cpu"]
+    assert main([*argv, "--n", "0"]) == 2
+    assert not (tmp_path / "h0").exists()

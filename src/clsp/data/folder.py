@@ -48,6 +48,8 @@ def read_image(path: str | os.PathLike, size: int) -> np.ndarray:
             w, h = im.size
             left, top = (w - size) // 2, (h - size) // 2
             return np.array(im.crop((left, top, left + size, top + size)), dtype=np.uint8)
+    except Image.DecompressionBombError as e:
+        raise _too_large(path, e) from None
     except (OSError, ValueError, SyntaxError) as e:  # PIL raises these for missing, truncated and corrupt files
         raise UserError(f"cannot read image {path}: {e}; remove or replace the file") from None
 
@@ -59,16 +61,35 @@ def image_side(path: str | os.PathLike) -> int:
     try:
         with Image.open(path) as im:
             return min(im.size)
+    except Image.DecompressionBombError as e:
+        raise _too_large(path, e) from None
     except (OSError, ValueError, SyntaxError) as e:
         raise UserError(f"cannot read image {path}: {e}; remove or replace the file") from None
 
 
-def list_images(folder: Path) -> list[Path]:
-    """Image files below `folder`, in sorted order (following links, as torchvision's ImageFolder does)."""
+def _too_large(path, error: Exception) -> UserError:
+    """Pillow refuses to decode an image of more than twice Image.MAX_IMAGE_PIXELS (a decompression bomb)."""
+    from PIL import Image
+
+    return UserError(f"image {path} is too large to decode ({error}); Pillow's limit is {2 * Image.MAX_IMAGE_PIXELS:,} "
+                     "pixels, a guard against decompression bombs: remove the file or shrink it")
+
+
+def list_images(folder: Path, seen: set | None = None) -> list[Path]:
+    """Image files below `folder`, in sorted order, following links as torchvision's ImageFolder does but
+    each real folder and each real file once: a link back up the tree (a cycle) or a second link to the
+    same image adds nothing. `seen` (real paths) is shared by the calls that scan one dataset."""
+    seen = set() if seen is None else seen
     found = []
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        found += [Path(dirpath) / f for f in sorted(filenames) if is_image(Path(f))]
+        seen.add(os.path.realpath(dirpath))
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
+                             and os.path.realpath(os.path.join(dirpath, d)) not in seen)
+        for name in sorted(filenames):
+            real = os.path.realpath(os.path.join(dirpath, name))
+            if is_image(Path(name)) and real not in seen:
+                seen.add(real)
+                found.append(Path(dirpath) / name)
     return found
 
 
@@ -78,7 +99,9 @@ def scan_folder(folder: Path) -> tuple[list[tuple[str, int]], list[str], bool]:
         raise UserError(f"{folder} is not a folder; give folder:PATH with PATH a folder of images")
     entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
     files = [p for p in entries if p.is_file() and is_image(p)]
-    class_dirs = [(d, list_images(d)) for d in entries if d.is_dir()]
+    # A link inside one class folder that leads to the root or to another class adds none of their images.
+    seen = {os.path.realpath(p) for p in [folder, *entries] if p.is_dir() or p in files}
+    class_dirs = [(d, list_images(d, seen)) for d in entries if d.is_dir()]
     class_dirs = [(d, images) for d, images in class_dirs if images]
     if files and class_dirs:
         raise UserError(f"{folder} mixes images ({files[0].name}, ...) with class subfolders ({class_dirs[0][0].name}/, "

@@ -41,11 +41,12 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
 
 
 def find_fashion_mnist(root: str | os.PathLike | None) -> Path | None:
-    """--root, then Debian's dataset-fashion-mnist, then the clsp data cache."""
-    candidates = []
+    """In --root when given (and only there, as for CIFAR), else Debian's dataset-fashion-mnist, then the
+    clsp data cache."""
     if root is not None:
-        candidates += [Path(root), Path(root) / "fashion-mnist", Path(root) / "FashionMNIST" / "raw"]
-    candidates += [DEBIAN_FASHION_DIR, cache_dir() / "fashion-mnist", cache_dir() / "FashionMNIST" / "raw"]
+        candidates = [Path(root), Path(root) / "fashion-mnist", Path(root) / "FashionMNIST" / "raw"]
+    else:
+        candidates = [DEBIAN_FASHION_DIR, cache_dir() / "fashion-mnist", cache_dir() / "FashionMNIST" / "raw"]
     for c in candidates:
         if (c / FASHION_FILES["train"][0]).is_file() or (c / FASHION_FILES["test"][0]).is_file():
             return c
@@ -58,9 +59,11 @@ def load_fashion_mnist(split: str = "train", root=None, size: int | None = None,
     where = find_fashion_mnist(root)
     if where is None and download and root is None:
         where = _download_fashion_mnist()
+    if where is None and root is not None:
+        raise UserError(f"Fashion-MNIST not found in --root {root} (nor in its fashion-mnist/ or FashionMNIST/raw/): "
+                        "give the folder that holds the four idx .gz files, or leave --root out to use the system copy")
     if where is None:
-        looked = f"{root}, " if root is not None else ""
-        raise UserError(f"Fashion-MNIST not found (looked in {looked}{DEBIAN_FASHION_DIR}, {cache_dir() / 'fashion-mnist'}); "
+        raise UserError(f"Fashion-MNIST not found (looked in {DEBIAN_FASHION_DIR}, {cache_dir() / 'fashion-mnist'}); "
                         "install Debian's dataset-fashion-mnist or put the four idx .gz files in --root")
     image_file, label_file = (where / f for f in FASHION_FILES[split])
     if not image_file.is_file() or not label_file.is_file():

@@ -94,7 +94,7 @@ def save_model(model_dir: str | os.PathLike, unet, scheduler_config: dict) -> Pa
 
     final = Path(model_dir)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
     try:
         unet.save_pretrained(str(tmp / "unet"), safe_serialization=True)
         scheduler_config = {"_class_name": "DDPMScheduler", **scheduler_config}
@@ -138,7 +138,7 @@ def _replace_dir(new: Path, final: Path) -> None:
     """Rename `new` onto `final`; an existing `final` is moved aside first and removed after."""
     old = None
     if final.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old.", dir=final.parent))
+        old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old.", suffix=".tmp", dir=final.parent))
         os.replace(final, old / final.name)
     os.replace(new, final)
     if old is not None:

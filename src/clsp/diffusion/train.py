@@ -172,7 +172,15 @@ def _lightning_module():
 # -- the stage function ----------------------------------------------------------------------------
 
 def train_diffusion(cfg: DiffusionTrainConfig) -> Path:
-    """Train (or resume, or skip if already done) and return the diffusers model directory."""
+    """Train (or resume, or skip if already done) and return the diffusers model directory.
+    One process at a time per out_dir."""
+    from clsp.lock import run_lock
+
+    with run_lock(cfg.out_dir):
+        return _train_diffusion(cfg)
+
+
+def _train_diffusion(cfg: DiffusionTrainConfig) -> Path:
     from lightning.pytorch.utilities import rank_zero_only
 
     from clsp import rundir
@@ -180,8 +188,8 @@ def train_diffusion(cfg: DiffusionTrainConfig) -> Path:
     from clsp.data.registry import ImageSet
     from clsp.diffusion.model import check_model_matches, load_model, save_model
     from clsp.diffusion.unet import check_image_size, make_unet
-    from clsp.io import hash_directory, read_json
-    from clsp.training import StepLoader, last_checkpoint, make_trainer, uses_gpu, world_size
+    from clsp.io import hash_directory, read_json, remove_temporaries
+    from clsp.training import StepLoader, fit, last_checkpoint, make_trainer, uses_gpu, world_size
 
     out = Path(cfg.out_dir)
     model_dir = out / "model"
@@ -194,6 +202,8 @@ def train_diffusion(cfg: DiffusionTrainConfig) -> Path:
     if rundir.is_complete(out, cfg, inputs) and model_dir.is_dir():
         log.info("diffusion: %s is complete for this config and data; reusing %s", out, model_dir)
         return model_dir
+    if rank_zero_only.rank == 0 and out.is_dir():
+        remove_temporaries(out)                                 # a model directory a kill left half-written
     resume = last_checkpoint(out)
     if resume is not None and (out / "inputs.json").is_file() and read_json(out / "inputs.json") != inputs:
         raise UserError(f"{out} holds a diffusion run on other data or another init model; "
@@ -230,7 +240,7 @@ def train_diffusion(cfg: DiffusionTrainConfig) -> Path:
     log.info("diffusion: %s UNet (%.1fM parameters) on %d images of %dpx, %d steps%s", cfg.model if not cfg.init_from else cfg.init_from,
              sum(p.numel() for p in unet.parameters()) / 1e6, len(train_set), train_set.image_size, cfg.max_steps,
              f", resuming from {resume}" if resume else "")
-    trainer.fit(module, train_dataloaders=StepLoader(steps_per_epoch), ckpt_path=str(resume) if resume else None)
+    fit(trainer, module, train_dataloaders=StepLoader(steps_per_epoch), ckpt_path=str(resume) if resume else None)
     if trainer.is_global_zero:
         save_model(model_dir, module.ema.module, scheduler_config)
         rundir.finish(out, cfg, inputs, outputs={"model": str(model_dir), "steps": int(trainer.global_step)})

@@ -109,6 +109,8 @@ def hardness_eval(encoder_path, dataset_cfg, positives, out_dir=None, n: int = 1
     from clsp.eval.metrics import dataset_record, default_out_dir, finish_run, previous_result, start_run, write_metrics
     from clsp.io import hash_json
 
+    if n < 1:
+        raise UserError(f"hardness needs at least 1 anchor: --n (eval.hardness_n) must be >= 1, got {n}")
     encoder = Encoder(encoder_path, device)
     out = Path(out_dir) if out_dir is not None else default_out_dir(encoder.path, "hardness")
     augment = augment or encoder.meta.get("augment") or ("moco" if encoder.meta.get("method") == "moco" else "simclr")

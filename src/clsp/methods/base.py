@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -122,6 +123,10 @@ class ContrastiveMethod(L.LightningModule):
         self.total_steps = steps_per_epoch * cfg.epochs
         self.results: dict[str, float] = {}
         self._first_bad_step: Tensor | None = None
+        self._seconds_before, self._session_start = 0.0, None   # training time of earlier sessions; this one's start
+        # The probe's train accuracy over the epoch so far (hits, seen): kept in checkpoints, so that an epoch
+        # resumed in its middle reports the accuracy of all its steps, as Lightning's epoch mean would not.
+        self._probe_counts = torch.zeros(2, dtype=torch.long)
 
     # -- what a method defines ---------------------------------------------------------------------
 
@@ -140,6 +145,7 @@ class ContrastiveMethod(L.LightningModule):
         if self.monitor is not None:
             self.monitor.to(self.device)
         self._first_bad_step = torch.full((), -1, dtype=torch.long, device=self.device)
+        self._probe_counts = self._probe_counts.to(self.device)
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
         step, rank, world = self.global_step, self.global_rank, self.trainer.world_size
@@ -158,8 +164,7 @@ class ContrastiveMethod(L.LightningModule):
                 logits = self.probe(torch.cat(feats[:2]).detach().float())
                 targets = labels.repeat(2)
                 loss = loss + F.cross_entropy(logits, targets)
-                self.log("train/probe_acc", (logits.argmax(1) == targets).float().mean() * 100,
-                         on_step=False, on_epoch=True, batch_size=len(targets), sync_dist=True)
+                self._probe_counts += torch.stack([(logits.argmax(1) == targets).sum(), targets.new_tensor(len(targets))])
         self._guard_finite(loss, step)
         self.log_dict(logs, on_step=True, on_epoch=False, batch_size=len(images))
         self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(images))
@@ -190,6 +195,28 @@ class ContrastiveMethod(L.LightningModule):
                 f"the loss became NaN or inf at training step {first}; the run stopped and its last checkpoint "
                 f"(from before that step) is kept. Lower `lr` or the warmup start, or check the inputs, then rerun "
                 f"(it resumes from the checkpoint)")
+
+    # -- what a checkpoint keeps besides the state: the monitors' scores and the training time -----
+
+    def on_train_start(self) -> None:
+        self._session_start = time.perf_counter()
+
+    def train_seconds(self) -> float:
+        """Seconds spent training over every session of this run (up to each session's last checkpoint)."""
+        now = time.perf_counter() - self._session_start if self._session_start is not None else 0.0
+        return self._seconds_before + now
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["clsp"] = {"results": dict(self.results), "train_seconds": self.train_seconds(),
+                              "probe_counts": self._probe_counts.cpu()}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        saved = checkpoint.get("clsp") or {}
+        self.results.update(saved.get("results") or {})
+        self._seconds_before = float(saved.get("train_seconds") or 0.0)
+        # A checkpoint at an epoch's last step precedes that epoch's end, which the resumed run does not redo.
+        if "probe_counts" in saved and int(checkpoint.get("global_step", 0)) % self.steps_per_epoch:
+            self._probe_counts = saved["probe_counts"].clone()
 
     # -- optimiser ---------------------------------------------------------------------------------
 
@@ -234,6 +261,13 @@ class ContrastiveMethod(L.LightningModule):
     # -- monitors ----------------------------------------------------------------------------------
 
     def on_train_epoch_end(self) -> None:
+        if self.probe is not None:
+            counts = self._probe_counts
+            if self.trainer.world_size > 1:
+                counts = self.trainer.strategy.reduce(counts.clone(), reduce_op="sum")
+            if int(counts[1]) > 0:
+                self.log("train/probe_acc", 100.0 * float(counts[0]) / float(counts[1]), on_epoch=True, sync_dist=True)
+            self._probe_counts.zero_()
         if self.monitor is None:
             return
         epoch, last = self.current_epoch + 1, self.current_epoch + 1 >= self.cfg.epochs
@@ -255,7 +289,7 @@ class ContrastiveMethod(L.LightningModule):
             accuracy = knn_accuracy(self._features(m.train), m.train_labels, test_feats, m.test_labels, ks=[k],
                                     temperature=self.cfg.knn.temperature, num_classes=self.probe.out_features
                                     if self.probe is not None else None)
-            self.results["knn_acc"] = accuracy[k]
+            self.results["knn_acc"] = float(accuracy[k])
             self.log("test/knn_acc", accuracy[k], on_epoch=True, sync_dist=True)
 
     def _features(self, images) -> Tensor:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -193,7 +192,14 @@ def run_inputs(train, store, crop_source=None) -> dict[str, str]:
 def pretrain(cfg: PretrainConfig, callbacks: list | None = None) -> Path:
     """Train cfg.method on cfg.dataset (with the CLSP term when cfg.clsp.weight > 0); return out_dir.
 
-    `callbacks`: extra Lightning callbacks (e.g. to stop early)."""
+    `callbacks`: extra Lightning callbacks (e.g. to stop early). One process at a time per out_dir."""
+    from clsp.lock import run_lock
+
+    with run_lock(cfg.out_dir):
+        return _pretrain(cfg, callbacks)
+
+
+def _pretrain(cfg: PretrainConfig, callbacks: list | None) -> Path:
     import torch
 
     from clsp import rundir, training
@@ -260,19 +266,17 @@ def pretrain(cfg: PretrainConfig, callbacks: list | None = None) -> Path:
     log.info(f"pretrain: {cfg.method}{' + CLSP' if cfg.third_view == 'synthetic' else ' + aug' if cfg.third_view else ''}"
              f" on {cfg.dataset.name} ({len(train)} images, {steps_per_epoch} steps/epoch x {cfg.epochs} epochs, "
              f"global batch {global_batch}) -> {out}")
-    start_step, started = _checkpoint_step(resume), time.perf_counter()
-    trainer.fit(module, train_dataloaders=data.loader(world), ckpt_path=str(resume) if resume else None)
-    wall = time.perf_counter() - started
+    training.fit(trainer, module, train_dataloaders=data.loader(world), ckpt_path=str(resume) if resume else None)
     trainer.save_checkpoint(out / "checkpoints" / "last.ckpt")  # the final state (queues included), not the last N-step one
     if not trainer.is_global_zero:
         return out
 
-    steps_done = trainer.global_step - start_step
+    wall = module.train_seconds()  # over every session of the run (a resumed run keeps its earlier time)
     metrics = {
         "method": cfg.method, "clsp_weight": cfg.clsp.weight, "third_view": cfg.third_view,
         "probe_test_acc": module.results.get("probe_acc"), "knn_acc": module.results.get("knn_acc"),
         "knn_k": cfg.knn.k, "steps": trainer.global_step, "epochs": trainer.current_epoch,
-        "wall_seconds": wall, "images_per_second": steps_done * global_batch / wall if wall > 0 else None,
+        "wall_seconds": wall, "images_per_second": trainer.global_step * global_batch / wall if wall > 0 else None,
         "views_per_image": views.n_views, "global_batch": global_batch,
     }
     from clsp.io import write_json_atomic
@@ -349,6 +353,6 @@ def check_resumable(out: Path, cfg: PretrainConfig, inputs: dict[str, str]) -> N
 def _checkpoint_step(path: Path | None) -> int:
     if path is None:
         return 0
-    import torch
+    from clsp.training import load_checkpoint
 
-    return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["global_step"])
+    return int(load_checkpoint(path, map_location="cpu", mmap=True)["global_step"])

@@ -7,6 +7,7 @@ Layout of a store directory::
     chunk_00000.npy     uint8 [n, K, H, W, C] for images [0, chunk_size), in dataset order
     chunk_00001.npy     ...
     progress_rank1.json completion records of rank 1 while a multi-process job runs (merged at the end)
+    verified.json       size, mtime and checksum of each chunk as last verified (a cache)
     stats.json          written by `clsp positives stats`
 
 Why numpy chunks and a JSON manifest rather than zarr: zarr (3.x) writes each chunk atomically too,
@@ -17,13 +18,18 @@ chunk, renamed into place only when complete, plus a manifest rewritten atomical
 gives exact resume, byte-identical output and `np.load(mmap_mode="r")` reads with numpy alone.
 
 A chunk counts as complete only when the manifest (or a rank's progress record) lists it AND its
-file is present with exactly the expected size; anything else is regenerated.
+file is present with exactly the expected size AND its bytes have the SHA-256 recorded when it was
+written; anything else is regenerated. A checksum is verified on a chunk's first use and cached in
+verified.json by size and mtime, so that opening a large store again costs a stat per chunk. Opening
+a store also checks each chunk's header (uint8, the expected shape, never a pickle).
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import io
+import logging
 import os
 from pathlib import Path
 from typing import Any, Iterable
@@ -31,12 +37,14 @@ from typing import Any, Iterable
 import numpy as np
 
 from clsp.errors import UserError
-from clsp.io import atomic_path, read_json, write_json_atomic
+from clsp.io import atomic_path, atomic_write, read_json, write_json_atomic
 
 FORMAT = "clsp-positives/1"
 MANIFEST = "manifest.json"
 CONFIG = "synthesize.yaml"
 IDENTITY_KEYS = ("format", "dataset", "model_hash", "generation")
+VERIFIED = "verified.json"
+log = logging.getLogger("clsp")
 
 
 def chunk_path(store: str | os.PathLike, index: int) -> Path:
@@ -88,30 +96,84 @@ def chunk_shape(manifest: dict, index: int) -> tuple[int, ...]:
     return (stop - start, manifest["generation"]["k"], *manifest["dataset"]["image_shape"])
 
 
-def chunk_is_valid(store: str | os.PathLike, manifest: dict, index: int) -> bool:
-    """The chunk file is there with exactly the size its shape implies."""
+def chunk_problem(store: str | os.PathLike, manifest: dict, index: int, verified: dict | None = None) -> str | None:
+    """Why chunk `index` is not intact (missing, wrong size, bytes that differ from its checksum), or None.
+    `verified` is the cache of earlier verifications (read_verified); a chunk hashed here is added to it."""
     path = chunk_path(store, index)
     try:
-        return path.stat().st_size == npy_nbytes(chunk_shape(manifest, index))
+        stat = path.stat()
     except FileNotFoundError:
-        return False
+        return "missing"
+    if stat.st_size != npy_nbytes(chunk_shape(manifest, index)):
+        return f"{stat.st_size} bytes instead of {npy_nbytes(chunk_shape(manifest, index))}"
+    expected = manifest.get("chunk_sha256", {}).get(str(index))
+    if expected is None:
+        return None  # a chunk recorded before checksums were: checked by size (and by header on opening)
+    seen = [stat.st_size, stat.st_mtime_ns, expected]
+    if verified is not None and verified.get(path.name) == seen:
+        return None
+    if file_sha256(path) != expected:
+        return "its bytes do not match the checksum recorded when it was written"
+    if verified is not None:
+        verified[path.name] = seen
+    return None
+
+
+def chunk_is_valid(store: str | os.PathLike, manifest: dict, index: int, verified: dict | None = None) -> bool:
+    return chunk_problem(store, manifest, index, verified) is None
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_verified(store: str | os.PathLike) -> dict:
+    """The verification cache: chunk file name -> [size, mtime_ns, sha256] when last found intact."""
+    try:
+        cache = read_json(Path(store) / VERIFIED)
+        return cache if isinstance(cache, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def write_verified(store: str | os.PathLike, cache: dict) -> None:
+    try:
+        write_json_atomic(Path(store) / VERIFIED, cache)
+    except OSError:
+        pass  # a read-only store is verified again next time
 
 
 def rank_records(store: str | os.PathLike) -> set[int]:
     """Chunks listed as done by the ranks' progress records."""
-    done: set[int] = set()
+    return set(_rank_progress(store)[0])
+
+
+def _rank_progress(store: str | os.PathLike) -> tuple[list[int], dict[str, str]]:
+    """(chunks, their checksums) from the ranks' progress records."""
+    done: list[int] = []
+    checksums: dict[str, str] = {}
     for record in Path(store).glob("progress_rank*.json"):
         try:
-            done |= set(read_json(record).get("complete_chunks", []))
-        except (OSError, ValueError, AttributeError):
+            data = read_json(record)
+            done += list(data.get("complete_chunks", []))
+            checksums.update(data.get("chunk_sha256", {}))
+        except (OSError, ValueError, AttributeError, TypeError):
             pass  # records are written atomically, so this one is not ours: its chunks are redone
-    return done
+    return done, checksums
 
 
 def complete_chunks(store: str | os.PathLike, manifest: dict, recorded: Iterable[int] | None = None) -> set[int]:
     """Chunks recorded as done (by the manifest, a rank's record, or `recorded`) whose files are intact."""
     candidates = set(manifest.get("complete_chunks", [])) | rank_records(store) | set(recorded or ())
-    return {i for i in candidates if 0 <= i < manifest["chunks_total"] and chunk_is_valid(store, manifest, i)}
+    verified = read_verified(store)
+    done = {i for i in candidates if 0 <= i < manifest["chunks_total"] and chunk_is_valid(store, manifest, i, verified)}
+    if verified != read_verified(store):
+        write_verified(store, verified)
+    return done
 
 
 def new_manifest(dataset: dict, model_hash: str, generation: dict, sources: dict, versions: dict) -> dict:
@@ -162,6 +224,7 @@ class StoreWriter:
                                 f"choose a new --out")
             self.manifest = dict(new_manifest, complete_chunks=[], complete=False, created=_now())
             self.done: set[int] = set()
+            self.checksums: dict[str, str] = {}
         else:
             if identity(existing) != identity(new_manifest):
                 raise UserError(f"positives store {self.path} was made with other settings "
@@ -169,6 +232,7 @@ class StoreWriter:
                                 f"use a new --out, or delete {self.path} to regenerate it")
             self.manifest = dict(existing, sources=new_manifest["sources"], versions=new_manifest["versions"])
             self.done = complete_chunks(self.path, existing)
+            self.checksums = {str(i): c for i, c in existing.get("chunk_sha256", {}).items() if int(i) in self.done}
         self.todo_at_open = self.remaining()
 
     @property
@@ -193,20 +257,20 @@ class StoreWriter:
                     tmp.write_text(config_yaml)
 
     def write_chunk(self, index: int, candidates: np.ndarray) -> None:
-        """Write one chunk atomically, then record it as complete."""
+        """Write one chunk atomically, then record it as complete with the checksum of its bytes."""
         expected = chunk_shape(self.manifest, index)
         if candidates.shape != expected or candidates.dtype != np.uint8:
             raise ValueError(f"chunk {index}: expected uint8 {expected}, got {candidates.dtype} {candidates.shape}")
-        with atomic_path(chunk_path(self.path, index)) as tmp:
-            with open(tmp, "wb") as f:
-                np.save(f, np.ascontiguousarray(candidates))
-                f.flush()
-                os.fsync(f.fileno())
+        with atomic_write(chunk_path(self.path, index)) as f:
+            hashing = _HashingWriter(f)
+            np.save(hashing, np.ascontiguousarray(candidates))
         self.done.add(index)
+        self.checksums[str(index)] = hashing.sha256.hexdigest()
         if self.rank == 0:
             self._write_manifest()
         else:
-            write_json_atomic(rank_progress_path(self.path, self.rank), {"complete_chunks": sorted(self.done)})
+            write_json_atomic(rank_progress_path(self.path, self.rank),
+                              {"complete_chunks": sorted(self.done), "chunk_sha256": self.checksums})
 
     def finish(self) -> dict:
         """Rank 0, once every rank is done: fold the progress records into the manifest for good."""
@@ -217,6 +281,8 @@ class StoreWriter:
         return manifest
 
     def _write_manifest(self) -> dict:
+        self.checksums.update(_rank_progress(self.path)[1])
+        self.manifest["chunk_sha256"] = dict(sorted(self.checksums.items(), key=lambda kv: int(kv[0])))
         self.done = complete_chunks(self.path, self.manifest, recorded=self.done)
         self.manifest.update(complete_chunks=sorted(self.done), complete=len(self.done) == self.total, updated=_now())
         write_json_atomic(self.path / MANIFEST, self.manifest)
@@ -246,12 +312,30 @@ class PositivesStore:
                             f"`clsp synthesize --model DIR --dataset NAME --out {path}`")
         if dataset is not None:
             check_dataset(path, manifest, dataset)
-        done = complete_chunks(path, manifest)
-        if len(done) != manifest["chunks_total"]:
-            raise UserError(f"positives store {path} is incomplete ({len(done)} of {manifest['chunks_total']} chunks); "
-                            f"resume it with `clsp synthesize --config {path / CONFIG}` (the command that made it "
-                            f"continues where it stopped), or delete {path} and regenerate it")
-        chunks = [np.load(chunk_path(path, i), mmap_mode="r") for i in range(manifest["chunks_total"])]
+        regenerate = (f"resume it with `clsp synthesize --config {path / CONFIG}` (the command that made it continues "
+                      f"where it stopped and regenerates damaged chunks), or delete {path} and regenerate it")
+        recorded = set(manifest.get("complete_chunks", []))
+        if len(recorded) != manifest["chunks_total"]:
+            raise UserError(f"positives store {path} is incomplete ({len(recorded)} of {manifest['chunks_total']} chunks); "
+                            f"{regenerate}")
+        if "chunk_sha256" not in manifest:
+            log.warning(f"positives store {path} records no chunk checksums (made by an older clsp): its chunks are "
+                        "checked by size and header only")
+        verified = read_verified(path)
+        problems, chunks = {}, []
+        for i in range(manifest["chunks_total"]):
+            chunk, problem = None, chunk_problem(path, manifest, i, verified)
+            if problem is None:
+                chunk, problem = _map_chunk(chunk_path(path, i), chunk_shape(manifest, i))
+            if problem is not None:
+                problems[chunk_path(path, i).name] = problem
+            chunks.append(chunk)
+        write_verified(path, verified)
+        if problems:
+            listed = "; ".join(f"{name}: {problem}" for name, problem in list(problems.items())[:5])
+            more = f"; and {len(problems) - 5} more" if len(problems) > 5 else ""
+            raise UserError(f"positives store {path} is incomplete ({len(chunks) - len(problems)} of {len(chunks)} chunks "
+                            f"intact; {listed}{more}); {regenerate}")
         return cls(path, manifest, chunks)
 
     # -- what it holds -----------------------------------------------------------------------------
@@ -334,6 +418,28 @@ class PositivesStore:
             within = rows[sel] - c * self.chunk_size
             out[sel] = self._chunks[c][within] if slot_rows is None else self._chunks[c][within, slot_rows[sel]]
         return torch.from_numpy(out)
+
+
+def _map_chunk(path: Path, shape: tuple[int, ...]) -> tuple[np.ndarray | None, str | None]:
+    """The chunk memory-mapped, or why its header is not that of uint8 candidates of `shape`."""
+    try:
+        chunk = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError) as e:
+        return None, f"unreadable header: {e}"
+    if chunk.dtype != np.uint8 or chunk.shape != shape:
+        return None, f"its header says {chunk.dtype} {chunk.shape}, not uint8 {shape}"
+    return chunk, None
+
+
+class _HashingWriter:
+    """A file for np.save that hashes what passes through it."""
+
+    def __init__(self, f) -> None:
+        self.f, self.sha256 = f, hashlib.sha256()
+
+    def write(self, data) -> int:
+        self.sha256.update(data)
+        return self.f.write(data)
 
 
 def check_dataset(path: Path, manifest: dict, dataset) -> None:

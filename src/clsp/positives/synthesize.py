@@ -84,7 +84,15 @@ def _absolute(cfg: SynthesizeConfig) -> SynthesizeConfig:
 
 
 def synthesize(cfg: SynthesizeConfig) -> Path:
-    """Generate (or finish generating) the store `cfg.out`; returns its path once complete."""
+    """Generate (or finish generating) the store `cfg.out`; returns its path once complete. One job at a
+    time per store (the ranks of a torchrun job share their rank 0's lock)."""
+    from clsp.lock import run_lock
+
+    with run_lock(cfg.out):
+        return _synthesize(cfg)
+
+
+def _synthesize(cfg: SynthesizeConfig) -> Path:
     import torch
     import torch.distributed as dist
     from tqdm.auto import tqdm

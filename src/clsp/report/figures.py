@@ -13,6 +13,8 @@ import math
 from pathlib import Path
 from typing import Sequence
 
+from clsp.errors import UserError
+
 # What a panel shows, and the CSV columns that hold it, most specific first. Lightning's CSVLogger
 # writes one column per logged key; a row carries the values logged at its step, blanks elsewhere.
 CURVE_PANELS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -30,8 +32,21 @@ def read_metrics_csv(path: str | Path) -> list[dict[str, str]]:
     path = Path(path)
     if not path.is_file():
         return []
-    with open(path, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise UserError(f"{path} is damaged ({e}); delete it (the report then shows its curves as missing)") from None
+    for line, row in enumerate(rows, start=2):
+        for column, value in row.items():
+            if value in (None, ""):
+                continue
+            try:
+                float(value)
+            except (TypeError, ValueError):
+                raise UserError(f"{path} line {line}: column {column!r} holds {str(value)[:40]!r}, not a number; the "
+                                "file is damaged: delete it (the report then shows its curves as missing)") from None
+    return rows
 
 
 def find_column(rows: list[dict[str, str]], candidates: Sequence[str]) -> str | None:

@@ -82,7 +82,7 @@ class RunDirectory:
         if not (path / "config.yaml").is_file():
             raise UserError(f"{run_dir} is not a pipeline run directory (no config.yaml); "
                             "give the out_dir of `clsp pipeline`")
-        config = yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8")) or {}
+        config = _read_run_config(path / "config.yaml")
         run = cls(path, config, _read_json_or_empty(path / "env.json"), _read_json_or_empty(path / "timings.json"))
         run.specs = {spec.name: spec for spec in runs_from_config(config)}
         found = sorted(p.name for p in (path / "pretrain").iterdir() if p.is_dir()) if (path / "pretrain").is_dir() else []
@@ -128,6 +128,21 @@ def spec_of_name(name: str) -> RunSpec:
         if name.endswith(suffix):
             return RunSpec(name[: -len(suffix)], variant)
     return RunSpec(name, "base")
+
+
+def _read_run_config(path: Path) -> dict:
+    """The pipeline's resolved config; a damaged one, or a stage's (pretrain, eval ...), is refused."""
+    try:
+        config = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise UserError(f"{path} is damaged ({str(e).splitlines()[0]}); rerun `clsp pipeline` with the run's config "
+                        "to rewrite it (completed stages are skipped)") from None
+    if not isinstance(config, dict):
+        raise UserError(f"{path} is damaged (not a mapping of keys to values); rerun `clsp pipeline` to rewrite it")
+    if "methods" not in config or "variants" not in config:
+        raise UserError(f"{path.parent} is the run directory of a single stage, not of a pipeline; give the out_dir "
+                        "of `clsp pipeline` (the folder that holds stages/, pretrain/ and eval/)")
+    return config
 
 
 def _eval_enabled(evals: dict, kind: str) -> bool:
