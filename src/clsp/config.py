@@ -19,7 +19,7 @@ from clsp.errors import ConfigError
 
 T = TypeVar("T")
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"  # in the package, so that a wheel has them (the checkout links configs/ here)
 
 
 def resolve_preset(path: str | Path) -> Path:
