@@ -18,7 +18,6 @@ chunks), so killing the pipeline at any point and starting it again finishes the
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import datetime as _dt
 import logging
@@ -41,6 +40,8 @@ from clsp.training import TrainerConfig
 log = logging.getLogger("clsp.pipeline")
 
 VARIANTS = ("base",) + tuple(VARIANT_SUFFIX)  # base | clsp | aug
+LABELLED_EVALS = ("knn", "linear", "embed")      # the evaluations that need labelled train / test splits
+EVAL_NAMES = {"knn": "kNN", "linear": "linear probe", "embed": "t-SNE"}
 
 
 @dataclass
@@ -61,7 +62,9 @@ class SynthesisConfig:
 class EvalConfig:
     """Stage 4: which evaluations run on each encoder, and their settings."""
 
-    train_split: Optional[str] = None             # the labelled split probes train on (None: dataset.train_split;
+    dataset: Optional[DatasetConfig] = None       # the labelled set kNN, linear and t-SNE use (None: the pipeline's
+                                                  # dataset); name one for a flat folder, e.g. eval.dataset.name=...
+    train_split: Optional[str] = None             # the labelled split probes train on (None: the set's train_split;
                                                   # STL-10 pretrains on train+unlabeled and probes on train)
     knn: bool = True
     knn_temperature: float = 0.07
@@ -109,8 +112,8 @@ class PipelineConfig:
         check(len(self.variants) > 0, "variants", "must name at least one of base, clsp, aug")
         for v in self.variants:
             check_choice(v, "variants", VARIANTS)
-        for m in self.method_overrides:
-            check_choice(m, "method_overrides", self.methods)
+        for m in self.method_overrides:  # a method that is not run keeps its overrides (checked in Pipeline)
+            check_choice(m, "method_overrides", METHOD_NAMES)
         check_choice(self.paper, "paper", ("",) + PAPER_RUNS)
         check(all(0.0 <= w <= 1.0 for w in self.w_sweep), "w_sweep", f"values must be in [0, 1], got {self.w_sweep}")
         check_positive(self.figure_anchors, "figure_anchors")
@@ -141,8 +144,9 @@ def synthesize_config(cfg: PipelineConfig, model_dir: Path, store: Path):
 
     s = cfg.synthesis
     return SynthesizeConfig(model=str(model_dir), dataset=cfg.dataset, split=cfg.dataset.train_split, k=s.k,
-                            sampler=s.sampler, seed=s.seed, chunk_size=s.chunk_size, out=str(store),
-                            accelerator=cfg.trainer.accelerator, progress=cfg.trainer.progress)
+                            sampler=s.sampler, seed=s.seed, chunk_size=s.chunk_size, out_dir=str(store),
+                            device={"gpu": "cuda"}.get(cfg.trainer.accelerator, cfg.trainer.accelerator),
+                            progress=cfg.trainer.progress)
 
 
 def pretrain_config(cfg: PipelineConfig, method: str, variant: str, run: Path, store: Path) -> PretrainConfig:
@@ -240,14 +244,14 @@ class Pipeline:
         self.diffusion = None if cfg.model_dir else diffusion_config(cfg, self.run)
         self.runs = {run_name(m, v): pretrain_config(cfg, m, v, self.run, self.store)
                      for m in cfg.methods for v in cfg.variants}
+        for method in set(cfg.method_overrides) - set(cfg.methods):  # not run: its overrides must still be valid keys
+            pretrain_config(cfg, method, "base", self.run, self.store)
+        self.skipped_evals: Dict[str, str] = {}      # evaluation kind -> why it is not run (set by preflight)
         from clsp.methods.pretrain import validate
         from clsp.training import world_size
 
         for pre in self.runs.values():
             validate(pre, world_size(pre.trainer))  # queue sizes vs the global batch, before any work
-        if cfg.model_dir and not self.model_dir.is_dir():
-            raise UserError(f"model_dir {cfg.model_dir} is not a directory; give a local diffusers model "
-                            "(unet/ + scheduler/), or leave model_dir unset to train one")
 
     # fingerprints of inputs -------------------------------------------------------------------------
     def dataset_fingerprint(self) -> str:
@@ -340,27 +344,32 @@ class Pipeline:
                                 "run the pipeline again to resume it")
         return launch
 
+    def eval_data(self) -> DatasetConfig:
+        """The labelled set of kNN, linear and t-SNE (eval.dataset, else the pipeline's), with the probes' train split."""
+        data = self.cfg.eval.dataset or self.cfg.dataset
+        return dataclasses.replace(data, train_split=self.cfg.eval.train_split or data.train_split)
+
     def eval_stages(self, name: str) -> list[Stage]:
         cfg, ev = self.cfg, self.cfg.eval
         encoder = self.run / "pretrain" / name
         out_dir = self.run / "eval" / name
-        data = dataclasses.replace(cfg.dataset, train_split=ev.train_split or cfg.dataset.train_split)
+        data = self.eval_data()
         stages = []
 
         def inputs(with_store: bool = False) -> Callable[[], Dict[str, str]]:
             return lambda: {"encoder": self.encoder_hash(name), **({"positives": self.store_hash()} if with_store else {})}
 
-        if ev.knn:
+        if ev.knn and "knn" not in self.skipped_evals:
             from clsp.eval.knn import knn_eval
 
             stages.append(Stage(f"eval/{name}/knn", {"dataset": to_dict(data), "temperature": ev.knn_temperature}, inputs(),
                                 lambda: knn_eval(encoder, data, out_dir / "knn", temperature=ev.knn_temperature)))
-        if ev.linear:
+        if ev.linear and "linear" not in self.skipped_evals:
             from clsp.eval.linear import linear_eval
 
             stages.append(Stage(f"eval/{name}/linear", {"dataset": to_dict(data), "probe": to_dict(ev.linear_probe)}, inputs(),
                                 lambda: linear_eval(encoder, data, out_dir / "linear", ev.linear_probe)))
-        if ev.embed:
+        if ev.embed and "embed" not in self.skipped_evals:
             from clsp.eval.embed import embed_plot
 
             stages.append(Stage(f"eval/{name}/embed", {"dataset": to_dict(data), "n": ev.embed_n, "seed": ev.seed}, inputs(),
@@ -409,22 +418,52 @@ class Pipeline:
         title = f"interpolation weight w ({self.cfg.synthesis.sampler.sampler}, {self.cfg.synthesis.sampler.steps} steps)"
         grids.save_png(self.run / "figures" / "w_sweep.png", grids.w_sweep_image(few, sweep, title=title))
 
-    def check_data(self) -> None:
-        """Diffusion training needs the training images in memory; a streamed set needs model_dir."""
+    def preflight(self) -> None:
+        """What the stages will need, checked before the first one runs: the model directory, the training
+        images (in memory when a diffusion model is trained on them; enough for every pretraining batch),
+        and labelled train and test splits for kNN, linear and t-SNE. Those three are skipped, and said so,
+        when the training set has no labels (a flat folder) and no labelled set is named (eval.dataset)."""
+        from clsp.data.config import load_split
         from clsp.data.registry import ImageSet
+        from clsp.training import world_size
 
+        cfg, ev = self.cfg, self.cfg.eval
+        if cfg.model_dir and not self.model_dir.is_dir():
+            raise UserError(f"model_dir {cfg.model_dir} is not a directory; give a local diffusers model "
+                            "(unet/ + scheduler/), or leave model_dir unset to train one")
         self.dataset_fingerprint()
-        if self.diffusion is not None and not isinstance(self._train_set, ImageSet):
-            raise UserError(f"dataset {self.cfg.dataset.name} streams from disk, so the pipeline cannot train a diffusion "
+        train = self._train_set
+        if self.diffusion is not None and not isinstance(train, ImageSet):
+            raise UserError(f"dataset {cfg.dataset.name} streams from disk, so the pipeline cannot train a diffusion "
                             "model on it; give a trained local diffusers model with model_dir=DIR")
+        for name, pre in self.runs.items():
+            batch = pre.batch_size * world_size(pre.trainer)
+            if len(train) < batch:
+                raise UserError(f"{cfg.dataset.name} split '{cfg.dataset.train_split}' has {len(train)} images, fewer than "
+                                f"the global batch {batch} of pretraining {name}; lower pretrain.batch_size")
+        self.data_record = {"train": _describe(train), "eval": None, "skipped": {}}
+        wanted = [kind for kind in LABELLED_EVALS if getattr(ev, kind)]
+        if wanted and ev.dataset is None and train.labels is None:
+            self.skipped_evals = {kind: f"{cfg.dataset.name} has no labels; to evaluate, name a labelled set with "
+                                        f"eval.dataset.name=NAME (or folder:PATH)" for kind in wanted}
+        elif wanted:
+            data = self.eval_data()
+            self.data_record["eval"] = {split: _describe(load_split(data, getattr(data, f"{split}_split"), require_labels=True))
+                                        for split in ("train", "test")}
+        self.data_record["skipped"] = dict(self.skipped_evals)
 
     def execute(self) -> Path:
         from clsp import rundir
+        from clsp.io import write_json_atomic
         from clsp.rundir import fingerprint
 
+        self.preflight()
         stages = self.stages()
-        self.check_data()
         rundir.start(self.run, self.cfg)
+        write_json_atomic(self.run / "data.json", self.data_record)
+        if self.skipped_evals:
+            kinds = ", ".join(EVAL_NAMES[k] for k in self.skipped_evals)
+            log.info(f"pipeline: {kinds} skipped: {next(iter(self.skipped_evals.values()))}")
         records = StageRecords(self.run)
         log.info(f"pipeline: {len(stages)} stages -> {self.run}")
         for i, stage in enumerate(stages, 1):
@@ -449,6 +488,11 @@ class Pipeline:
         return report or self.run
 
 
+def _describe(ds) -> Dict[str, Any]:
+    """What the report says about a split the run used: its true size and where it came from."""
+    return {"name": ds.name, "split": ds.split, "n": len(ds), "labelled": ds.labels is not None, "source": ds.source}
+
+
 def run_pipeline(cfg: PipelineConfig) -> Path:
     """Run (or finish) every stage of `cfg` in cfg.out_dir; returns the report's path (the run directory
     when report is false)."""
@@ -458,21 +502,22 @@ def run_pipeline(cfg: PipelineConfig) -> Path:
 # -- CLI --------------------------------------------------------------------------------------------
 
 def register(subparsers) -> None:
-    from clsp.cli import add_config_arguments
+    from clsp.cli import Flag, add_command, config_command
 
-    parser = subparsers.add_parser(
-        "pipeline", help="run every stage: diffusion -> positives -> pretraining -> evaluation -> report",
+    parser = add_command(
+        subparsers, "pipeline",
         description="Run the whole method in one run directory: train the diffusion model (or use model_dir), "
                     "synthesize positives, pretrain each method with and without CLSP, evaluate, write report.html. "
                     "Run it again to resume: completed stages are skipped.")
-    add_config_arguments(parser)
-    parser.set_defaults(func=_run)
+    config_command(parser, PipelineConfig, _run, check=Pipeline,
+                   flags={"--out": Flag("out_dir", "the run directory"),
+                          "--device": Flag("trainer.accelerator", "auto | cpu | cuda")},
+                   examples=["clsp pipeline --config demo",
+                             "clsp pipeline --config demo methods=[simclr] --out runs/demo-simclr",
+                             "clsp pipeline --config cifar10 pretrain.epochs=200 trainer.devices=8"])
 
 
-def _run(args: argparse.Namespace) -> int:
-    from clsp.config import load_config
-
-    cfg = load_config(PipelineConfig, args.config, args.overrides)
+def _run(cfg: PipelineConfig) -> int:
     result = run_pipeline(cfg)
     if result.suffix == ".html":
         print(f"report: {result}")

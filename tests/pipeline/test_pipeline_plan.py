@@ -34,7 +34,8 @@ def test_a_given_model_dir_replaces_diffusion_training(micro_config, tmp_path):
     assert plan.diffusion is None and plan.model_dir == tmp_path.resolve()
     assert [s.name for s in plan.stages()][:2] == ["synthesis", "figures"]
     with pytest.raises(UserError, match="model_dir .* is not a directory"):
-        Pipeline(micro_config(f"model_dir={tmp_path / 'nothing'}"))
+        run_pipeline(micro_config(f"model_dir={tmp_path / 'nothing'}"))
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -44,7 +45,8 @@ def test_a_given_model_dir_replaces_diffusion_training(micro_config, tmp_path):
     (["methods=[byol]"], "methods"),
     (["variants=[clsp,twice]"], "variants"),
     (["w_sweep=[0.1,1.5]"], "w_sweep"),
-    (["method_overrides={moco: {lr: 1}}"], "method_overrides"),
+    (["method_overrides={byol: {lr: 1}}"], "method_overrides"),
+    (["method_overrides={moco: {lrr: 1}}"], "pretraining moco .*unknown config key 'lrr'"),  # not run, still checked
 ])
 def test_bad_settings_stop_before_any_work(micro_config, tmp_path, overrides, message):
     with pytest.raises(ConfigError, match=message):

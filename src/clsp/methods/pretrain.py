@@ -248,7 +248,7 @@ def pretrain(cfg: PretrainConfig, callbacks: list | None = None) -> Path:
     start_step, started = _checkpoint_step(resume), time.perf_counter()
     trainer.fit(module, train_dataloaders=data.loader(world), ckpt_path=str(resume) if resume else None)
     wall = time.perf_counter() - started
-    trainer.save_checkpoint(out / "checkpoints" / "last.ckpt")  # the final state (queues included), not the last N-step one
+    trainer.save_checkpoint(out / "checkpoints" / "last.ckpt", weights_only=False)  # the final state, queues included
     if not trainer.is_global_zero:
         return out
 
@@ -269,7 +269,9 @@ def pretrain(cfg: PretrainConfig, callbacks: list | None = None) -> Path:
     save_encoder(out / ENCODER_FILE, module.backbone, meta)
     write_json_atomic(out / "metrics.json", metrics)
     rundir.finish(out, cfg, inputs, {"encoder": ENCODER_FILE, "metrics": metrics})
-    log.info(f"pretrain: done in {wall:.0f} s; probe {metrics['probe_test_acc']}, kNN {metrics['knn_acc']} -> {out}")
+    scores = ", ".join(f"{name} {value:.2f}%" for name, value in (("online probe", metrics["probe_test_acc"]),
+                                                                  ("online kNN", metrics["knn_acc"])) if value is not None)
+    log.info(f"pretrain: done in {wall:.0f} s{'; ' + scores if scores else ''} -> {out / ENCODER_FILE}")
     return out
 
 

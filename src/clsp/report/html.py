@@ -87,6 +87,7 @@ class RunDirectory:
     timings: dict
     runs: list[str] = field(default_factory=list)       # pretraining run names, in the config's order
     expected_evals: list[str] = field(default_factory=list)
+    data: dict = field(default_factory=dict)            # data.json: the splits the run used, evaluations skipped
 
     @classmethod
     def read(cls, run_dir: str | Path) -> "RunDirectory":
@@ -95,12 +96,17 @@ class RunDirectory:
             raise UserError(f"{run_dir} is not a pipeline run directory (no config.yaml); "
                             "give the out_dir of `clsp pipeline`")
         config = yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8")) or {}
+        if not isinstance(config, dict) or not {"methods", "variants", "synthesis"} <= set(config):
+            raise UserError(f"{run_dir} is a run directory, but not of `clsp pipeline` (its config.yaml has no methods, "
+                            "variants and synthesis); give the out_dir of a pipeline run")
         run = cls(path, config, _read_json_or_empty(path / "env.json"), _read_json_or_empty(path / "timings.json"))
         expected = [run_name(m, v) for m in config.get("methods") or [] for v in config.get("variants") or []]
         found = sorted(p.name for p in (path / "pretrain").iterdir() if p.is_dir()) if (path / "pretrain").is_dir() else []
         run.runs = expected + [name for name in found if name not in expected]
         evals = config.get("eval") or {}
-        run.expected_evals = [k for k in EVAL_KINDS if _eval_enabled(evals, k)]
+        run.data = _read_json_or_empty(path / "data.json")
+        skipped = run.data.get("skipped") or {}
+        run.expected_evals = [k for k in EVAL_KINDS if _eval_enabled(evals, k) and k not in skipped]
         return run
 
     def pretrain_metrics(self, name: str) -> dict | None:
@@ -202,7 +208,8 @@ def results_section(run: RunDirectory, page: Page) -> str:
         knn = run.eval_metrics(name, "knn") or {}
         lin = run.eval_metrics(name, "linear") or {}
         best, k = knn_best(knn)
-        numbers[name] = {"knn": best, "k": k, "knn200": knn_fixed(knn), "linear": linear_top1(lin),
+        numbers[name] = {"knn": best, "k": k, "knn200": knn_fixed(knn), "k200": _get(knn, "results.fixed_k"),
+                         "linear": linear_top1(lin),
                          "probe": probe_top1(run.pretrain_metrics(name) or {})}
     rows = []
     for name in run.runs:
@@ -213,7 +220,8 @@ def results_section(run: RunDirectory, page: Page) -> str:
         d_lin = n["linear"] - base["linear"] if base and n["linear"] is not None and base["linear"] is not None else None
         cells = [f"<td><code>{e(name)}</code></td>", f"<td>{e(method)}</td>", f"<td>{e(VARIANT_LABEL.get(variant, variant))}</td>",
                  f'<td class="num">{fmt(n["knn"])}</td>', f'<td class="num">{e(n["k"]) if n["k"] is not None else fmt(None)}</td>',
-                 f'<td class="num">{fmt(n["knn200"])}</td>', f'<td class="num">{fmt(n["linear"])}</td>',
+                 f'<td class="num">{fmt(n["knn200"])}{_fixed_k_note(n["k200"])}</td>',
+                 f'<td class="num">{fmt(n["linear"])}</td>',
                  f'<td class="num {_sign_class(d_knn)}">{fmt(d_knn, signed=True)}</td>',
                  f'<td class="num {_sign_class(d_lin)}">{fmt(d_lin, signed=True)}</td>',
                  f'<td class="num">{fmt(n["probe"])}</td>']
@@ -234,13 +242,19 @@ def results_section(run: RunDirectory, page: Page) -> str:
     table = ('<table id="results"><thead><tr>' + "".join(f"<th>{h}</th>" for h in headers) + "</tr></thead><tbody>"
              + "".join(rows) + "</tbody></table>")
     note = ("<p class=\"note\">Top-1 accuracy (%) on the test split. kNN: weighted, cosine, T = 0.07; best k over "
-            "{5, 10, 20, 50, 100, 200} (the release's protocol) and k = 200. Linear: frozen backbone, the paper's "
+            "{5, 10, 20, 50, 100, 200} (the release's protocol) and k = 200 (a k beyond the training split is its size, "
+            "shown beside the number). Linear: frozen backbone, the paper's "
             "protocol with this run's epochs. &Delta;: this row minus the same method's baseline.</p>")
     if paper_run:
         note += (f'<p class="note">Paper columns: {e(paper.CITATION)}, ResNet-18, '
                  f'{e("STL-10" if paper_run == "transfer" else paper_run)}; the release columns are its 1000-epoch re-runs. '
                  "They are set beside this run for comparison, not computed from it.</p>")
     return table + note + body
+
+
+def _fixed_k_note(k: Any) -> str:
+    """The k actually used when the training split was smaller than 200."""
+    return f" (k={e(k)})" if k not in (None, 200) else ""
 
 
 def _sign_class(delta: float | None) -> str:
@@ -340,12 +354,17 @@ def curves_section(run: RunDirectory, page: Page) -> str:
         png, missing_panels = figures.curves_figure(method, runs)
         write_bytes_atomic(run.path / "figures" / f"curves_{method}.png", png)
         body += f"<figure>{img(png, f'training curves of {method}')}</figure>"
+        if (run.data.get("train") or {}).get("labelled") is False:
+            missing_panels = []  # unlabelled training images: the online probe and kNN monitor do not run
         for panel in missing_panels:
             body += page.lack(f"{panel} for {method} (not in its logs/metrics.csv)")
     return body
 
 
 def per_run_figures(run: RunDirectory, page: Page, kind: str, caption: str) -> str:
+    skipped = (run.data.get("skipped") or {}).get(kind)
+    if skipped:
+        return f'<p class="note">Not run: {e(skipped)}</p>'
     if kind not in run.expected_evals and not any(run.eval_figure(n, kind) for n in run.runs):
         return page.lack(f"{kind} evaluation (not enabled in this pipeline's eval section)")
     body = '<div class="grid">'
@@ -461,13 +480,11 @@ def render(run: RunDirectory) -> str:
     page.section("timings", "Stage timings", timings_section(run, page))
     page.section("provenance", "Config, versions, commit", provenance_section(run))
 
-    dataset = run.config.get("dataset") or {}
     title = f"CLSP run {run.path.resolve().name}"
-    facts = [f"dataset {dataset.get('name', '?')}" + (f" (subset of {dataset['subset']})" if dataset.get("subset") else ""),
-             f"methods {', '.join(run.config.get('methods') or [])}", f"variants {', '.join(run.config.get('variants') or [])}"]
+    facts = [data_fact(run), f"methods {', '.join(run.config.get('methods') or [])}", f"variants {', '.join(run.config.get('variants') or [])}"]
     if run.paper:
         facts.append(f"paper preset {run.paper}")
-    subtitle = " &middot; ".join(e(f) for f in facts)
+    subtitle = " &middot; ".join(e(f) for f in facts) + data_note(run)
     missing = ("<p class=\"missing\">This run lacks " + str(len(page.missing)) + " piece(s); each is marked below.</p>"
                if page.missing else "<p class=\"note\">Every expected piece is present.</p>")
     nav = "".join(f'<a href="#{a}">{t}</a>' for a, t in [("results", "results"), ("positives", "positives"),
@@ -487,6 +504,29 @@ def render(run: RunDirectory) -> str:
 <script>{IMG_CHECK}</script>
 </body></html>
 """
+
+
+def data_fact(run: RunDirectory) -> str:
+    """The dataset and the true number of images the run trained and was tested on (data.json)."""
+    dataset = run.config.get("dataset") or {}
+    train, evaluated = run.data.get("train"), run.data.get("eval") or {}
+    if not train:  # a run made before data.json was written
+        return f"dataset {dataset.get('name', '?')}" + (f" (subset of {dataset['subset']})" if dataset.get("subset") else "")
+    fact = f"dataset {train['name']}: {train['n']:,} training images"
+    test = evaluated.get("test")
+    if test:
+        fact += f", tested on {test['n']:,}" + (f" of {test['name']}" if test["name"] != train["name"] else "")
+    return fact
+
+
+def data_note(run: RunDirectory) -> str:
+    """Where the splits came from (a held-out share of a folder says so) and what was skipped, and why."""
+    lines = [f"{role} split: {d['source']}" for role, d in (("training", run.data.get("train")),
+                                                              ("test", (run.data.get("eval") or {}).get("test"))) if d]
+    skipped = run.data.get("skipped") or {}
+    if skipped:
+        lines.append(f"{', '.join(skipped)} not run: {next(iter(skipped.values()))}")
+    return "".join(f'<br><span class="note">{e(line)}</span>' for line in lines)
 
 
 def build_report(run_dir: str | Path) -> Path:
