@@ -134,7 +134,7 @@ def config_command(parser: argparse.ArgumentParser, schema: type, run: Callable[
 
 def resolve_config(argv: Sequence[str]) -> Any:
     """The resolved config a command line would run with (what --print-config prints), without running it."""
-    args = build_parser(_command(argv)).parse_args(list(argv))
+    args = parse(build_parser(_command(argv)), argv)
     if not hasattr(args, "resolve"):
         raise ValueError(f"`clsp {' '.join(argv[:2])}` has no config")
     return args.resolve(args)
@@ -207,6 +207,18 @@ def _command(argv: Sequence[str]) -> list[str]:
     return [first] if first in COMMANDS else []
 
 
+def parse(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
+    """parse_args, but key=value overrides may also follow options (`NAME --json a=1`), which argparse
+    alone leaves unrecognised once the positionals before them were taken."""
+    args, extra = parser.parse_known_args(list(argv))
+    stray = [a for a in extra if a.startswith("-") or not ("=" in a or a.startswith("~"))]
+    if stray or (extra and not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
+    if extra:
+        args.overrides = list(args.overrides) + extra
+    return args
+
+
 def quiet_libraries() -> None:
     """Warnings that say nothing to a clsp user (a library's own deprecations)."""
     import warnings
@@ -219,8 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("clsp").setLevel(logging.INFO)
     quiet_libraries()
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(_command(argv))
-    args = parser.parse_args(argv)
+    args = parse(build_parser(_command(argv)), argv)
     try:
         return int(args.func(args) or 0)
     except UserError as e:
