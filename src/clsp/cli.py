@@ -219,17 +219,9 @@ def parse(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Name
     return args
 
 
-def quiet_libraries() -> None:
-    """Warnings that say nothing to a clsp user (a library's own deprecations)."""
-    import warnings
-
-    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("clsp").setLevel(logging.INFO)
-    quiet_libraries()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse(build_parser(_command(argv)), argv)
     try:

@@ -103,11 +103,14 @@ def make_trainer(cfg: TrainerConfig, run_dir: str | Path, max_steps: int, callba
 
 def quiet_lightning() -> None:
     """Lightning's info lines (accelerators found, tips, `fit` stopped) say nothing a clsp user needs, and
-    print twice beside clsp's own logging; its warnings still show."""
+    print twice beside clsp's own logging; its warnings still show, but for a deprecation inside Lightning
+    itself (its use of torch's LeafSpec), which no user can act on."""
     import logging
+    import warnings
 
     for name in ("lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
 
 
 def format_duration(seconds: float) -> str:
@@ -130,12 +133,14 @@ def estimate_line(stage: str, measured_steps: int, seconds: float, remaining_ste
     return line
 
 
-def time_estimate(measured_steps: int = 3, min_seconds: float = 120.0):
+def time_estimate(measured_steps: int = 3, min_seconds: float = 120.0, clock=None):
     """A callback that times a few training steps after the first (which includes warm-up) and, when the
     rest of the run will take more than `min_seconds`, says how long it will take."""
     import time
 
     from lightning.pytorch.callbacks import Callback
+
+    clock = clock or time.perf_counter
 
     class TimeEstimate(Callback):
         def __init__(self) -> None:
@@ -145,11 +150,11 @@ def time_estimate(measured_steps: int = 3, min_seconds: float = 120.0):
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
             step = trainer.global_step
             if self.start_step is None:          # the first step of this run (or of this resume) is warm-up
-                self.start_step, self.started = step, time.perf_counter()
+                self.start_step, self.started = step, clock()
                 return
             if step - self.start_step != measured_steps:
                 return
-            seconds = time.perf_counter() - self.started
+            seconds = clock() - self.started
             remaining = trainer.max_steps - step if trainer.max_steps > 0 else 0
             if trainer.is_global_zero and remaining * seconds / measured_steps > min_seconds:
                 import logging

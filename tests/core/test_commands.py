@@ -5,6 +5,7 @@ name the key in full."""
 from __future__ import annotations
 
 import json
+import re
 import os
 import subprocess
 import sys
@@ -158,3 +159,22 @@ def test_time_estimate_line():
 def test_json_output_of_data_info_is_one_object(capsys):
     assert main(["data", "info", "digits", "--json", "dataset.subset=10"]) == 0
     assert json.loads(capsys.readouterr().out)["count"] == 10
+
+
+def test_a_training_run_prints_stage_result_and_where_it_went_without_library_noise(tmp_path):
+    """No Lightning info lines (printed twice), tips, library deprecations or unrounded scores."""
+    argv = [sys.executable, "-m", "clsp", "pretrain", "--device", "cpu", "--out", str(tmp_path / "run"),
+            "dataset.name=digits", "dataset.subset=64", "batch_size=32", "epochs=2", "warmup_epochs=0",
+            "backbone.arch=resnet10", "projector.hidden_dim=32", "projector.out_dim=16", "knn.every_n_epochs=1",
+            "knn.batch_size=64", "trainer.progress=false"]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    text = proc.stdout + proc.stderr
+    for noise in ("GPU available", "TPU available", "Tip:", "LeafSpec", "weights_only", "Trainer.fit` stopped"):
+        assert noise not in text, noise
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]  # the log; stdout has the result's path
+    assert lines[0].startswith("pretrain: simclr on digits (64 images, 2 steps/epoch x 2 epochs, global batch 32)")
+    done = next(line for line in lines if line.startswith("pretrain: done in"))
+    assert done.endswith(f"-> {tmp_path / 'run' / 'encoder.safetensors'}")
+    assert all(len(score.split(".")[1]) == 3 for score in re.findall(r"\d+\.\d+%", done))  # two decimals and %
+    assert proc.stdout.strip() == str(tmp_path / "run" / "encoder.safetensors")
