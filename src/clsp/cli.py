@@ -102,7 +102,12 @@ def config_command(parser: argparse.ArgumentParser, schema: type, run: Callable[
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit without running")
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="set any config key (e.g. the keys --print-config shows); ~key removes a preset's key")
-    if examples:
+    if examples:  # kept as written (one command a line); the description is wrapped here instead
+        import shutil
+        import textwrap
+
+        width = max(40, min(100, shutil.get_terminal_size().columns - 2))
+        parser.description = parser.description and textwrap.fill(parser.description, width)
         parser.epilog = "examples:\n" + "\n".join(f"  {e}" for e in examples)
         parser.formatter_class = argparse.RawDescriptionHelpFormatter
 

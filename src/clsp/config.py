@@ -148,7 +148,7 @@ def schema_keys(node: DictConfig, prefix: str = "", with_sections: bool = False)
 
 
 def _unknown_key(key: str, structured: DictConfig, assignments: Sequence[str], preset: Any) -> str:
-    typed = next((a.split("=", 1)[0] for a in assignments if a.split("=", 1)[0].startswith(key)), None)
+    typed = next((k for k in (a.split("=", 1)[0] for a in assignments) if k == key or k.startswith(key + ".")), None)
     where = f"override {typed!r}" if typed else (f"preset {preset}" if preset is not None else "the config")
     name = typed or key
     close = difflib.get_close_matches(name, schema_keys(structured), n=3, cutoff=0.6)

@@ -446,8 +446,8 @@ class Pipeline:
         if wanted and ev.dataset is None and train.labels is None:
             self.skipped_evals = {kind: f"{cfg.dataset.name} has no labels; to evaluate, name a labelled set with "
                                         f"eval.dataset.name=NAME (or folder:PATH)" for kind in wanted}
-        elif wanted:
-            data = self.eval_data()
+        elif wanted:  # at the encoder's input size, as the evaluations will load them
+            data = dataclasses.replace(self.eval_data(), size=self.eval_data().size or int(train.shape[0]))
             self.data_record["eval"] = {split: _describe(load_split(data, getattr(data, f"{split}_split"), require_labels=True))
                                         for split in ("train", "test")}
         self.data_record["skipped"] = dict(self.skipped_evals)

@@ -86,6 +86,18 @@ def test_a_labelled_folder_gets_a_stratified_held_out_test_split(folders, tmp_pa
     report = (run / "report.html").read_text()
     assert "Every expected piece is present" in report and "20% of each class held out" in report
     assert f"{CLASSES * (PER_CLASS - held)} training images, tested on {CLASSES * held}" in report
+    assert sorted(p.name for p in run.iterdir()) == readme_outputs()  # the README's listing of a run is complete
+
+
+def readme_outputs() -> list[str]:
+    """The top-level files and folders of the README's "Outputs" listing of a pipeline run directory."""
+    listing = re.search(r"## Outputs.*?```\n(.*?)```", README, flags=re.S).group(1)
+    names = set()
+    for line in listing.splitlines():
+        if line and not line.startswith(" "):  # an indented line continues a description
+            first = re.split(r"\s{2,}", line.strip())[0]  # the names column; two spaces start the description
+            names |= {name.split("/")[0] for name in first.split()}
+    return sorted(names)
 
 
 def test_a_flat_folder_without_a_labelled_set_skips_what_needs_labels_and_says_so(folders, tmp_path, caplog):

@@ -163,7 +163,8 @@ def register(subparsers) -> None:
 
     p = add_command(subparsers, "fid")
     config_command(p, FidEval, run_fid, flags=flags(
-        {k: v for k, v in ENCODER_FLAGS.items() if k in ("--dataset", "--size", "--root", "--device")},
+        {k: v for k, v in ENCODER_FLAGS.items() if k in ("--dataset", "--root", "--device")},
+        size=("dataset.size", "image side the training set is loaded at (must match the model)"),
         model=("model", "diffusion model directory (diffusers layout) from `clsp diffusion train`"),
         n=("n", "samples to generate"), inception_weights=("inception_weights", "torch-fidelity's FID Inception weights"),
         sampler=("sampler.sampler", "sampler"), steps=("sampler.steps", "denoising steps"), eta=("sampler.eta", "DDIM eta"),
