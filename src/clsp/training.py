@@ -104,13 +104,15 @@ def make_trainer(cfg: TrainerConfig, run_dir: str | Path, max_steps: int, callba
 def quiet_lightning() -> None:
     """Lightning's info lines (accelerators found, tips, `fit` stopped) say nothing a clsp user needs, and
     print twice beside clsp's own logging; its warnings still show, but for a deprecation inside Lightning
-    itself (its use of torch's LeafSpec), which no user can act on."""
+    itself (its use of torch's LeafSpec), which no user can act on, and for "fewer batches than the logging
+    interval" on a short epoch: clsp logs by global step, so its logs are complete either way."""
     import logging
     import warnings
 
     for name in ("lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
+    warnings.filterwarnings("ignore", message=r"The number of training batches .* is smaller than the logging interval")
 
 
 def format_duration(seconds: float) -> str:
