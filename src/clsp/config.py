@@ -2,34 +2,57 @@
 
 A command's settings are a dataclass. A YAML preset (which may name a `base:` preset to extend) and
 `key=value` overrides are merged onto it; unknown keys and wrong types are rejected by OmegaConf,
-ranges by the dataclass's `__post_init__`, all before any work starts, with the key named.
+ranges by the dataclass's `__post_init__`, all before any work starts, with the key named in full
+(`synthesis.sampler.w`, not `w`). `~key` removes a key the preset sets (the default applies again).
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import difflib
 from pathlib import Path
 from typing import Any, Iterable, Sequence, TypeVar
 
 import yaml
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from clsp.errors import ConfigError
 
 T = TypeVar("T")
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+# The shipped presets live in the package, so that a wheel has them; the checkout's configs/ links here.
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 
-def resolve_preset(path: str | Path) -> Path:
-    """A preset is a YAML path, or a name under configs/ (with or without .yaml)."""
+class KeyCheckError(ConfigError):
+    """A value out of range, raised by a section's `__post_init__` with the key as that section knows it;
+    `load_config` names the key in full."""
+
+    def __init__(self, key: str, detail: str) -> None:
+        super().__init__(f"config key '{key}': {detail}")
+        self.key, self.detail = key, detail
+
+
+def preset_names(folder: str = "") -> list[str]:
+    """The shipped presets directly under configs/<folder>, by name."""
+    return sorted(p.stem for p in (CONFIG_DIR / folder).glob("*.yaml"))
+
+
+def resolve_preset(path: str | Path, folder: str = "") -> Path:
+    """A preset is a YAML path, or the name of a shipped preset: a command's own presets first
+    (`clsp pretrain --config demo` is configs/pretrain/demo.yaml), then those of configs/ itself."""
     p = Path(path)
-    candidates = [p, p.with_suffix(".yaml"), CONFIG_DIR / p, (CONFIG_DIR / p).with_suffix(".yaml")]
+    candidates = [p, Path(f"{p}.yaml")]
+    if not p.is_absolute():
+        for root in ([CONFIG_DIR / folder] if folder else []) + [CONFIG_DIR]:
+            candidates += [root / p, Path(f"{root / p}.yaml")]
     for c in candidates:
         if c.is_file():
             return c
-    raise ConfigError(f"config file {path} not found (give a YAML path or a preset name under {CONFIG_DIR})")
+    names = [f"{folder}/{n}" if folder else n for n in preset_names(folder)] if folder else preset_names()
+    raise ConfigError(f"config {path} not found: give a YAML file, or a preset name ({', '.join(names)})")
 
 
 def _read_preset(path: Path, seen: tuple[Path, ...] = ()) -> list[dict]:
@@ -53,27 +76,115 @@ def _read_preset(path: Path, seen: tuple[Path, ...] = ()) -> list[dict]:
     return layers + [data]
 
 
-def load_config(schema: type[T], preset: str | Path | None = None, overrides: Sequence[str] = (), extra: dict | None = None) -> T:
-    """Merge schema defaults <- preset chain <- `extra` <- `key=value` overrides, validate, instantiate."""
-    layers: list[Any] = [OmegaConf.structured(schema)]
-    if preset is not None:
-        layers += [OmegaConf.create(d) for d in _read_preset(resolve_preset(preset))]
+def load_config(schema: type[T], preset: str | Path | None = None, overrides: Sequence[str] = (), extra: dict | None = None,
+                folder: str = "") -> T:
+    """Merge schema defaults <- preset chain <- `extra` <- `key=value` overrides, validate, instantiate.
+
+    `folder`: where the command's own presets are (resolve_preset). An override `~key` removes `key`
+    from the preset and `extra`, so that the schema's default applies; `key=null` sets an optional key
+    to None (and empties a per-method override)."""
+    structured = OmegaConf.structured(schema)
+    layers: list[dict] = _read_preset(resolve_preset(preset, folder)) if preset is not None else []
     if extra:
-        layers.append(OmegaConf.create(extra))
+        layers.append(copy.deepcopy(extra))
+    assignments = []
     for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override '{item}' must look like key=value")
-    if overrides:
-        layers.append(OmegaConf.from_dotlist(list(overrides)))
+        if item.startswith("~"):
+            _remove(layers, item[1:], structured)
+        elif "=" not in item:
+            raise ConfigError(f"override '{item}' must look like key=value (or ~key to remove a preset's key)")
+        else:
+            assignments.append(item)
     try:
-        merged = OmegaConf.merge(*layers)
-        return OmegaConf.to_object(merged)  # type: ignore[return-value]
+        merged = OmegaConf.merge(structured, *[OmegaConf.create(layer) for layer in layers],
+                                 OmegaConf.from_dotlist(assignments))
     except ConfigKeyError as e:
-        raise ConfigError(f"unknown config key '{_key(e)}' (check the spelling; see the preset files under configs/)") from None
+        raise ConfigError(_unknown_key(_key(e), structured, assignments, preset)) from None
     except ValidationError as e:
-        raise ConfigError(f"config key '{_key(e)}': {e.msg}".replace("\n", " ")) from None
+        raise ConfigError(f"config key '{_key(e)}': {_first_line(e)}") from None
     except OmegaConfBaseException as e:
-        raise ConfigError(f"config: {getattr(e, 'msg', e)}".replace("\n", " ")) from None
+        raise ConfigError(f"config: {_first_line(e)}") from None
+    try:
+        return OmegaConf.to_object(merged)  # type: ignore[return-value]
+    except KeyCheckError as e:
+        raise ConfigError(f"config key '{_join(_failing_section(merged), e.key)}': {e.detail}") from None
+    except ValidationError as e:
+        raise ConfigError(f"config key '{_key(e)}': {_first_line(e)}") from None
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"config: {_first_line(e)}") from None
+
+
+def _remove(layers: list[dict], key: str, structured: DictConfig) -> None:
+    """`~key`: delete `key` wherever a preset layer sets it (a key no layer sets is already its default)."""
+    *parents, leaf = key.split(".")
+    for layer in layers:
+        node: Any = layer
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+    if key not in schema_keys(structured, with_sections=True) and not _under_open_mapping(structured, key):
+        raise ConfigError(_unknown_key(key, structured, [key], None))
+
+
+def _under_open_mapping(structured: DictConfig, key: str) -> bool:
+    """A key below a free-form mapping (e.g. method_overrides.moco.lr), which the schema does not list."""
+    node: Any = structured
+    for part in key.split("."):
+        if not isinstance(node, DictConfig) or part not in node:
+            return isinstance(node, DictConfig) and not dataclasses.is_dataclass(OmegaConf.get_type(node))
+        node = node._get_node(part)
+    return True
+
+
+def schema_keys(node: DictConfig, prefix: str = "", with_sections: bool = False) -> list[str]:
+    """Every dotted key of a structured config (its leaves; with `with_sections`, its sections too)."""
+    keys = []
+    for name in node:
+        child = node._get_node(name)
+        key = f"{prefix}{name}"
+        if isinstance(child, DictConfig) and not child._is_none() and dataclasses.is_dataclass(OmegaConf.get_type(child)):
+            keys += ([key] if with_sections else []) + schema_keys(child, key + ".", with_sections)
+        else:
+            keys.append(key)
+    return keys
+
+
+def _unknown_key(key: str, structured: DictConfig, assignments: Sequence[str], preset: Any) -> str:
+    typed = next((k for k in (a.split("=", 1)[0] for a in assignments) if k == key or k.startswith(key + ".")), None)
+    where = f"override {typed!r}" if typed else (f"preset {preset}" if preset is not None else "the config")
+    name = typed or key
+    close = difflib.get_close_matches(name, schema_keys(structured), n=3, cutoff=0.6)
+    hint = f"; did you mean {' or '.join(close)}?" if close else "; see the valid keys with --print-config"
+    return f"unknown config key '{name}' (from {where}){hint}"
+
+
+def _failing_section(merged: DictConfig, path: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The path of the deepest section whose own construction fails (where a range check raised)."""
+    for name in merged:
+        child = merged._get_node(name)
+        if isinstance(child, DictConfig) and not child._is_none() and dataclasses.is_dataclass(OmegaConf.get_type(child)):
+            try:
+                OmegaConf.to_object(child)
+            except ConfigError:
+                return _failing_section(child, path + (str(name),))
+            except OmegaConfBaseException:
+                continue
+    return path
+
+
+def _join(section: tuple[str, ...], key: str) -> str:
+    """The full key of `key` as a section named it: sections ("pretrain", "clsp") + "clsp.weight" ->
+    pretrain.clsp.weight (a check may already name its own section, or more)."""
+    parts = key.split(".")
+    for overlap in range(min(len(section), len(parts)), -1, -1):
+        if overlap == 0 or list(section[len(section) - overlap:]) == parts[:overlap]:
+            return ".".join(list(section[:len(section) - overlap]) + parts)
+    return key
+
+
+def _first_line(e: OmegaConfBaseException) -> str:
+    return str(getattr(e, "msg", None) or e).strip().split("\n")[0]
 
 
 def _key(e: OmegaConfBaseException) -> str:
@@ -97,7 +208,7 @@ def to_yaml(cfg: Any) -> str:
 
 def check(condition: bool, key: str, message: str) -> None:
     if not condition:
-        raise ConfigError(f"config key '{key}': {message}")
+        raise KeyCheckError(key, message)
 
 
 def check_positive(value: float, key: str) -> None:
@@ -120,3 +231,14 @@ def check_choice(value: Any, key: str, choices: Iterable[Any]) -> None:
 def field(default_factory=None, **kw):
     """Shorthand for dataclasses.field(default_factory=...)."""
     return dataclasses.field(default_factory=default_factory, **kw)
+
+
+def check_device(value: str, key: str) -> None:
+    """The one device setting of single-process commands: auto (the GPU when there is one), cpu, cuda, cuda:N."""
+    ok = value in ("auto", "cpu", "cuda") or (value.startswith("cuda:") and value[5:].isdigit())
+    check(ok, key, f"must be auto, cpu, cuda or cuda:N, got {value!r}")
+
+
+def torch_device_name(value: str) -> str | None:
+    """A `device` setting as the torch device to ask for; None = the GPU when there is one."""
+    return None if value == "auto" else value

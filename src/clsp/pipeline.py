@@ -23,7 +23,6 @@ chunks), so killing the pipeline at any point and starting it again finishes the
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import datetime as _dt
 import logging
@@ -46,6 +45,8 @@ from clsp.training import TrainerConfig
 log = logging.getLogger("clsp.pipeline")
 
 VARIANTS = ("base",) + tuple(VARIANT_SUFFIX)  # base | clsp | aug
+LABELLED_EVALS = ("knn", "linear", "embed")      # the evaluations that need labelled train / test splits
+EVAL_NAMES = {"knn": "kNN", "linear": "linear probe", "embed": "t-SNE", "positives": "positives evaluation"}
 
 
 @dataclass
@@ -66,7 +67,9 @@ class SynthesisConfig:
 class EvalConfig:
     """Stage 4: which evaluations run on each encoder, and their settings."""
 
-    train_split: Optional[str] = None             # the labelled split probes train on (None: dataset.train_split;
+    dataset: Optional[DatasetConfig] = None       # the labelled set kNN, linear and t-SNE use (None: the pipeline's
+                                                  # dataset); name one for a flat folder, e.g. eval.dataset.name=...
+    train_split: Optional[str] = None             # the labelled split probes train on (None: the set's train_split;
                                                   # STL-10 pretrains on unlabeled and probes on train)
     knn: bool = True
     knn_temperature: float = 0.07
@@ -147,8 +150,8 @@ class PipelineConfig:
         check(len(self.variants) > 0, "variants", "must name at least one of base, clsp, aug")
         for v in self.variants:
             check_choice(v, "variants", VARIANTS)
-        for m in self.method_overrides:
-            check_choice(m, "method_overrides", self.methods)
+        for m in self.method_overrides:  # a method that is not run keeps its overrides (checked in Pipeline)
+            check_choice(m, "method_overrides", METHOD_NAMES)
         check(len(self.seeds) > 0 and len(set(self.seeds)) == len(self.seeds), "seeds",
               f"must name one or more distinct seeds, got {self.seeds}")
         check(self.pretrain.seed == 0, "pretrain.seed",
@@ -208,8 +211,9 @@ def synthesize_config(cfg: PipelineConfig, model_dir: Path, store: Path, sweep: 
     if sweep is not None and sweep[0] == "k":
         k = int(sweep[1])
     return SynthesizeConfig(model=str(model_dir), dataset=cfg.dataset, split=cfg.dataset.train_split, k=k,
-                            sampler=sampler, seed=s.seed, chunk_size=s.chunk_size, out=str(store),
-                            accelerator=cfg.trainer.accelerator, progress=cfg.trainer.progress)
+                            sampler=sampler, seed=s.seed, chunk_size=s.chunk_size, out_dir=str(store),
+                            device={"gpu": "cuda"}.get(cfg.trainer.accelerator, cfg.trainer.accelerator),
+                            progress=cfg.trainer.progress)
 
 
 def pretrain_config(cfg: PipelineConfig, spec: RunSpec, run: Path) -> PretrainConfig:
@@ -320,15 +324,15 @@ class Pipeline:
         self.specs = {spec.name: spec for spec in cfg.planned_runs()}
         self.runs = {name: (floor_config if spec.method == "none" else pretrain_config)(cfg, spec, self.run)
                      for name, spec in self.specs.items()}
+        for method in set(cfg.method_overrides) - set(cfg.methods):  # not run: its overrides must still be valid keys
+            pretrain_config(cfg, RunSpec(method, "base"), self.run)
+        self.skipped_evals: Dict[str, str] = {}      # evaluation kind -> why it is not run (set by preflight)
         from clsp.methods.pretrain import validate
         from clsp.training import world_size
 
         for name, pre in self.runs.items():
             if self.specs[name].method != "none":
                 validate(pre, world_size(pre.trainer))  # queue sizes vs the global batch, before any work
-        if cfg.model_dir and not self.model_dir.is_dir():
-            raise UserError(f"model_dir {cfg.model_dir} is not a directory; give a local diffusers model "
-                            "(unet/ + scheduler/, or a flat one), or leave model_dir unset to train one")
 
     # fingerprints of inputs -------------------------------------------------------------------------
     def dataset_fingerprint(self) -> str:
@@ -387,7 +391,7 @@ class Pipeline:
         figures = {"anchors": cfg.figure_anchors, "w_sweep": list(cfg.w_sweep), "synthesis": to_dict(cfg.synthesis)}
         out.append(Stage("figures", figures, lambda: {"store": self.store_hash(), "model": self.model_hash()},
                          self.draw_figures))
-        if cfg.eval.positives and self.train_labelled():
+        if cfg.eval.positives and "positives" not in self.skipped_evals:
             for sweep in cfg.stores():
                 out.append(self.positives_stage(sweep))
         return out
@@ -422,10 +426,6 @@ class Pipeline:
             return found
         return Stage(f"pretrain/{name}", pre, inputs, self._training(f"pretrain/{name}", ["pretrain"], pre, pretrain))
 
-    def train_labelled(self) -> bool:
-        self.dataset_fingerprint()
-        return self._train_set.labels is not None
-
     def _training(self, name: str, command: list[str], config: Any, function: Callable[[Any], Any],
                   torchrun: bool = False) -> Callable[[], Any]:
         """Run a stage in this process on one device. On several devices, run it as its own `clsp` command
@@ -456,13 +456,18 @@ class Pipeline:
                                 "run the pipeline again to resume it")
         return launch
 
+    def eval_data(self) -> DatasetConfig:
+        """The labelled set of kNN, linear and t-SNE (eval.dataset, else the pipeline's), with the probes' train split."""
+        data = self.cfg.eval.dataset or self.cfg.dataset
+        return dataclasses.replace(data, train_split=self.cfg.eval.train_split or data.train_split)
+
     def eval_stages(self, name: str) -> list[Stage]:
         """kNN and linear for every encoder; t-SNE, hardness and transfer for the first seed of each main run
         (the figures would repeat themselves over seeds; the floor and the swept runs are read in the tables)."""
         cfg, ev, spec = self.cfg, self.cfg.eval, self.specs[name]
         encoder = self.run / "pretrain" / name
         out_dir = self.run / "eval" / name
-        data = dataclasses.replace(cfg.dataset, train_split=ev.train_split or cfg.dataset.train_split)
+        data = self.eval_data()
         figures = spec.method != "none" and spec.sweep is None and spec.seed == cfg.seeds[0]
         store = self.run / (spec.store or store_name(None))
         stages = []
@@ -470,17 +475,17 @@ class Pipeline:
         def inputs(with_store: bool = False) -> Callable[[], Dict[str, str]]:
             return lambda: {"encoder": self.encoder_hash(name), **({"positives": self.store_hash(store)} if with_store else {})}
 
-        if ev.knn:
+        if ev.knn and "knn" not in self.skipped_evals:
             from clsp.eval.knn import knn_eval
 
             stages.append(Stage(f"eval/{name}/knn", {"dataset": to_dict(data), "temperature": ev.knn_temperature}, inputs(),
                                 lambda: knn_eval(encoder, data, out_dir / "knn", temperature=ev.knn_temperature)))
-        if ev.linear:
+        if ev.linear and "linear" not in self.skipped_evals:
             from clsp.eval.linear import linear_eval
 
             stages.append(Stage(f"eval/{name}/linear", {"dataset": to_dict(data), "probe": to_dict(ev.linear_probe)}, inputs(),
                                 lambda: linear_eval(encoder, data, out_dir / "linear", ev.linear_probe)))
-        if ev.embed and figures:
+        if ev.embed and figures and "embed" not in self.skipped_evals:
             from clsp.eval.embed import embed_plot
 
             stages.append(Stage(f"eval/{name}/embed", {"dataset": to_dict(data), "n": ev.embed_n, "seed": ev.seed}, inputs(),
@@ -529,14 +534,42 @@ class Pipeline:
         title = f"interpolation weight w ({self.cfg.synthesis.sampler.sampler}, {self.cfg.synthesis.sampler.steps} steps)"
         grids.save_png(self.run / "figures" / "w_sweep.png", grids.w_sweep_image(few, sweep, title=title))
 
-    def check_data(self) -> None:
-        """Diffusion training needs the training images in memory; a streamed set needs model_dir."""
+    def preflight(self) -> None:
+        """What the stages will need, checked before the first one runs: the model directory, the training
+        images (in memory when a diffusion model is trained on them; enough for every pretraining batch),
+        and labelled train and test splits for kNN, linear and t-SNE. Those three are skipped, and said so,
+        when the training set has no labels (a flat folder) and no labelled set is named (eval.dataset)."""
+        from clsp.data.config import load_split
         from clsp.data.registry import ImageSet
+        from clsp.training import world_size
 
+        cfg, ev = self.cfg, self.cfg.eval
+        if cfg.model_dir and not self.model_dir.is_dir():
+            raise UserError(f"model_dir {cfg.model_dir} is not a directory; give a local diffusers model "
+                            "(unet/ + scheduler/, or a flat one), or leave model_dir unset to train one")
         self.dataset_fingerprint()
-        if self.diffusion is not None and not isinstance(self._train_set, ImageSet):
-            raise UserError(f"dataset {self.cfg.dataset.name} streams from disk, so the pipeline cannot train a diffusion "
+        train = self._train_set
+        if self.diffusion is not None and not isinstance(train, ImageSet):
+            raise UserError(f"dataset {cfg.dataset.name} streams from disk, so the pipeline cannot train a diffusion "
                             "model on it; give a trained local diffusers model with model_dir=DIR")
+        for name, pre in self.runs.items():
+            batch = pre.batch_size * world_size(pre.trainer)
+            if len(train) < batch:
+                raise UserError(f"{cfg.dataset.name} split '{cfg.dataset.train_split}' has {len(train)} images, fewer than "
+                                f"the global batch {batch} of pretraining {name}; lower pretrain.batch_size")
+        self.data_record = {"train": _describe(train), "eval": None, "skipped": {}}
+        wanted = [kind for kind in LABELLED_EVALS if getattr(ev, kind)]
+        if wanted and ev.dataset is None and train.labels is None:
+            self.skipped_evals = {kind: f"{cfg.dataset.name} has no labels; to evaluate, name a labelled set with "
+                                        f"eval.dataset.name=NAME (or folder:PATH)" for kind in wanted}
+        elif wanted:  # at the encoder's input size, as the evaluations will load them
+            data = dataclasses.replace(self.eval_data(), size=self.eval_data().size or int(train.shape[0]))
+            self.data_record["eval"] = {split: _describe(load_split(data, getattr(data, f"{split}_split"), require_labels=True))
+                                        for split in ("train", "test")}
+        if ev.positives and train.labels is None:
+            self.skipped_evals["positives"] = (f"{cfg.dataset.name} has no labels, and the positives evaluation judges a "
+                                               "candidate by its anchor's class")
+        self.data_record["skipped"] = dict(self.skipped_evals)
 
     def execute(self) -> Path:
         """Run the stages, holding the run directory's lock (a second pipeline on it stops at once)."""
@@ -547,11 +580,16 @@ class Pipeline:
 
     def _execute(self) -> Path:
         from clsp import rundir
+        from clsp.io import write_json_atomic
         from clsp.rundir import fingerprint
 
+        self.preflight()
         stages = self.stages()
-        self.check_data()
         rundir.start(self.run, self.cfg)
+        write_json_atomic(self.run / "data.json", self.data_record)
+        if self.skipped_evals:
+            kinds = ", ".join(EVAL_NAMES[k] for k in self.skipped_evals)
+            log.info(f"pipeline: {kinds} skipped: {next(iter(self.skipped_evals.values()))}")
         records = StageRecords(self.run)
         log.info(f"pipeline: {len(stages)} stages -> {self.run}")
         for i, stage in enumerate(stages, 1):
@@ -576,6 +614,11 @@ class Pipeline:
         return report or self.run
 
 
+def _describe(ds) -> Dict[str, Any]:
+    """What the report says about a split the run used: its true size and where it came from."""
+    return {"name": ds.name, "split": ds.split, "n": len(ds), "labelled": ds.labels is not None, "source": ds.source}
+
+
 def run_pipeline(cfg: PipelineConfig) -> Path:
     """Run (or finish) every stage of `cfg` in cfg.out_dir; returns the report's path (the run directory
     when report is false)."""
@@ -585,21 +628,22 @@ def run_pipeline(cfg: PipelineConfig) -> Path:
 # -- CLI --------------------------------------------------------------------------------------------
 
 def register(subparsers) -> None:
-    from clsp.cli import add_config_arguments
+    from clsp.cli import Flag, add_command, config_command
 
-    parser = subparsers.add_parser(
-        "pipeline", help="run every stage: diffusion -> positives -> pretraining -> evaluation -> report",
+    parser = add_command(
+        subparsers, "pipeline",
         description="Run the whole method in one run directory: train the diffusion model (or use model_dir), "
                     "synthesize positives, pretrain each method with and without CLSP, evaluate, write report.html. "
                     "Run it again to resume: completed stages are skipped.")
-    add_config_arguments(parser)
-    parser.set_defaults(func=_run)
+    config_command(parser, PipelineConfig, _run, check=Pipeline,
+                   flags={"--out": Flag("out_dir", "the run directory"),
+                          "--device": Flag("trainer.accelerator", "auto | cpu | cuda")},
+                   examples=["clsp pipeline --config demo",
+                             "clsp pipeline --config demo methods=[simclr] --out runs/demo-simclr",
+                             "clsp pipeline --config cifar10 pretrain.epochs=200 trainer.devices=8"])
 
 
-def _run(args: argparse.Namespace) -> int:
-    from clsp.config import load_config
-
-    cfg = load_config(PipelineConfig, args.config, args.overrides)
+def _run(cfg: PipelineConfig) -> int:
     result = run_pipeline(cfg)
     if result.suffix == ".html":
         print(f"report: {result}")

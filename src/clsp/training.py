@@ -93,9 +93,10 @@ def make_trainer(cfg: TrainerConfig, run_dir: str | Path, max_steps: int, callba
     ckpt = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="step{step:08d}", auto_insert_metric_name=False,
                            every_n_train_steps=cfg.checkpoint_every, save_last=True, save_top_k=1,
                            monitor="step", mode="max", save_on_train_epoch_end=True)
-    cbs = [ckpt, LearningRateMonitor(logging_interval="step")] + list(callbacks or [])
+    cbs = [ckpt, LearningRateMonitor(logging_interval="step"), time_estimate()] + list(callbacks or [])
     if cfg.progress:
         cbs.append(run_progress_bar(refresh_rate=max(1, cfg.log_every)))
+    quiet_lightning()
     strategy = cfg.strategy
     if strategy == "auto" and world_size(cfg) > 1:
         strategy = "ddp"
@@ -111,12 +112,87 @@ def make_trainer(cfg: TrainerConfig, run_dir: str | Path, max_steps: int, callba
     )
 
 
+def quiet_lightning() -> None:
+    """Lightning's info lines (accelerators found, tips, `fit` stopped) say nothing a clsp user needs, and
+    print twice beside clsp's own logging; its warnings still show, but for a deprecation inside Lightning
+    itself (its use of torch's LeafSpec), which no user can act on, and for "fewer batches than the logging
+    interval" on a short epoch: clsp logs by global step, so its logs are complete either way."""
+    import logging
+    import warnings
+
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
+    warnings.filterwarnings("ignore", message=r"The number of training batches .* is smaller than the logging interval")
+
+
+def format_duration(seconds: float) -> str:
+    """1 h 05 min, 4 min 10 s, 12 s."""
+    seconds = int(round(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+    if seconds >= 60:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds} s"
+
+
+def estimate_line(stage: str, measured_steps: int, seconds: float, remaining_steps: int, device: str) -> str:
+    """What a few measured steps say about the rest of a stage."""
+    per_step = seconds / measured_steps
+    line = (f"{stage}: {measured_steps} steps took {seconds:.1f} s ({per_step:.2f} s a step); the remaining "
+            f"{remaining_steps:,} steps will take about {format_duration(per_step * remaining_steps)} on this {device}")
+    if device == "cpu" and per_step * remaining_steps > 3600:
+        line += " (a GPU preset on a CPU? stop with Ctrl-C and choose a smaller preset or fewer steps)"
+    return line
+
+
+def time_estimate(measured_steps: int = 3, min_seconds: float = 120.0, clock=None):
+    """A callback that times a few training steps after the first (which includes warm-up) and, when the
+    rest of the run will take more than `min_seconds`, says how long it will take."""
+    import time
+
+    from lightning.pytorch.callbacks import Callback
+
+    clock = clock or time.perf_counter
+
+    class TimeEstimate(Callback):
+        def __init__(self) -> None:
+            self.start_step: int | None = None
+            self.started = 0.0
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            step = trainer.global_step
+            if self.start_step is None:          # the first step of this run (or of this resume) is warm-up
+                self.start_step, self.started = step, clock()
+                return
+            if step - self.start_step != measured_steps:
+                return
+            seconds = clock() - self.started
+            remaining = trainer.max_steps - step if trainer.max_steps > 0 else 0
+            if trainer.is_global_zero and remaining * seconds / measured_steps > min_seconds:
+                import logging
+
+                device = "cpu" if trainer.strategy.root_device.type == "cpu" else str(trainer.strategy.root_device)
+                logging.getLogger("clsp").info(estimate_line("training", measured_steps, seconds, remaining, device))
+
+    return TimeEstimate()
+
+
 def run_progress_bar(refresh_rate: int):
     """Lightning's tqdm bar, but over the whole run (global step / max steps) instead of one epoch,
-    so its rate and ETA are the run's, also after a resume."""
+    so its rate and ETA are the run's, also after a resume. It redraws every `refresh_rate` steps, and
+    at least every 2 s, so that slow steps (a CPU) show a rate and ETA from the first steps on."""
+    import time
+
     from lightning.pytorch.callbacks import TQDMProgressBar
 
     class RunProgressBar(TQDMProgressBar):
+        _drawn = 0.0
+
+        def _should_update(self, current: int, total) -> bool:
+            due = time.monotonic() - self._drawn >= 2.0
+            return self.is_enabled and (current % self.refresh_rate == 0 or current == total or due)
+
         def on_train_epoch_start(self, trainer, *_):
             bar = self.train_progress_bar
             total = trainer.max_steps if trainer.max_steps > 0 else trainer.estimated_stepping_batches
@@ -131,6 +207,7 @@ def run_progress_bar(refresh_rate: int):
             if self._should_update(n, self.train_progress_bar.total):
                 self.train_progress_bar.n = n
                 self.train_progress_bar.set_postfix(self.get_metrics(trainer, pl_module))  # refreshes the bar
+                self._drawn = time.monotonic()
 
     return RunProgressBar(refresh_rate=refresh_rate)
 

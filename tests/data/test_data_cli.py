@@ -16,11 +16,16 @@ from clsp.cli import main
 
 def test_info_of_a_folder(tmp_path, capsys):
     write_image_folder(tmp_path / "pics", {"cat": 2, "dog": 1})
-    assert main(["data", "info", f"folder:{tmp_path / 'pics'}"]) == 0
+    assert main(["data", "info", f"folder:{tmp_path / 'pics'}", "--split", "all"]) == 0
     out = capsys.readouterr().out
     assert "images       3 of 16x16x3 uint8 (in memory)" in out
     assert "classes      2: cat, dog" in out and "labels       yes" in out
-    assert f"found in     {tmp_path / 'pics'}" in out
+    assert f"found in     {tmp_path / 'pics'}\n" in out
+    # Its default split (train) is what a run trains on: one of the two cats is held out as split test.
+    assert main(["data", "info", f"folder:{tmp_path / 'pics'}"]) == 0
+    out = capsys.readouterr().out
+    assert "images       2 of 16x16x3 uint8" in out
+    assert "(split train: 2 of its 3 images; the test split is 20% of each class held out with seed 0" in out
 
 
 def test_info_json_of_cifar10(tmp_path, capsys):
@@ -57,15 +62,15 @@ def test_cli_process_exit_code_and_message_for_a_missing_dataset():
 
 def test_preview_writes_a_grid_of_originals_and_views(tmp_path, capsys):
     write_image_folder(tmp_path / "pics", {"a": 3, "b": 2})
-    out = tmp_path / "out" / "views.png"
-    args = ["data", "preview", f"folder:{tmp_path / 'pics'}", "--aug", "simclr", "--out", str(out),
+    out = tmp_path / "out" / "preview.png"  # --out names the directory, as in every command
+    args = ["data", "preview", f"folder:{tmp_path / 'pics'}", "--split", "all", "--aug", "simclr", "--out", str(out.parent),
             "--n", "3", "--views", "2", "--seed", "1"]
     assert main(args) == 0
     assert "wrote" in capsys.readouterr().out
     with Image.open(out) as im:
         # 3 rows x (1 + 2) tiles of 16 px enlarged 6x to 96 px, 2 px padding
         assert im.size == (3 * 98 + 2, 3 * 98 + 2)
-    assert sorted(p.name for p in out.parent.iterdir()) == ["views.png"]  # no temporary left behind
+    assert sorted(p.name for p in out.parent.iterdir()) == ["preview.png"]  # no temporary left behind
     first = out.read_bytes()
     assert main(args) == 0 and out.read_bytes() == first  # a seed fixes images and views
     assert main(args[:-1] + ["2"]) == 0 and out.read_bytes() != first
@@ -73,7 +78,7 @@ def test_preview_writes_a_grid_of_originals_and_views(tmp_path, capsys):
 
 def test_preview_rejects_bad_counts(tmp_path, capsys):
     write_image_folder(tmp_path / "pics", {"a": 1})
-    assert main(["data", "preview", f"folder:{tmp_path / 'pics'}", "--out", str(tmp_path / "v.png"), "--n", "0"]) == 2
+    assert main(["data", "preview", f"folder:{tmp_path / 'pics'}", "--out", str(tmp_path / "v"), "--n", "0"]) == 2
 
 
 def test_fetch_refuses_what_it_cannot_download(tmp_path):

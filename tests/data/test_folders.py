@@ -15,7 +15,7 @@ from clsp.errors import UserError
 
 def test_image_folder_in_memory(tmp_path):
     pixels = write_image_folder(tmp_path / "pics", {"cat": 3, "dog": 2})
-    ds = load_dataset(f"folder:{tmp_path / 'pics'}")
+    ds = load_dataset(f"folder:{tmp_path / 'pics'}", split="all")
     assert isinstance(ds, ImageSet) and ds.images.shape == (5, 16, 16, 3)
     assert ds.classes == ["cat", "dog"] and ds.labels.tolist() == [0, 0, 0, 1, 1]
     np.testing.assert_array_equal(ds.images, np.stack(pixels["cat"] + pixels["dog"]))  # PNG is lossless
@@ -24,14 +24,14 @@ def test_image_folder_in_memory(tmp_path):
 
 def test_image_folder_streams_the_same_pixels(tmp_path):
     write_image_folder(tmp_path / "pics", {"a": 2, "b": 3})
-    memory = load_dataset(f"folder:{tmp_path / 'pics'}", size=8)
-    stream = load_dataset(f"folder:{tmp_path / 'pics'}", size=8, max_memory_mb=0)
+    memory = load_dataset(f"folder:{tmp_path / 'pics'}", "all", size=8)
+    stream = load_dataset(f"folder:{tmp_path / 'pics'}", "all", size=8, max_memory_mb=0)
     assert isinstance(stream, StreamingImageSet) and len(stream) == 5 and stream.shape == (8, 8, 3)
     batches = list(stream.batches(batch_size=2, num_workers=0))
     assert [tuple(x.shape) for x, _ in batches] == [(2, 8, 8, 3), (2, 8, 8, 3), (1, 8, 8, 3)]
     np.testing.assert_array_equal(np.concatenate([x.numpy() for x, _ in batches]), memory.images)
     assert np.concatenate([y.numpy() for _, y in batches]).tolist() == memory.labels.tolist()
-    assert stream.fingerprint == load_dataset(f"folder:{tmp_path / 'pics'}", size=8, max_memory_mb=0).fingerprint
+    assert stream.fingerprint == load_dataset(f"folder:{tmp_path / 'pics'}", "all", size=8, max_memory_mb=0).fingerprint
 
 
 def test_corrupt_image_is_an_error_naming_its_path(tmp_path):
@@ -46,6 +46,25 @@ def test_corrupt_image_is_an_error_naming_its_path(tmp_path):
             list(stream.batches(batch_size=8, num_workers=workers))
 
 
+def test_a_labelled_folder_without_splits_holds_out_a_seeded_share_of_each_class(tmp_path):
+    write_image_folder(tmp_path / "pics", {"a": 10, "b": 5, "c": 1})
+    name = f"folder:{tmp_path / 'pics'}"
+    everything, train, test = (load_dataset(name, split=s) for s in ("all", "train", "test"))
+    assert (len(everything), len(train), len(test)) == (16, 13, 3)
+    # 20% of each class: 2 of a, 1 of b; a class of one image stays in train.
+    assert np.bincount(test.labels, minlength=3).tolist() == [2, 1, 0]
+    assert np.bincount(train.labels, minlength=3).tolist() == [8, 4, 1]
+    pixels = {im.tobytes() for im in everything.images}
+    held, kept = {im.tobytes() for im in test.images}, {im.tobytes() for im in train.images}
+    assert not held & kept and held | kept == pixels                      # disjoint, and together the whole folder
+    again = load_dataset(name, split="test")
+    np.testing.assert_array_equal(again.images, test.images)              # seeded: the same images every time
+    assert len(load_dataset(name, split="test", holdout=0.5)) == 5 + 2   # round(0.5 x 10), round(0.5 x 5) = 2
+    assert len(load_dataset(name, split="train", holdout=0.0)) == 16
+    with pytest.raises(UserError, match="no test/ subfolder and dataset.holdout=0"):
+        load_dataset(name, split="test", holdout=0.0)
+
+
 def test_flat_folder_is_unlabeled_and_refuses_labels(tmp_path):
     for i in range(3):
         write_png(tmp_path / "flat" / f"{i}.png", random_images(1, 10, i)[0])
@@ -54,6 +73,8 @@ def test_flat_folder_is_unlabeled_and_refuses_labels(tmp_path):
     assert len(ds) == 3 and ds.labels is None and ds.classes == []
     with pytest.raises(UserError, match="has no labels.*one subfolder per class"):
         load_dataset(f"folder:{tmp_path / 'flat'}", require_labels=True)
+    with pytest.raises(UserError, match="flat folder .*no test split.*eval.dataset.name"):
+        load_dataset(f"folder:{tmp_path / 'flat'}", split="test")
     stream = load_dataset(f"folder:{tmp_path / 'flat'}", stream=True)
     assert stream.labels is None and next(stream.batches(batch_size=3, num_workers=0))[1] is None
 
@@ -66,7 +87,7 @@ def test_split_subfolders(tmp_path):
     assert len(test) == 2 and test.classes == ["x", "y"]
     one = tmp_path / "one"
     write_image_folder(one, {"x": 1})
-    with pytest.raises(UserError, match="no split 'test'.*train/ and test/"):
+    with pytest.raises(UserError, match="leaves split test empty.*train/ and test/ subfolders"):
         load_dataset(f"folder:{one}", "test")
 
 

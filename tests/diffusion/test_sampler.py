@@ -170,14 +170,10 @@ def test_ddim_defaults_follow_the_release(schedule):
 
 
 def test_the_sample_command_defaults_to_the_releases_timesteps():
-    import argparse
+    from clsp.cli import resolve_config
 
-    from clsp.diffusion.cli import register
-
-    parser = argparse.ArgumentParser()
-    register(parser.add_subparsers())
-    args = parser.parse_args(["diffusion", "sample", "--model", "m", "--out", "o"])
-    assert args.timestep_spacing == SamplerConfig().timestep_spacing == "trailing"
+    cfg = resolve_config(["diffusion", "sample", "--model", "m", "--out", "o"])
+    assert cfg.sampler.timestep_spacing == SamplerConfig().timestep_spacing == "trailing"
 
 
 def test_bad_inputs_are_user_errors(tiny_unet, schedule, digit_anchors):

@@ -146,10 +146,10 @@ def test_a_flat_folder_as_published_works_for_sample_and_synthesize(tmp_path, ti
     assert main(["diffusion", "sample", "--model", str(flat), "--out", str(tmp_path / "s"), "--n", "3", "--steps", "2",
                  "--device", "cpu"]) == 0
     expected = sample(tiny_unet, schedule, 3, SamplerConfig(steps=2), seed=0)
-    assert np.array_equal(np.load(tmp_path / "s.npy")[:, 0], expected.numpy())
+    assert np.array_equal(np.load(tmp_path / "s" / "samples.npy")[:, 0], expected.numpy())
     # `clsp synthesize --model FLAT` makes a store (clsp fid and the pipeline's model_dir= load through the same load_model)
     assert main(["synthesize", "--model", str(flat), "--dataset", "digits", "--subset", "4", "--k", "2", "--steps", "2",
-                 "--chunk-size", "4", "--out", str(tmp_path / "store"), "--accelerator", "cpu"]) == 0
+                 "--chunk-size", "4", "--out", str(tmp_path / "store"), "--device", "cpu"]) == 0
     assert PositivesStore.open(tmp_path / "store").candidates(torch.arange(4)).shape == (4, 2, 8, 8, 1)
     # what it cannot use is one line: a model of another size than the data
     capsys.readouterr()

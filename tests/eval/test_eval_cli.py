@@ -12,10 +12,13 @@ def test_eval_knn_prints_a_table_and_writes_metrics(encoder_file, tmp_path, caps
                  "--out", str(tmp_path / "knn"), "--device", "cpu"])
     assert code == 0
     out = capsys.readouterr().out
-    assert "k=200" in out and "best (k=" in out and "fixed (k=200)" in out
+    # 60 training images: k = 100 and 200 would be every image, so they are reported as k = 60
+    assert "fewer than k = 100, 200: those are k = 60 (every training image)" in out
+    assert "k=50" in out and "k=100" not in out and "best (k=" in out and "fixed (k=60)" in out
     metrics = json.loads((tmp_path / "knn" / "metrics.json").read_text())
     assert COMMON <= set(metrics) and metrics["kind"] == "knn"
     assert metrics["encoder"]["sha256"] and metrics["dataset"]["fingerprint"] and metrics["dataset"]["n"] == 60
+    assert sorted(map(int, metrics["results"]["accuracy"])) == [5, 10, 20, 50, 60] and metrics["results"]["fixed_k"] == 60
 
 
 def test_user_errors_exit_2_with_one_line(tmp_path, capsys):

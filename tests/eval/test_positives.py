@@ -123,15 +123,16 @@ def test_cli_on_a_real_store_writes_metrics_and_a_sweep_figure(tmp_path, monkeyp
     model = save_model(tmp_path / "model", make_unet("tiny", 8, channels=1), dict(TRAINING_SCHEDULE))
     common = ["--dataset", "digits", "--subset", "40"]
     assert main(["synthesize", "--model", str(model), *common, "--k", "2", "--out", str(tmp_path / "store"),
-                 "sampler.steps=2", "chunk_size=20", "accelerator=cpu"]) == 0
+                 "sampler.steps=2", "chunk_size=20", "--device", "cpu"]) == 0
     assert main(["eval", "positives", "--positives", str(tmp_path / "store"), *common, "--model", str(model),
-                 "--sweep-w", "0,1", "--n", "20", "--sweep-n", "6", "--out", str(tmp_path / "eval")]) == 0
+                 "--sweep-w", "0,1", "--sweep-layers", "1,3", "--n", "20", "--sweep-n", "6", "--out", str(tmp_path / "eval")]) == 0
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     r = metrics["results"]
     assert metrics["kind"] == "positives" and [row["w"] for row in r["sweep"]] == [0.0, 1.0]
+    assert [row["layers"] for row in r["layers_sweep"]] == [1, 3] and r["layers_sweep"][0]["n_anchors"] == 6
     assert r["store"]["n_anchors"] == 20 and r["store"]["k"] == 2 and 0 <= r["store"]["agreement"] <= 100
     assert (tmp_path / "eval" / "positives.png").is_file()
     out = capsys.readouterr().out
-    assert "class agreement" in out and "w sweep" in out
+    assert "class agreement" in out and "w sweep" in out and "layers sweep" in out
     assert main(["eval", "positives", "--positives", str(tmp_path / "store"), *common, "--sweep-w", "0.5",
                  "--out", str(tmp_path / "x")]) == 2                                      # a sweep needs the model

@@ -27,9 +27,10 @@ def test_pretrained_run_dir_evaluates(pretrained_run, tmp_path):
     data = DatasetConfig(name="digits", subset=96)
     knn = knn_eval(pretrained_run, data, tmp_path / "knn", device="cpu")
     assert knn["encoder"]["method"] == "simclr" and knn["encoder"]["arch"] == "resnet10"
-    assert set(knn["results"]["accuracy"]) == {"5", "10", "20", "50", "100", "200"}
+    # 96 training images: k = 100 and 200 would both be every image, reported as k = 96
+    assert set(knn["results"]["accuracy"]) == {"5", "10", "20", "50", "96"} and knn["results"]["fixed_k"] == 96
     assert knn["results"]["best"] == max(knn["results"]["accuracy"].values())
-    assert knn["results"]["fixed"] == knn["results"]["accuracy"]["200"]
+    assert knn["results"]["fixed"] == knn["results"]["accuracy"]["96"]
     linear = linear_eval(pretrained_run, data, tmp_path / "linear", LinearProbeConfig(epochs=3, milestones=[2]),
                          device="cpu", progress=False)
     assert linear["encoder"]["sha256"] == knn["encoder"]["sha256"]

@@ -31,7 +31,7 @@ def test_every_diffusion_preset_loads(preset):
 
 @pytest.mark.parametrize("preset", SYNTHESIZE_PRESETS, ids=lambda p: p.stem)
 def test_every_synthesize_preset_loads_with_the_releases_sampler(preset):
-    s = load_config(SynthesizeConfig, preset, ["model=m", "out=o"]).sampler
+    s = load_config(SynthesizeConfig, preset, ["model=m", "out_dir=o"]).sampler
     assert (s.sampler, s.steps, s.eta, s.w, s.timestep_spacing, s.clip_x0) == ("ddim", 100, 0.1, 0.1, "trailing", False)
 
 
@@ -55,7 +55,7 @@ def test_stl10_runs_as_the_release(tmp_path):
 
     synth = synthesize_config(cfg, plan.model_dir, plan.store)
     assert (synth.dataset.size, synth.split, synth.k) == (64, "unlabeled", 8)     # candidates at 64 px
-    standalone = load_config(SynthesizeConfig, CONFIG_DIR / "synthesize" / "stl10.yaml", ["model=m", "out=o"])
+    standalone = load_config(SynthesizeConfig, CONFIG_DIR / "synthesize" / "stl10.yaml", ["model=m", "out_dir=o"])
     assert (standalone.dataset.name, standalone.dataset.size, standalone.split) == ("stl10", 64, "unlabeled")
 
     for pre in plan.runs.values():

@@ -65,7 +65,8 @@ def test_a_given_model_dir_replaces_diffusion_training(micro_config, tmp_path):
     assert plan.diffusion is None and plan.model_dir == tmp_path.resolve()
     assert [s.name for s in plan.stages()][:3] == ["synthesis", "figures", "eval/positives"]
     with pytest.raises(UserError, match="model_dir .* is not a directory"):
-        Pipeline(micro_config(f"model_dir={tmp_path / 'nothing'}"))
+        run_pipeline(micro_config(f"model_dir={tmp_path / 'nothing'}"))
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -75,7 +76,8 @@ def test_a_given_model_dir_replaces_diffusion_training(micro_config, tmp_path):
     (["methods=[byol]"], "methods"),
     (["variants=[clsp,twice]"], "variants"),
     (["w_sweep=[0.1,1.5]"], "w_sweep"),
-    (["method_overrides={moco: {lr: 1}}"], "method_overrides"),
+    (["method_overrides={byol: {lr: 1}}"], "method_overrides"),
+    (["method_overrides={moco: {lrr: 1}}"], "pretraining moco .*unknown config key 'lrr'"),  # not run, still checked
     (["seeds=[1,1]"], "seeds"),
     (["pretrain.seed=3"], "write seeds=\\[3\\] instead"),
     (["sweep={setting: eta, values: [1]}"], "sweep.setting"),

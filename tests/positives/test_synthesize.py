@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from clsp.cli import build_parser, main
+from clsp.cli import main, resolve_config
 from clsp.config import load_config
 from clsp.data.config import load_split
 from clsp.errors import ConfigError, UserError
@@ -53,13 +53,13 @@ def tiny_model(tmp_path_factory):
 
 def cli_args(model, out) -> list[str]:
     return ["synthesize", "--model", str(model), "--dataset", "digits", "--subset", str(SUBSET), "--k", str(K),
-            "--steps", str(STEPS), "--chunk-size", str(CHUNK), "--out", str(out), "--accelerator", "cpu"]
+            "--steps", str(STEPS), "--chunk-size", str(CHUNK), "--out", str(out), "--device", "cpu"]
 
 
 def config(model, out, *overrides) -> SynthesizeConfig:
     return load_config(SynthesizeConfig, overrides=[
-        f"model={model}", f"out={out}", "dataset.name=digits", f"dataset.subset={SUBSET}", f"k={K}",
-        f"sampler.steps={STEPS}", f"chunk_size={CHUNK}", "accelerator=cpu", "progress=false", *overrides])
+        f"model={model}", f"out_dir={out}", "dataset.name=digits", f"dataset.subset={SUBSET}", f"k={K}",
+        f"sampler.steps={STEPS}", f"chunk_size={CHUNK}", "device=cpu", "progress=false", *overrides])
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +90,7 @@ def test_a_complete_run_writes_every_chunk_from_its_own_seed(reference, tiny_mod
     assert manifest["model_hash"] == hash_directory(tiny_model)
     assert manifest["generation"]["sampler"]["steps"] == STEPS and manifest["generation"]["sampler"]["w"] == 0.1
     saved = load_config(SynthesizeConfig, reference / CONFIG)  # what `clsp synthesize --config` resumes with
-    assert (saved.out, saved.model) == (str(reference.resolve()), str(tiny_model.resolve()))
+    assert (saved.out_dir, saved.model) == (str(reference.resolve()), str(tiny_model.resolve()))
     assert (saved.sampler, saved.dataset, saved.k, saved.chunk_size) == (cfg.sampler, cfg.dataset, K, CHUNK)
 
     # chunk 3 is exactly the sampler's output for its anchors under hash(seed, 3)
@@ -177,18 +177,15 @@ def test_a_model_of_another_size_is_refused_before_the_store_is_made(tiny_model,
 
 
 def test_cli_flags_map_onto_the_config():
-    args = build_parser().parse_args(["synthesize", "--model", "m", "--dataset", "digits", "--split", "test", "--k", "4",
-                                      "--w", "0.3", "--steps", "7", "--eta", "0", "--sampler", "ddpm", "--batch-size", "16",
-                                      "--seed", "5", "--chunk-size", "32", "--root", "r", "--size", "16", "--subset", "10",
-                                      "--out", "o", "sampler.share_anchor=true"])
-    from clsp.positives.cli import synthesize_config
-
-    cfg = synthesize_config(args)
-    assert (cfg.model, cfg.out, cfg.split, cfg.k, cfg.seed, cfg.chunk_size) == ("m", "o", "test", 4, 5, 32)
+    cfg = resolve_config(["synthesize", "--model", "m", "--dataset", "digits", "--split", "test", "--k", "4",
+                          "--w", "0.3", "--steps", "7", "--eta", "0", "--sampler", "ddpm", "--batch-size", "16",
+                          "--seed", "5", "--chunk-size", "32", "--root", "r", "--size", "16", "--subset", "10",
+                          "--out", "o", "sampler.share_anchor=true"])
+    assert (cfg.model, cfg.out_dir, cfg.split, cfg.k, cfg.seed, cfg.chunk_size) == ("m", "o", "test", 4, 5, 32)
     assert (cfg.dataset.name, cfg.dataset.root, cfg.dataset.size, cfg.dataset.subset) == ("digits", "r", 16, 10)
     s = cfg.sampler
     assert (s.sampler, s.steps, s.eta, s.w, s.batch_size, s.share_anchor) == ("ddpm", 7, 0.0, 0.3, 16, True)
-    defaults = synthesize_config(build_parser().parse_args(["synthesize", "--model", "m", "--out", "o"]))
+    defaults = resolve_config(["synthesize", "--model", "m", "--out", "o"])
     assert (defaults.k, defaults.sampler.steps, defaults.sampler.eta, defaults.sampler.w, defaults.sampler.sampler) == (8, 100, 0.1, 0.1, "ddim")
 
 
@@ -199,24 +196,24 @@ def test_cli_errors_are_one_line_and_exit_2(capsys, tmp_path):
     assert "config key 'k': must be > 0" in capsys.readouterr().err
     assert main(["synthesize", "--model", str(tmp_path / "missing"), "--dataset", "digits", "--out", str(tmp_path / "s")]) == 2
     assert "does not exist" in capsys.readouterr().err
-    with pytest.raises(ConfigError, match=r"'(sampler\.)?w': must be in"):
-        load_config(SynthesizeConfig, overrides=["model=m", "out=o", "sampler.w=2"])
+    with pytest.raises(ConfigError, match=r"'sampler\.w': must be in"):  # the key in full
+        load_config(SynthesizeConfig, overrides=["model=m", "out_dir=o", "sampler.w=2"])
 
 
 def test_preview_command_finds_the_dataset_from_the_store_or_refuses_another(reference, tmp_path, capsys):
-    png = tmp_path / "grid.png"
-    assert main(["positives", "preview", str(reference), "--out", str(png), "--n", "3"]) == 0
+    png = tmp_path / "grid" / "preview.png"
+    assert main(["positives", "preview", str(reference), "--out", str(png.parent), "--n", "3"]) == 0
     from PIL import Image
 
     assert Image.open(png).size[1] == 3 * 34 + 2  # three rows of 8x8 anchors enlarged to 32 px
-    assert main(["positives", "preview", str(reference), "--dataset", "digits", "--out", str(tmp_path / "x.png")]) == 2
+    assert main(["positives", "preview", str(reference), "--dataset", "digits", "--out", str(tmp_path / "x")]) == 2
     assert "was made for digits train (N=48" in capsys.readouterr().err  # the full split is not the store's subset
-    assert not (tmp_path / "x.png").exists()
+    assert not (tmp_path / "x").exists()
 
 
 @pytest.mark.parametrize("preset", ["synthesize/cifar10", "synthesize/fashion-mnist"])
 def test_presets_hold_the_paper_settings(preset):
-    cfg = load_config(SynthesizeConfig, preset, ["model=m", "out=o"])
+    cfg = load_config(SynthesizeConfig, preset, ["model=m", "out_dir=o"])
     s = cfg.sampler
     assert (cfg.k, s.sampler, s.steps, s.eta, s.w, s.timestep_spacing, s.clip_x0) == (8, "ddim", 100, 0.1, 0.1, "trailing", False)
     assert cfg.dataset.name == preset.split("/")[1]

@@ -3,34 +3,67 @@
 
 from __future__ import annotations
 
-import argparse
 import json
+from dataclasses import dataclass
+
+from clsp.config import check, check_positive, field
+from clsp.data.config import DatasetConfig
+
+
+@dataclass
+class InfoConfig:
+    """`clsp data info`: what one split of a dataset holds, as a run would load it."""
+
+    dataset: DatasetConfig = field(DatasetConfig)
+    split: str = "train"
+    json: bool = False                # print the facts as one JSON object
+
+
+@dataclass
+class PreviewConfig:
+    """`clsp data preview`: a grid, one row per image: the original, then augmented views (OUT_DIR/preview.png)."""
+
+    dataset: DatasetConfig = field(DatasetConfig)
+    split: str = "train"
+    aug: str = "simclr"               # augmentation recipe: simclr | moco | flip | eval
+    n: int = 8                        # images (rows)
+    views: int = 4                    # augmented views per image
+    seed: int = 0                     # fixes the choice of images and the views
+    out_dir: str = ""
+
+    def __post_init__(self) -> None:
+        check(bool(self.out_dir), "out_dir", "must name the directory to write preview.png into (--out DIR)")
+        check_positive(self.n, "n")
+        check_positive(self.views, "views")
+
+
+DATASET_FLAGS = {"--root": ("dataset.root", "folder to look for the dataset in (default: the usual places)"),
+                 "--split": ("split", "split"),
+                 "--size": ("dataset.size", "output image side (default: the dataset's)"),
+                 "--holdout": ("dataset.holdout", "the share of a labelled folder without train/ and test/ held out as "
+                                                  "its test split")}
 
 
 def register(subparsers) -> None:
-    data = subparsers.add_parser("data", help="inspect datasets and augmentations")
+    from clsp.cli import Flag, add_command, config_command
+
+    data = add_command(subparsers, "data")
     sub = data.add_subparsers(dest="data_command", metavar="DATA_COMMAND", required=True)
+    name = {"NAME": Flag("dataset.name", "a dataset name (cifar10, stl10, fashion-mnist, pets, ...) or folder:PATH")}
+    flags = {flag: Flag(key, text) for flag, (key, text) in DATASET_FLAGS.items()}
 
     info = sub.add_parser("info", help="count, shape, classes, labels, fingerprint and location of a dataset split")
-    _add_dataset_arguments(info)
-    info.add_argument("--json", action="store_true", help="print the facts as one JSON object")
-    info.set_defaults(func=run_info)
+    config_command(info, InfoConfig, run_info, positionals=name,
+                   flags={**flags, "--json": Flag("json", "print the facts as one JSON object")},
+                   examples=["clsp data info fashion-mnist", "clsp data info folder:/path/to/images --split test"])
 
     preview = sub.add_parser("preview", help="write a grid: one row per image, the original then augmented views")
-    _add_dataset_arguments(preview)
-    preview.add_argument("--aug", default="simclr", help="augmentation recipe: simclr | moco | flip | eval (default simclr)")
-    preview.add_argument("--out", required=True, help="output image file (.png)")
-    preview.add_argument("--n", type=int, default=8, help="number of images (rows), default 8")
-    preview.add_argument("--views", type=int, default=4, help="augmented views per image, default 4")
-    preview.add_argument("--seed", type=int, default=0, help="seed for the choice of images and the views")
-    preview.set_defaults(func=run_preview)
-
-
-def _add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("name", help="a dataset name (cifar10, stl10, fashion-mnist, pets, ...) or folder:PATH")
-    parser.add_argument("--root", default=None, help="folder to look for the dataset in (default: the usual places)")
-    parser.add_argument("--split", default="train", help="split (default train)")
-    parser.add_argument("--size", type=int, default=None, help="output image side (default: the dataset's)")
+    config_command(preview, PreviewConfig, run_preview, positionals=name, flags={
+        **flags, "--aug": Flag("aug", "augmentation recipe: simclr | moco | flip | eval"),
+        "--out": Flag("out_dir", "the directory to write preview.png into"),
+        "--n": Flag("n", "number of images (rows)"), "--views": Flag("views", "augmented views per image"),
+        "--seed": Flag("seed", "seed for the choice of images and the views")},
+        examples=["clsp data preview fashion-mnist --aug simclr --out runs/views"])
 
 
 def describe(ds) -> dict:
@@ -45,11 +78,11 @@ def describe(ds) -> dict:
     }
 
 
-def run_info(args) -> int:
-    from clsp.data import load_dataset
+def run_info(cfg: InfoConfig) -> int:
+    from clsp.data.config import load_split
 
-    facts = describe(load_dataset(args.name, split=args.split, root=args.root, size=args.size))
-    if args.json:
+    facts = describe(load_split(cfg.dataset, cfg.split))
+    if cfg.json:
         print(json.dumps(facts, indent=2))
         return 0
     h, w, c = facts["shape"]
@@ -63,19 +96,19 @@ def run_info(args) -> int:
     return 0
 
 
-def run_preview(args) -> int:
-    from clsp.data import load_dataset
+def run_preview(cfg: PreviewConfig) -> int:
+    from pathlib import Path
+
     from clsp.data.augment import RECIPES
+    from clsp.data.config import load_split
     from clsp.errors import UserError
 
-    if args.aug not in RECIPES:
-        raise UserError(f"unknown augmentation recipe '{args.aug}'; choose one of {', '.join(RECIPES)}")
-    if args.n < 1 or args.views < 1:
-        raise UserError("--n and --views must be at least 1")
-    ds = load_dataset(args.name, split=args.split, root=args.root, size=args.size)
-    out = write_preview(ds, args.aug, args.out, n=args.n, views=args.views, seed=args.seed)
-    print(f"wrote {out}: {min(args.n, len(ds))} images of {ds.name} ({ds.split}), the original then {args.views} "
-          f"'{args.aug}' views each")
+    if cfg.aug not in RECIPES:
+        raise UserError(f"unknown augmentation recipe '{cfg.aug}'; choose one of {', '.join(RECIPES)}")
+    ds = load_split(cfg.dataset, cfg.split)
+    out = write_preview(ds, cfg.aug, Path(cfg.out_dir) / "preview.png", n=cfg.n, views=cfg.views, seed=cfg.seed)
+    print(f"wrote {out}: {min(cfg.n, len(ds))} images of {ds.name} ({ds.split}), the original then {cfg.views} "
+          f"'{cfg.aug}' views each")
     return 0
 
 

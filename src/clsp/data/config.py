@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
 
 from clsp.config import check, check_nonnegative
+
+log = logging.getLogger("clsp.data")
 
 
 @dataclass
@@ -18,22 +21,30 @@ class DatasetConfig:
     train_split: str = "train"
     test_split: str = "test"
     subset: int = 0                   # > 0: a fixed random subset of this many images per split (demo, tests)
+    holdout: float = 0.2              # a labelled folder without train/ and test/: the share of each class held
+                                      # out (seeded) as its test split; other datasets have their own splits
 
     def __post_init__(self) -> None:
         check(bool(self.name), "dataset.name", "must not be empty")
         check(self.size is None or self.size >= 8, "dataset.size", f"must be >= 8, got {self.size}")
         check_nonnegative(self.subset, "dataset.subset")
+        check(0.0 <= self.holdout < 1.0, "dataset.holdout", f"must be in [0, 1), got {self.holdout}")
 
 
 def load_split(cfg: DatasetConfig, split: str, require_labels: bool = False):
     """Load one split as the config says (subset drawn with a fixed seed, so it is reproducible).
 
     `require_labels`: evaluation needs labels; an unlabelled split (a flat folder) is then an error.
+    A subset larger than the split is the whole split, and said so.
     """
     from clsp.data.registry import ImageSet, load_dataset
 
-    ds = load_dataset(cfg.name, split=split, root=cfg.root, size=cfg.size, require_labels=require_labels)
-    if cfg.subset and isinstance(ds, ImageSet) and cfg.subset < len(ds):
+    options = {"holdout": cfg.holdout} if cfg.name.startswith("folder:") else {}
+    ds = load_dataset(cfg.name, split=split, root=cfg.root, size=cfg.size, require_labels=require_labels, **options)
+    if cfg.subset and cfg.subset >= len(ds):
+        if cfg.subset > len(ds):
+            log.warning(f"dataset.subset={cfg.subset}, but {cfg.name} split '{split}' has {len(ds)} images: using all {len(ds)}")
+    elif cfg.subset and isinstance(ds, ImageSet):
         idx = np.sort(np.random.default_rng(0).permutation(len(ds))[: cfg.subset])
         ds = ds.subset(idx)
     return ds

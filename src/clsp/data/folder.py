@@ -3,8 +3,9 @@
 Two layouts are understood:
 - an ImageFolder: one subfolder per class (labels = the sorted subfolder names), images anywhere below;
 - a flat folder of unlabeled images (labels None; asking for labels, `require_labels=True`, is an error).
-PATH may also hold split subfolders `train/` and `test/` (or `val/`), each in one of those layouts;
-otherwise PATH itself is the only split, called `train` (or `all`).
+PATH may also hold split subfolders `train/` and `test/` (or `val/`), each in one of those layouts.
+Otherwise PATH is one set (split `all`): a labelled one is split in two, a seeded random `holdout`
+share of each class as split `test` and the rest as split `train`; a flat one is split `train` whole.
 
 Every image is decoded to RGB, its shorter side resized to `size` (antialiased) and centre-cropped to
 size x size; an in-memory set whose images are all grey keeps one channel (`keep_grey`). A set that fits in `max_memory_mb` is decoded once into memory (an ImageSet); a larger
@@ -151,25 +152,41 @@ def decode_all(paths: list[str], load, desc: str) -> np.ndarray:
     return np.stack(images)
 
 
+def has_split_folders(path: Path) -> bool:
+    return (path / "train").is_dir() and any((path / s).is_dir() for s in ("test", "val"))
+
+
 def folder_split(path: Path, split: str) -> Path:
-    """PATH/<split folder> when PATH holds split subfolders, else PATH itself (as split train/all)."""
-    has_splits = (path / "train").is_dir() and any((path / s).is_dir() for s in ("test", "val"))
-    if has_splits:
+    """PATH/<split folder> when PATH holds split subfolders, else PATH itself (one set; see `holdout_split`)."""
+    if has_split_folders(path):
         for candidate in SPLIT_FOLDERS.get(split, ()):
             if (path / candidate).is_dir():
                 return path / candidate
         present = [s for s in ("train", "val", "test") if (path / s).is_dir()]
         raise UserError(f"{path} has no split folder for '{split}'; it has {', '.join(present)}")
-    if split not in ("train", "all"):
-        raise UserError(f"{path} has no split '{split}': it is one set (split train); to add a test split, "
-                        "put the images in train/ and test/ subfolders")
+    if split not in ("train", "test", "all"):
+        raise UserError(f"{path} has no split '{split}': it is one set (splits train, test and all)")
     return path
 
 
+def holdout_split(labels: np.ndarray, share: float, seed: int = 0) -> np.ndarray:
+    """A boolean mask of the held-out images: in each class, a seeded random `share` of its images
+    (rounded; at least one, and never all, of a class of two or more), so every class with two images
+    or more is in both splits. Written here because scikit-learn's stratified splits refuse a class of one."""
+    rng = np.random.default_rng(seed)
+    held = np.zeros(len(labels), dtype=bool)
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        count = 0 if len(members) < 2 or share <= 0 else min(max(round(share * len(members)), 1), len(members) - 1)
+        held[rng.permutation(members)[:count]] = True
+    return held
+
+
 @register("folder")
-def load_folder(path: str, split: str = "train", root=None, size: int | None = None,
+def load_folder(path: str, split: str = "train", root=None, size: int | None = None, holdout: float = 0.2,
                 max_memory_mb: int = DEFAULT_MAX_MEMORY_MB, stream: bool | None = None) -> ImageSet | StreamingImageSet:
-    """`folder:PATH`: an ImageFolder or a flat folder; size None = the first image's shorter side."""
+    """`folder:PATH`: an ImageFolder or a flat folder; size None = the first image's shorter side.
+    `holdout`: the share of each class of a labelled folder without split subfolders that is its test split."""
     if not path:
         raise UserError("folder: needs a path, e.g. folder:/data/my-images")
     base = Path(path).expanduser()
@@ -177,5 +194,31 @@ def load_folder(path: str, split: str = "train", root=None, size: int | None = N
         raise UserError(f"folder {base} does not exist; give folder:PATH with PATH a folder of images")
     folder = folder_split(base, split)
     items, classes, labelled = scan_folder(folder)
+    source = str(folder)
+    if folder == base and split != "all":
+        items, source = _one_set_split(base, split, items, labelled, holdout)
     size = image_side(items[0][0]) if size is None else size
-    return image_list_set(f"folder:{base}", split, items, classes, str(folder), size, labelled, max_memory_mb, stream=stream)
+    return image_list_set(f"folder:{base}", split, items, classes, source, size, labelled, max_memory_mb, stream=stream)
+
+
+def _one_set_split(base: Path, split: str, items: list[tuple[str, int]], labelled: bool,
+                   holdout: float) -> tuple[list[tuple[str, int]], str]:
+    """Split train or test of a folder that is one set, and the sentence that says how it was made."""
+    if not labelled:
+        if split == "test":
+            raise UserError(f"{base} is a flat folder (no class subfolders), so it has no labels and no test split; "
+                            "evaluate on a labelled set (in the pipeline: eval.dataset.name=NAME or folder:PATH)")
+        return items, str(base)
+    if holdout <= 0:
+        if split == "test":
+            raise UserError(f"{base} has no test/ subfolder and dataset.holdout=0; set dataset.holdout (e.g. 0.2) to "
+                            "hold out a share of each class, or put the images in train/ and test/ subfolders")
+        return items, str(base)
+    held = holdout_split(np.asarray([label for _, label in items]), holdout)
+    chosen = [item for item, h in zip(items, held) if h == (split == "test")]
+    percent = f"{100 * holdout:g}%"
+    if not chosen:
+        raise UserError(f"{base}: holding out {percent} of each class leaves split {split} empty (a class needs 2 "
+                        "images or more to give one to each split); add images, or put them in train/ and test/ subfolders")
+    return chosen, (f"{base} (split {split}: {len(chosen)} of its {len(items)} images; the test split is {percent} of "
+                    f"each class held out with seed 0, dataset.holdout={holdout:g})")

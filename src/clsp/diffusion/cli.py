@@ -2,139 +2,153 @@
 
 from __future__ import annotations
 
-import argparse
 import math
+from dataclasses import dataclass
 from pathlib import Path
+from typing import List, Optional
 
+from clsp.config import check, check_device, check_positive, field
+from clsp.data.config import DatasetConfig
+from clsp.diffusion.sampler import SamplerConfig
 from clsp.errors import UserError
 
 
-def register(subparsers) -> None:
-    from clsp.cli import add_config_arguments
+@dataclass
+class SampleConfig:
+    """`clsp diffusion sample`: plain samples, or K interpolated candidates per anchor image."""
 
-    parser = subparsers.add_parser("diffusion", help="train a DDPM; sample plain or CLSP-interpolated images")
+    model: str = ""                                  # a diffusers model directory (unet/ + scheduler/)
+    n: int = 16                                      # samples, or anchors (the first n of the split)
+    anchors: Optional[DatasetConfig] = None          # interpolate towards these images (None: plain sampling)
+    split: str = "train"                             # the anchors' split
+    k: int = 8                                       # candidates per anchor
+    sampler: SamplerConfig = field(SamplerConfig)    # sampler, steps, eta, w, ...
+    sweep_w: List[float] = field(list)               # several w values: one row block per w (needs anchors)
+    seed: int = 0
+    device: str = "auto"
+    out_dir: str = ""                                # writes OUT_DIR/samples.png and OUT_DIR/samples.npy
+
+    def __post_init__(self) -> None:
+        check(bool(self.model), "model", "must name a diffusion model directory (--model DIR)")
+        check(bool(self.out_dir), "out_dir", "must name the directory to write into (--out DIR)")
+        check_positive(self.n, "n")
+        check_positive(self.k, "k")
+        check(all(0.0 <= w <= 1.0 for w in self.sweep_w), "sweep_w", f"values must lie in [0, 1], got {self.sweep_w}")
+        check(not self.sweep_w or self.anchors is not None, "sweep_w",
+              "--sweep-w interpolates towards anchors: give --anchors DATASET")
+        check_device(self.device, "device")
+
+
+def register(subparsers) -> None:
+    from clsp.cli import Flag, add_command, config_command
+    from clsp.diffusion.train import DiffusionTrainConfig
+
+    parser = add_command(subparsers, "diffusion")
     actions = parser.add_subparsers(dest="diffusion_command", metavar="ACTION", required=True)
 
     train = actions.add_parser("train", help="train an unconditional DDPM (resumes from OUT_DIR/checkpoints/last.ckpt)",
-                               description="Presets: configs/diffusion/*.yaml (tiny-digits, demo, fashion-mnist, cifar10, "
-                                           "cifar100, stl10), e.g. --config cifar10 trainer.devices=4 max_steps=100000")
-    add_config_arguments(train)
-    train.set_defaults(func=_train)
+                               description="Presets: configs/diffusion/*.yaml (tiny-digits, demo, fashion-mnist, "
+                                           "cifar10, cifar100, stl10).")
+    config_command(train, DiffusionTrainConfig, _train, presets="diffusion",
+                   flags={"--out": Flag("out_dir", "the run directory"),
+                          "--device": Flag("trainer.accelerator", "auto | cpu | cuda")},
+                   examples=["clsp diffusion train --config tiny-digits max_steps=20 --out runs/diffusion-digits",
+                             "clsp diffusion train --config cifar10 trainer.devices=4 max_steps=100000"])
 
-    s = actions.add_parser("sample", help="plain samples, or K interpolated candidates per anchor image",
-                           description="Writes OUT.png (a grid: anchors beside their candidates) and OUT.npy "
-                                       "(uint8 N x K x H x W x C; K = 1 for plain samples; with --sweep-w, one more "
-                                       "leading axis for w).")
-    s.add_argument("--model", required=True, help="a diffusers model directory (unet/ + scheduler/, or flat as "
-                   "google/ddpm-cifar10-32: config.json, weights, scheduler_config.json)")
-    s.add_argument("--out", required=True, help="output path stem: OUT.png and OUT.npy are written")
-    s.add_argument("--n", type=int, default=16, help="samples, or anchors (the first N of the split) with --anchors")
-    s.add_argument("--anchors", metavar="DATASET", help="interpolate towards these images (a dataset name or folder:PATH)")
-    s.add_argument("--split", default="train")
-    s.add_argument("--size", type=int, help="resize the anchors' dataset to this side (must match the model)")
-    s.add_argument("--k", type=int, default=8, help="candidates per anchor")
-    s.add_argument("--w", type=float, default=0.1, help="weight of the sample's own bottleneck (1 = plain sampling)")
-    s.add_argument("--sweep-w", help="comma-separated w values, e.g. 0,0.1,0.3,0.5,1: the w-ablation picture")
-    s.add_argument("--sampler", default="ddim", help="ddim | ddpm | dpmsolver++ | unipc")
-    s.add_argument("--steps", type=int, default=100)
-    s.add_argument("--eta", type=float, default=0.1)
-    s.add_argument("--timestep-spacing", default="trailing",
-                   help="trailing (the release: 999, 989, ..., 9 for 100 of 1000 steps) | leading | linspace")
-    s.add_argument("--share-anchor", action="store_true", help="one anchor pass per anchor per step for its K candidates")
-    s.add_argument("--batch-size", type=int, default=512, help="trajectories per UNet call")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
-    s.set_defaults(func=_sample)
+    sample = actions.add_parser(
+        "sample", help="plain samples, or K interpolated candidates per anchor image",
+        description="Writes OUT_DIR/samples.png (a grid: anchors beside their candidates) and OUT_DIR/samples.npy "
+                    "(uint8 N x K x H x W x C; K = 1 for plain samples; with --sweep-w, one more leading axis for w).")
+    config_command(sample, SampleConfig, _sample, flags={
+        "--model": Flag("model", "a diffusers model directory (unet/ + scheduler/, or flat as google/ddpm-cifar10-32: "
+                                 "config.json, weights, scheduler_config.json), or clsp:NAME for a model clsp ships"),
+        "--out": Flag("out_dir", "the directory to write samples.png and samples.npy into"),
+        "--n": Flag("n", "samples, or anchors (the first N of the split) with --anchors"),
+        "--anchors": Flag("anchors.name", "interpolate towards these images (a dataset name or folder:PATH)"),
+        "--split": Flag("split", "the anchors' split"),
+        "--size": Flag("anchors.size", "resize the anchors to this side (must match the model)"),
+        "--k": Flag("k", "candidates per anchor"),
+        "--w": Flag("sampler.w", "weight of the sample's own bottleneck (1 = plain sampling)"),
+        "--sweep-w": Flag("sweep_w", "comma-separated w values, e.g. 0,0.1,0.3,0.5,1: the w-ablation picture"),
+        "--sampler": Flag("sampler.sampler", "ddim | ddpm | dpmsolver++ | unipc"),
+        "--steps": Flag("sampler.steps", "denoising steps"),
+        "--eta": Flag("sampler.eta", "DDIM's noise scale"),
+        "--timestep-spacing": Flag("sampler.timestep_spacing", "the sampler's timesteps"),
+        "--share-anchor": Flag("sampler.share_anchor", "one anchor pass per anchor per step for its K candidates"),
+        "--layers": Flag("sampler.layers", "feature maps mixed: 1 = the mid block (the paper); n also the n - 1 deepest skips"),
+        "--batch-size": Flag("sampler.batch_size", "trajectories per UNet call"),
+        "--seed": Flag("seed", "the sampling seed"),
+        "--device": Flag("device", "auto | cpu | cuda | cuda:N"),
+    }, examples=["clsp diffusion sample --model runs/diffusion/model --n 16 --out runs/samples",
+                 "clsp diffusion sample --model /models/ddpm-cifar10-32 --anchors cifar10 --w 0.1 --k 8 --out runs/grid",
+                 "clsp diffusion sample --model runs/diffusion/model --anchors fashion-mnist --sweep-w 0,0.1,0.3,0.5,1 "
+                 "--out runs/sweep"])
 
 
 def resolve_train_preset(name: str) -> str:
-    """`--config cifar10` means configs/diffusion/cifar10.yaml (not the pipeline's configs/cifar10.yaml);
-    a path to a file, or any other preset name, resolves as everywhere else."""
-    from clsp.config import CONFIG_DIR, resolve_preset
+    """`--config cifar10` means configs/diffusion/cifar10.yaml (not the pipeline's configs/cifar10.yaml)."""
+    from clsp.config import resolve_preset
 
-    if not Path(name).is_file():
-        own = (CONFIG_DIR / "diffusion" / name).with_suffix(".yaml")
-        if own.is_file():
-            return str(own)
-    return str(resolve_preset(name))
+    return str(resolve_preset(name, "diffusion"))
 
 
-def _train(args: argparse.Namespace) -> int:
-    from clsp.config import load_config
-    from clsp.diffusion.train import DiffusionTrainConfig, train_diffusion
+def _train(cfg) -> int:
+    from clsp.diffusion.train import train_diffusion
 
-    cfg = load_config(DiffusionTrainConfig, resolve_train_preset(args.config), args.overrides)
     print(train_diffusion(cfg))
     return 0
 
 
-def _sample(args: argparse.Namespace) -> int:
+def _sample(cfg: SampleConfig) -> int:
     import dataclasses
 
     import numpy as np
     import torch
 
+    from clsp.config import torch_device_name
     from clsp.diffusion.model import check_model_matches, load_model
-    from clsp.diffusion.sampler import SamplerConfig, generate_positives, sample
+    from clsp.diffusion.sampler import generate_positives, sample
     from clsp.grids import candidates_grid, image_grid, save_png, upscale, w_sweep_image
     from clsp.io import atomic_path
 
-    if args.n < 1 or args.k < 1:
-        raise UserError("--n and --k must be >= 1")
-    sweep = _parse_sweep(args.sweep_w) if args.sweep_w else None
-    if sweep and args.anchors is None:
-        raise UserError("--sweep-w interpolates towards anchors: give --anchors DATASET")
-    cfg = SamplerConfig(sampler=args.sampler, steps=args.steps, eta=args.eta, w=args.w,
-                        timestep_spacing=args.timestep_spacing, share_anchor=args.share_anchor, batch_size=args.batch_size)
-    unet, scheduler_config = load_model(args.model)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    out = Path(args.out)
-    stem = out.with_suffix("") if out.suffix in (".png", ".npy") else out
-
-    if args.anchors is None:
-        images = sample(unet, scheduler_config, args.n, cfg, args.seed, device, progress=True)
+    unet, scheduler_config = load_model(cfg.model)
+    device = torch_device_name(cfg.device) or ("cuda" if torch.cuda.is_available() else "cpu")
+    s = cfg.sampler
+    if cfg.anchors is None:
+        images = sample(unet, scheduler_config, cfg.n, s, cfg.seed, device, progress=True)
         array = images.numpy()[:, None]
-        picture = image_grid(images, ncols=math.ceil(math.sqrt(args.n)))
+        picture = image_grid(images, ncols=math.ceil(math.sqrt(cfg.n)))
     else:
-        anchors = _load_anchors(args.anchors, args.split, args.size, args.n)
+        anchors = _load_anchors(cfg.anchors, cfg.split, cfg.n)
         check_model_matches(unet, anchors.shape[1], anchors.shape[3])
-        if sweep:
-            rows = [(w, generate_positives(unet, scheduler_config, anchors, args.k, dataclasses.replace(cfg, w=w),
-                                           args.seed, device, progress=True)) for w in sweep]
+        if cfg.sweep_w:
+            rows = [(w, generate_positives(unet, scheduler_config, anchors, cfg.k, dataclasses.replace(s, w=w),
+                                           cfg.seed, device, progress=True)) for w in cfg.sweep_w]
             array = np.stack([c.numpy() for _, c in rows])
-            picture = w_sweep_image(anchors, rows, title=f"{args.sampler} {args.steps} steps, seed {args.seed}")
+            picture = w_sweep_image(anchors, rows, title=f"{s.sampler} {s.steps} steps, seed {cfg.seed}")
         else:
-            candidates = generate_positives(unet, scheduler_config, anchors, args.k, cfg, args.seed, device, progress=True)
+            candidates = generate_positives(unet, scheduler_config, anchors, cfg.k, s, cfg.seed, device, progress=True)
             array = candidates.numpy()
             picture = candidates_grid(anchors, candidates)
-    if not sweep:
+    if not cfg.sweep_w:
         picture = upscale(picture, max(1, 64 // array.shape[-2]))
-    with atomic_path(Path(f"{stem}.npy")) as tmp, open(tmp, "wb") as f:
+    out = Path(cfg.out_dir)
+    with atomic_path(out / "samples.npy") as tmp, open(tmp, "wb") as f:
         np.save(f, array)
-    save_png(Path(f"{stem}.png"), picture)
-    print(f"{stem}.png\n{stem}.npy  uint8 {tuple(array.shape)}")
+    save_png(out / "samples.png", picture)
+    print(f"{out / 'samples.png'}\n{out / 'samples.npy'}  uint8 {tuple(array.shape)}")
     return 0
 
 
-def _load_anchors(name: str, split: str, size: int | None, n: int):
+def _load_anchors(dataset: DatasetConfig, split: str, n: int):
     """The first n images of a split as uint8 (n, H, W, C): in memory, or read one by one when streamed."""
     import numpy as np
     import torch
 
-    from clsp.data import load_dataset
+    from clsp.data.config import load_split
     from clsp.data.registry import ImageSet
 
-    dataset = load_dataset(name, split, size=size)
-    if isinstance(dataset, ImageSet):
-        return torch.from_numpy(dataset.images[:n].copy())
-    return torch.from_numpy(np.stack([dataset[i][0] for i in range(min(n, len(dataset)))]))
-
-
-def _parse_sweep(text: str) -> list[float]:
-    try:
-        values = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise UserError(f"--sweep-w must be comma-separated numbers, got {text!r}") from None
-    if not values or any(not 0.0 <= v <= 1.0 for v in values):
-        raise UserError(f"--sweep-w values must lie in [0, 1], got {text!r}")
-    return values
+    data = load_split(dataset, split)
+    if isinstance(data, ImageSet):
+        return torch.from_numpy(data.images[:n].copy())
+    return torch.from_numpy(np.stack([data[i][0] for i in range(min(n, len(data)))]))

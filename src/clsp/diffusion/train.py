@@ -243,5 +243,6 @@ def _train_diffusion(cfg: DiffusionTrainConfig) -> Path:
     fit(trainer, module, train_dataloaders=StepLoader(steps_per_epoch), ckpt_path=str(resume) if resume else None)
     if trainer.is_global_zero:
         save_model(model_dir, module.ema.module, scheduler_config)
+        log.info("diffusion: EMA model -> %s", model_dir)
         rundir.finish(out, cfg, inputs, outputs={"model": str(model_dir), "steps": int(trainer.global_step)})
     return model_dir

@@ -1,201 +1,268 @@
-"""`clsp eval knn|linear|transfer|embed|hardness|positives` and `clsp fid`: parse flags, call the library function.
-
-Heavy imports (torch, the eval modules) happen inside the handlers so that `clsp --help` is instant.
+"""`clsp eval knn|linear|transfer|embed|hardness|positives` and `clsp fid`: each a config dataclass and the call of
+its library function. A new evaluation is one dataclass (on EncoderEval), one `config_command` block in
+`register` and one small run function.
 """
 
 from __future__ import annotations
 
-import argparse
+from dataclasses import dataclass
+from typing import List, Optional
 
-TRANSFER_DEFAULT = "cifar10,cifar100,pets,flowers102,dtd,caltech101,food101,aircraft"
-
-
-def _encoder_and_data(p: argparse.ArgumentParser, dataset_required: bool = True) -> None:
-    p.add_argument("--ckpt", required=True, help="encoder.safetensors written by `clsp pretrain`, or its run directory")
-    if dataset_required:
-        p.add_argument("--dataset", required=True, help="registry name (fashion-mnist, digits, cifar10, ...) or folder:PATH")
-        p.add_argument("--size", type=int, default=None, help="image side to load at (default: the encoder's input size)")
-        p.add_argument("--subset", type=int, default=0, help="> 0: a fixed random subset of this many images per split")
-    p.add_argument("--root", default=None, help="where the dataset files are (default: the registry's search path)")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: the GPU when there is one)")
+from clsp.config import check, check_device, check_positive, field
+from clsp.data.config import DatasetConfig
+from clsp.diffusion.sampler import SamplerConfig
+from clsp.eval.linear import LinearProbeConfig
+from clsp.eval.positives import PositivesEvalConfig
+from clsp.eval.transfer import TRANSFER_SETS
 
 
-def _out(p: argparse.ArgumentParser, kind: str) -> None:
-    p.add_argument("--out", default=None, help=f"output directory (default: beside the encoder, under eval/{kind}/)")
+@dataclass
+class EncoderEval:
+    """What every evaluation of an encoder needs."""
+
+    ckpt: str = ""                               # encoder.safetensors written by `clsp pretrain`, or its run directory
+    dataset: Optional[DatasetConfig] = None      # the labelled set to evaluate on (--dataset NAME)
+    device: str = "auto"                         # auto | cpu | cuda | cuda:N
+    out_dir: Optional[str] = None                # None: beside the encoder, under eval/<kind>/
+
+    def __post_init__(self) -> None:
+        check(bool(self.ckpt), "ckpt", "must name an encoder: --ckpt RUN_DIR/encoder.safetensors (or RUN_DIR)")
+        check_device(self.device, "device")
 
 
-def _probe_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--epochs", type=int, default=100)
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--lr", type=float, default=1.0)
-    p.add_argument("--milestones", default="60,80", help="epochs at which the lr is multiplied by 0.1")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--on-the-fly", action="store_true",
-                   help="recompute features from flipped images every step (the slow reference; same result)")
+def _needs_dataset(cfg: EncoderEval) -> None:
+    check(cfg.dataset is not None, "dataset", "must name the labelled set to evaluate on (--dataset NAME)")
+
+
+@dataclass
+class KnnEval(EncoderEval):
+    temperature: float = 0.07
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _needs_dataset(self)
+        check_positive(self.temperature, "temperature")
+
+
+@dataclass
+class LinearEval(EncoderEval):
+    probe: LinearProbeConfig = field(LinearProbeConfig)  # the paper's protocol
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _needs_dataset(self)
+
+
+@dataclass
+class TransferEval(EncoderEval):
+    datasets: List[str] = field(lambda: list(TRANSFER_SETS))  # the downstream sets
+    root: Optional[str] = None                   # where they are (None: the registry's search path)
+    skip_missing: bool = False                   # report a set that is not on disk as missing and go on
+    probe: LinearProbeConfig = field(LinearProbeConfig)
+
+
+@dataclass
+class EmbedEval(EncoderEval):
+    n: int = 2000                                # test images to embed (a fixed random subset)
+    perplexity: float = 30.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _needs_dataset(self)
+        check_positive(self.n, "n")
+
+
+@dataclass
+class HardnessEval(EncoderEval):
+    positives: str = ""                          # the store `clsp synthesize` wrote
+    n: int = 1000                                # anchors (a fixed random subset of the training split)
+    augment: Optional[str] = None                # simclr | moco; None: the encoder's recipe
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _needs_dataset(self)
+        check(bool(self.positives), "positives", "must name the positives store (--positives DIR)")
+        check(self.augment in (None, "simclr", "moco"), "augment", f"must be simclr or moco, got {self.augment!r}")
+        check_positive(self.n, "n")
+
+
+@dataclass
+class PositivesEval:
+    """Judge a positives store (it needs no encoder): the store, the labelled set it was made from, the model."""
+
+    positives: str = ""                          # the store `clsp synthesize` wrote
+    dataset: Optional[DatasetConfig] = None      # the labelled set the store was made from (its train split)
+    model: Optional[str] = None                  # the diffusion model that made it: needed for the w and layers sweeps
+    settings: PositivesEvalConfig = field(PositivesEvalConfig)  # anchors, the sweeps, the reference classifier
+    device: str = "auto"
+    out_dir: str = ""
+
+    def __post_init__(self) -> None:
+        check(bool(self.positives), "positives", "must name the positives store (--positives DIR)")
+        check(self.dataset is not None, "dataset", "must name the labelled set the store was made from (--dataset NAME)")
+        check(bool(self.out_dir), "out_dir", "must name the output directory (--out DIR)")
+        check(self.model is not None or not (self.settings.sweep_w or self.settings.sweep_layers), "model",
+              "the w and layers sweeps sample fresh candidates: give the diffusion model (--model DIR)")
+        check_device(self.device, "device")
+
+
+@dataclass
+class FidEval:
+    model: str = ""                              # diffusion model directory (diffusers layout)
+    dataset: Optional[DatasetConfig] = None      # the model's training set (--dataset NAME)
+    n: int = 50000                               # samples to generate
+    inception_weights: Optional[str] = None      # pt_inception-2015-12-05-6726825d.pth (torch-fidelity's port)
+    dims: int = 2048                             # Inception layer: 2048 (pool3, the standard FID), 768, 192, 64
+    sampler: SamplerConfig = field(SamplerConfig)  # sampler, steps, eta, batch_size (samples per chunk and UNet call)
+    seed: int = 0
+    device: str = "auto"
+    out_dir: Optional[str] = None                # None: beside the model, under eval/fid/
+
+    def __post_init__(self) -> None:
+        check(bool(self.model), "model", "must name a diffusion model directory (--model DIR)")
+        check(self.dataset is not None, "dataset", "must name the model's training set (--dataset NAME)")
+        check_device(self.device, "device")
+
+
+ENCODER_FLAGS = {"--ckpt": ("ckpt", "encoder.safetensors written by `clsp pretrain`, or its run directory"),
+                 "--dataset": ("dataset.name", "registry name (fashion-mnist, digits, cifar10, ...) or folder:PATH"),
+                 "--size": ("dataset.size", "image side to load at (default: the encoder's input size)"),
+                 "--subset": ("dataset.subset", "> 0: a fixed random subset of this many images per split"),
+                 "--root": ("dataset.root", "where the dataset files are (default: the registry's search path)"),
+                 "--device": ("device", "auto | cpu | cuda | cuda:N"),
+                 "--out": ("out_dir", "output directory (default: beside the encoder, under eval/KIND/)")}
+PROBE_FLAGS = {"--epochs": ("probe.epochs", "probe epochs"), "--batch-size": ("probe.batch_size", "probe batch"),
+               "--lr": ("probe.lr", "probe learning rate"),
+               "--milestones": ("probe.milestones", "epochs at which the lr is multiplied by 0.1"),
+               "--seed": ("probe.seed", "probe seed"),
+               "--on-the-fly": ("probe.on_the_fly", "recompute features from flipped images every step (slow; same result)")}
 
 
 def register(subparsers) -> None:
-    ev = subparsers.add_parser("eval", help="evaluate an encoder (knn, linear, transfer, embed, hardness) or a positives store",
-                               description="Evaluate a pretrained encoder; every command writes metrics.json and prints a table.")
+    from clsp.cli import Flag, add_command, config_command
+
+    def flags(*tables: dict, **more: tuple[str, str]) -> dict:
+        merged = {k: v for t in tables for k, v in t.items()}
+        merged.update({"--" + k.replace("_", "-"): v for k, v in more.items()})
+        return {name: Flag(key, text) for name, (key, text) in merged.items()}
+
+    ckpt = "runs/demo/pretrain/simclr-clsp"
+    ev = add_command(subparsers, "eval",
+                     description="Evaluate a pretrained encoder; every command writes metrics.json and prints a table.")
     sub = ev.add_subparsers(dest="eval_command", metavar="KIND", required=True)
 
     p = sub.add_parser("knn", help="weighted kNN (cosine, T=0.07) for k in 5..200: best k and k=200")
-    _encoder_and_data(p)
-    _out(p, "knn")
-    p.add_argument("--temperature", type=float, default=0.07)
-    p.set_defaults(func=run_knn)
+    config_command(p, KnnEval, run_knn, flags=flags(ENCODER_FLAGS, temperature=("temperature", "kNN temperature")),
+                   examples=[f"clsp eval knn --ckpt {ckpt} --dataset fashion-mnist"])
 
     p = sub.add_parser("linear", help="linear probe: SGD lr 1.0, 100 epochs, flip only; top-1 / top-5")
-    _encoder_and_data(p)
-    _out(p, "linear")
-    _probe_flags(p)
-    p.set_defaults(func=run_linear)
+    config_command(p, LinearEval, run_linear, flags=flags(ENCODER_FLAGS, PROBE_FLAGS),
+                   examples=[f"clsp eval linear --ckpt {ckpt} --dataset fashion-mnist --epochs 100"])
 
     p = sub.add_parser("transfer", help="linear probe on downstream sets at the encoder's resolution")
-    _encoder_and_data(p, dataset_required=False)
-    p.add_argument("--datasets", default=TRANSFER_DEFAULT, help=f"comma-separated (default: {TRANSFER_DEFAULT})")
-    p.add_argument("--skip-missing", action="store_true", help="report a set that is not on disk as missing and go on")
-    _out(p, "transfer")
-    _probe_flags(p)
-    p.set_defaults(func=run_transfer)
+    config_command(p, TransferEval, run_transfer, flags=flags(
+        {k: v for k, v in ENCODER_FLAGS.items() if k not in ("--dataset", "--size", "--subset")}, PROBE_FLAGS,
+        datasets=("datasets", "comma-separated downstream sets"),
+        skip_missing=("skip_missing", "report a set that is not on disk as missing and go on"),
+        root=("root", "where the downstream sets are")),
+        examples=[f"clsp eval transfer --ckpt {ckpt} --datasets cifar10,pets --skip-missing"])
 
     p = sub.add_parser("embed", help="t-SNE of test features, coloured by class")
-    _encoder_and_data(p)
-    p.add_argument("--out", default=None,
-                   help="the figure's path (e.g. tsne.png), or a directory for it and metrics.json "
-                        "(default: eval/embed/ beside the encoder, which also holds metrics.json)")
-    p.add_argument("--n", type=int, default=2000, help="test images to embed (a fixed random subset)")
-    p.add_argument("--perplexity", type=float, default=30.0)
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=run_embed)
+    config_command(p, EmbedEval, run_embed, flags=flags(
+        ENCODER_FLAGS, n=("n", "test images to embed (a fixed random subset)"), perplexity=("perplexity", "t-SNE perplexity"),
+        seed=("seed", "subset and t-SNE seed")),
+        examples=[f"clsp eval embed --ckpt {ckpt} --dataset fashion-mnist --n 500"])
 
     p = sub.add_parser("hardness", help="cosine similarity of anchors to augmented, NN, synthetic and random positives")
-    _encoder_and_data(p)
-    p.add_argument("--positives", required=True, help="the positives store directory written by `clsp synthesize`")
-    p.add_argument("--n", type=int, default=1000, help="anchors (a fixed random subset of the training set)")
-    p.add_argument("--augment", default=None, choices=["simclr", "moco"],
-                   help="recipe of 'another augmentation of itself' (default: the encoder meta's, else moco for MoCo, simclr otherwise)")
-    p.add_argument("--seed", type=int, default=0)
-    _out(p, "hardness")
-    p.set_defaults(func=run_hardness)
+    config_command(p, HardnessEval, run_hardness, flags=flags(
+        ENCODER_FLAGS, positives=("positives", "the positives store directory written by `clsp synthesize`"),
+        n=("n", "anchors (a fixed random subset of the training set)"),
+        augment=("augment", "recipe of 'another augmentation of itself' (default: the encoder's)"), seed=("seed", "seed")),
+        examples=[f"clsp eval hardness --ckpt {ckpt} --dataset fashion-mnist --positives runs/demo/positives"])
 
     p = sub.add_parser("positives", help="how good are the synthetic positives: class agreement, Frechet distance, "
-                                         "pixels, diversity, hardness (reference classifier), and a w sweep")
-    p.add_argument("--positives", required=True, help="the positives store directory written by `clsp synthesize`")
-    p.add_argument("--dataset", required=True, help="the labelled dataset the store was made from (its train split)")
-    p.add_argument("--size", type=int, default=None, help="image side the store was made at (e.g. 16)")
-    p.add_argument("--subset", type=int, default=0, help="> 0: the subset the store was made from")
-    p.add_argument("--root", default=None, help="where the dataset files are")
-    p.add_argument("--model", default=None, help="the diffusion model that made the store: needed for --sweep-w")
-    p.add_argument("--sweep-w", default="", help="w values to sample afresh and judge, e.g. 0,0.1,0.3,0.5,1")
-    p.add_argument("--n", type=int, default=1000, help="anchors whose stored candidates are judged")
-    p.add_argument("--sweep-n", type=int, default=100, help="anchors per w in the sweep")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True, help="output directory (metrics.json, positives.png)")
-    p.set_defaults(func=run_positives)
+                                         "pixels, diversity, hardness (a reference classifier's verdict), w and layers sweeps")
+    config_command(p, PositivesEval, run_positives, flags=flags(
+        {k: v for k, v in ENCODER_FLAGS.items() if k in ("--dataset", "--size", "--subset", "--root", "--device")},
+        positives=("positives", "the positives store directory written by `clsp synthesize`"),
+        model=("model", "the diffusion model that made the store (for --sweep-w / --sweep-layers)"),
+        sweep_w=("settings.sweep_w", "w values to sample afresh and judge, e.g. 0,0.1,0.3,0.5,1"),
+        sweep_layers=("settings.sweep_layers", "interpolation depths to sample afresh at the store's w, e.g. 1,4"),
+        n=("settings.n", "anchors whose stored candidates are judged"), sweep_n=("settings.sweep_n", "anchors per sweep value"),
+        seed=("settings.seed", "anchor subset seed"), out=("out_dir", "output directory (metrics.json, positives.png)")),
+        examples=["clsp eval positives --positives runs/demo/positives --dataset fashion-mnist --size 16 --subset 500 "
+                  "--model clsp:fashion-mnist-16 --sweep-w 0,0.1,0.3,0.5,1 --sweep-layers 1,4 --out runs/demo-positives"])
 
-    p = subparsers.add_parser("fid", help="FID of plain diffusion samples against the training set (torch-fidelity)")
-    p.add_argument("--model", required=True, help="diffusion model directory (diffusers layout) from `clsp diffusion train`")
-    p.add_argument("--dataset", required=True)
-    p.add_argument("--root", default=None)
-    p.add_argument("--size", type=int, default=None)
-    p.add_argument("--n", type=int, default=50000, help="samples to generate")
-    p.add_argument("--inception-weights", default=None,
-                   help="pt_inception-2015-12-05-6726825d.pth (torch-fidelity's port of the TF FID Inception)")
-    p.add_argument("--sampler", default="ddim")
-    p.add_argument("--steps", type=int, default=100)
-    p.add_argument("--eta", type=float, default=None, help="DDIM eta (default: the sampler's)")
-    p.add_argument("--batch-size", type=int, default=500, help="samples per chunk (a resumable unit) and per UNet call")
-    p.add_argument("--dims", type=int, default=2048, help="Inception layer: 2048 (pool3, the standard FID), 768, 192, 64")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default=None)
-    p.add_argument("--out", default=None, help="output directory (default: beside the model, under eval/fid/)")
-    p.set_defaults(func=run_fid)
+    p = add_command(subparsers, "fid")
+    config_command(p, FidEval, run_fid, flags=flags(
+        {k: v for k, v in ENCODER_FLAGS.items() if k in ("--dataset", "--root", "--device")},
+        size=("dataset.size", "image side the training set is loaded at (must match the model)"),
+        model=("model", "diffusion model directory (diffusers layout) from `clsp diffusion train`"),
+        n=("n", "samples to generate"), inception_weights=("inception_weights", "torch-fidelity's FID Inception weights"),
+        sampler=("sampler.sampler", "sampler"), steps=("sampler.steps", "denoising steps"), eta=("sampler.eta", "DDIM eta"),
+        batch_size=("sampler.batch_size", "samples per chunk (a resumable unit) and per UNet call"),
+        dims=("dims", "Inception layer: 2048, 768, 192, 64"), seed=("seed", "sampling seed"),
+        out=("out_dir", "output directory (default: beside the model, under eval/fid/)")),
+        examples=["clsp fid --model runs/demo/diffusion/model --dataset fashion-mnist --n 10000 "
+                  "--inception-weights pt_inception-2015-12-05-6726825d.pth"])
 
 
-def _dataset(args):
-    from clsp.data.config import DatasetConfig
+def _device(cfg):
+    from clsp.config import torch_device_name
 
-    return DatasetConfig(name=args.dataset, root=args.root, size=args.size, subset=args.subset)
-
-
-def _probe(args):
-    from clsp.errors import UserError
-    from clsp.eval.linear import LinearProbeConfig
-
-    try:
-        milestones = [int(m) for m in args.milestones.split(",") if m.strip()]
-    except ValueError:
-        raise UserError(f"--milestones must be comma-separated epochs like 60,80, got {args.milestones!r}") from None
-    return LinearProbeConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, milestones=milestones,
-                             seed=args.seed, on_the_fly=args.on_the_fly)
+    return torch_device_name(cfg.device)
 
 
-def run_knn(args) -> int:
+def run_knn(cfg: KnnEval) -> int:
     from clsp.eval.knn import knn_eval
 
-    knn_eval(args.ckpt, _dataset(args), args.out, temperature=args.temperature, device=args.device)
+    knn_eval(cfg.ckpt, cfg.dataset, cfg.out_dir, temperature=cfg.temperature, device=_device(cfg))
     return 0
 
 
-def run_linear(args) -> int:
+def run_linear(cfg: LinearEval) -> int:
     from clsp.eval.linear import linear_eval
 
-    linear_eval(args.ckpt, _dataset(args), args.out, _probe(args), device=args.device)
+    linear_eval(cfg.ckpt, cfg.dataset, cfg.out_dir, cfg.probe, device=_device(cfg))
     return 0
 
 
-def run_transfer(args) -> int:
+def run_transfer(cfg: TransferEval) -> int:
     from clsp.eval.transfer import transfer_eval
 
-    names = [n.strip() for n in args.datasets.split(",") if n.strip()]
-    transfer_eval(args.ckpt, names, args.out, root=args.root, probe_cfg=_probe(args), skip_missing=args.skip_missing,
-                  device=args.device)
+    transfer_eval(cfg.ckpt, list(cfg.datasets), cfg.out_dir, root=cfg.root, probe_cfg=cfg.probe,
+                  skip_missing=cfg.skip_missing, device=_device(cfg))
     return 0
 
 
-def run_embed(args) -> int:
-    from pathlib import Path
-
+def run_embed(cfg: EmbedEval) -> int:
     from clsp.eval.embed import embed_plot
 
-    out_dir, figure = None, None
-    if args.out is not None:
-        out = Path(args.out)
-        out_dir, figure = (None, out) if out.suffix.lower() in (".png", ".pdf", ".svg", ".jpg") else (out, None)
-    embed_plot(args.ckpt, _dataset(args), out_dir, n=args.n, figure=figure, perplexity=args.perplexity,
-               seed=args.seed, device=args.device)
+    embed_plot(cfg.ckpt, cfg.dataset, cfg.out_dir, n=cfg.n, perplexity=cfg.perplexity, seed=cfg.seed, device=_device(cfg))
     return 0
 
 
-def run_hardness(args) -> int:
+def run_hardness(cfg: HardnessEval) -> int:
     from clsp.eval.hardness import hardness_eval
 
-    hardness_eval(args.ckpt, _dataset(args), args.positives, args.out, n=args.n, augment=args.augment, seed=args.seed,
-                  device=args.device)
+    hardness_eval(cfg.ckpt, cfg.dataset, cfg.positives, cfg.out_dir, n=cfg.n, augment=cfg.augment, seed=cfg.seed,
+                  device=_device(cfg))
     return 0
 
 
-def run_positives(args) -> int:
-    from clsp.errors import UserError
-    from clsp.eval.positives import PositivesEvalConfig, positives_eval
+def run_positives(cfg: PositivesEval) -> int:
+    from clsp.eval.positives import positives_eval
 
-    try:
-        sweep = [float(w) for w in args.sweep_w.split(",") if w.strip()]
-    except ValueError:
-        raise UserError(f"--sweep-w must be comma-separated numbers like 0,0.1,1, got {args.sweep_w!r}") from None
-    if sweep and args.model is None:
-        raise UserError("--sweep-w samples fresh candidates: give the diffusion model with --model DIR")
-    cfg = PositivesEvalConfig(n=args.n, sweep_w=sweep, sweep_n=args.sweep_n, seed=args.seed)
-    positives_eval(args.positives, _dataset(args), args.out, cfg, model_dir=args.model)
+    positives_eval(cfg.positives, cfg.dataset, cfg.out_dir, cfg.settings, model_dir=cfg.model)
     return 0
 
 
-def run_fid(args) -> int:
-    from clsp.data.config import DatasetConfig
+def run_fid(cfg: FidEval) -> int:
     from clsp.eval.fid import fid_eval
 
-    data = DatasetConfig(name=args.dataset, root=args.root, size=args.size)
-    fid_eval(args.model, data, args.out, n=args.n, inception_weights=args.inception_weights, sampler=args.sampler,
-             steps=args.steps, eta=args.eta, batch_size=args.batch_size, seed=args.seed, device=args.device, dims=args.dims)
+    s = cfg.sampler
+    fid_eval(cfg.model, cfg.dataset, cfg.out_dir, n=cfg.n, inception_weights=cfg.inception_weights, sampler=s.sampler,
+             steps=s.steps, eta=s.eta, batch_size=s.batch_size, seed=cfg.seed, device=_device(cfg), dims=cfg.dims)
     return 0

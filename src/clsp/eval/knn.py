@@ -91,11 +91,16 @@ def knn_eval(encoder_path, dataset_cfg, out_dir=None, ks: Sequence[int] = KS, te
     start_run(out, config, inputs)
     train_feats = encoder.features(train, batch_size=batch_size)
     test_feats = encoder.features(test, batch_size=batch_size)
-    acc = knn_accuracy(train_feats, train.labels, test_feats, test.labels, ks=ks, temperature=temperature,
+    usable = sorted({min(k, len(train)) for k in ks})  # a k beyond the training set is the whole set: say so
+    if usable != ks:
+        print(f"kNN: the training split has {len(train)} images, fewer than k = "
+              f"{', '.join(str(k) for k in ks if k > len(train))}: those are k = {len(train)} (every training image)")
+    acc = knn_accuracy(train_feats, train.labels, test_feats, test.labels, ks=usable, temperature=temperature,
                        num_classes=len(train.classes))
     k_best, best = best_k(acc)
+    fixed = min(fixed_k, len(train))
     results = {"accuracy": {str(k): v for k, v in acc.items()}, "best_k": k_best, "best": best,
-               "fixed_k": fixed_k, "fixed": acc[fixed_k], "temperature": temperature,
+               "fixed_k": fixed, "fixed": acc[fixed], "temperature": temperature,
                "n_train": len(train), "n_test": len(test)}
     metrics = write_metrics(out, "knn", encoder.record(), dataset_record(test), results,
                             train_dataset=dataset_record(train))

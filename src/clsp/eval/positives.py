@@ -16,6 +16,7 @@ the reference classifier of `clsp.eval.reference` (trained on the real labelled 
                 random real image, in the reference feature space
   w sweep       (with the diffusion model) agreement, hardness and diversity of fresh candidates at each w:
                 the trade-off the method lives on, as one figure
+  layers sweep  the same at the store's w for each interpolation depth (1 = the paper's bottleneck only)
 
 Anchors are a fixed random subset of the training split; every number says how many images stand behind it.
 """
@@ -41,8 +42,9 @@ class PositivesEvalConfig:
     n: int = 1000                                  # anchors whose stored candidates are judged
     real_n: int = 5000                             # real training images for the Frechet reference and the NN bank
     sweep_w: List[float] = field(list)             # w values to sample afresh (needs the model); [] = no sweep
-    sweep_n: int = 100                             # anchors per w in the sweep
-    sweep_k: int = 2                               # candidates per anchor in the sweep
+    sweep_layers: List[int] = field(list)          # interpolation depths to sample afresh at the store's w; [] = none
+    sweep_n: int = 100                             # anchors per value in the sweeps
+    sweep_k: int = 2                               # candidates per anchor in the sweeps
     reference: ReferenceConfig = field(ReferenceConfig)
     seed: int = 0
 
@@ -50,6 +52,7 @@ class PositivesEvalConfig:
         for key in ("n", "real_n", "sweep_n", "sweep_k"):
             check_positive(getattr(self, key), f"positives.{key}")
         check(all(0.0 <= w <= 1.0 for w in self.sweep_w), "positives.sweep_w", f"values must be in [0, 1], got {self.sweep_w}")
+        check(all(n >= 1 for n in self.sweep_layers), "positives.sweep_layers", f"values must be >= 1, got {self.sweep_layers}")
 
 
 # -- the measures, each a pure function of arrays ----------------------------------------------------
@@ -182,25 +185,27 @@ def evaluate_positives(store, train, test, cfg: PositivesEvalConfig, model=None,
         "real": {"pixels": judge.real_pixels, "frechet_test_vs_train": frechet(judge.test_raw, judge.real_raw),
                  "n": int(len(judge.real_idx))},
         "sweep": [],
+        "layers_sweep": [],
     }
-    if cfg.sweep_w and model is not None:
-        results["sweep"] = _sweep(judge, anchor_idx[: cfg.sweep_n], model, sampler, cfg, progress)
+    if model is not None:
+        few = anchor_idx[: cfg.sweep_n]
+        results["sweep"] = [{"w": w, **_fresh(judge, few, model, dataclasses.replace(sampler, w=w), cfg, w == 1.0)}
+                            for w in sorted(set(float(w) for w in cfg.sweep_w))]
+        results["layers_sweep"] = [{"layers": n, **_fresh(judge, few, model, dataclasses.replace(sampler, layers=n), cfg)}
+                                   for n in sorted(set(int(n) for n in cfg.sweep_layers))]
     return results
 
 
-def _sweep(judge: _Judge, anchor_idx: np.ndarray, model, sampler, cfg: PositivesEvalConfig, progress: bool) -> list:
+def _fresh(judge: _Judge, anchor_idx: np.ndarray, model, sampler, cfg: PositivesEvalConfig, with_nn: bool = False) -> dict:
+    """Every measure for K fresh candidates of each anchor, sampled with `sampler` (one seed for every setting,
+    so that settings differ only by themselves)."""
     from clsp.diffusion.sampler import generate_positives
 
     unet, scheduler_config = model
     device = "cuda" if torch.cuda.is_available() else "cpu"
     anchors = torch.from_numpy(np.ascontiguousarray(judge.train.images[anchor_idx]))
-    rows = []
-    for w in sorted(set(float(w) for w in cfg.sweep_w)):
-        candidates = generate_positives(unet, scheduler_config, anchors, cfg.sweep_k, dataclasses.replace(sampler, w=w),
-                                        seed=cfg.seed, device=device).numpy()
-        judged = judge.judge(anchor_idx, candidates, cfg.seed, with_nn=(w == 1.0))
-        rows.append({"w": w, **judged})
-    return rows
+    candidates = generate_positives(unet, scheduler_config, anchors, cfg.sweep_k, sampler, seed=cfg.seed, device=device)
+    return judge.judge(anchor_idx, candidates.numpy(), cfg.seed, with_nn=with_nn)
 
 
 # -- outputs ---------------------------------------------------------------------------------------
@@ -222,11 +227,13 @@ def positives_table(results: dict) -> str:
     title = (f"positives (w = {s['w']}): {s['n_anchors']} anchors x K = {s['k']}, judged by a reference classifier "
              f"with {results['reference']['test_accuracy']:.1f}% test accuracy")
     table = format_table(["measure", "candidates", "real images", "chance / random"], rows, title)
-    if results["sweep"]:
-        sweep = [[r["w"], r["agreement"], r["similarity"]["synthetic"], r["diversity"], r["pixels"]["at_0"]]
-                 for r in results["sweep"]]
-        table += "\n\n" + format_table(["w", "agreement (%)", "cos to anchor", "diversity", "pixels at 0 (%)"], sweep,
-                                       f"w sweep: {results['sweep'][0]['n_anchors']} anchors x K = {results['sweep'][0]['k']} each")
+    for key, label in (("sweep", "w"), ("layers_sweep", "layers")):
+        rows = results.get(key) or []
+        if rows:
+            table += "\n\n" + format_table(
+                [label, "agreement (%)", "cos to anchor", "diversity", "pixels at 0 (%)"],
+                [[r[label], r["agreement"], r["similarity"]["synthetic"], r["diversity"], r["pixels"]["at_0"]] for r in rows],
+                f"{label} sweep: {rows[0]['n_anchors']} anchors x K = {rows[0]['k']} each")
     return table
 
 
@@ -286,13 +293,13 @@ def positives_eval(store_path, dataset_cfg, out_dir, cfg: PositivesEvalConfig | 
     full = dataclasses.replace(dataset_cfg, subset=0)
     judge_train, judge_test = (load_split(full, full.train_split), load_split(full, full.test_split)) \
         if dataset_cfg.subset else (train, test)
-    sweep = bool(cfg.sweep_w) and model_dir is not None
+    sweep = bool(cfg.sweep_w or cfg.sweep_layers) and model_dir is not None
     config = {"kind": "positives", "dataset": to_dict(dataset_cfg), "positives": str(store_path), **to_dict(cfg),
               "model": str(model_dir) if sweep else None}
     inputs = {"train": train.fingerprint, "test": test.fingerprint, "judge": judge_train.fingerprint,
               "positives": hash_json(identity(store.manifest)),
               "model": hash_directory(model_dir) if sweep else "none"}
-    files = [FIGURE] if sweep else []
+    files = [FIGURE] if sweep and cfg.sweep_w else []
     if (done := previous_result(out, config, inputs, positives_table, files=files)) is not None:
         return done
     start_run(out, config, inputs)
@@ -307,9 +314,9 @@ def positives_eval(store_path, dataset_cfg, out_dir, cfg: PositivesEvalConfig | 
 
     reference = reference_classifier(judge_train, judge_test, cfg.reference)
     results = evaluate_positives(store, train, judge_test, cfg, model, sampler, reference=reference, progress=progress)
-    if sweep:
+    if files:
         title = (f"{train.name}: fresh candidates at each w ({results['sweep'][0]['n_anchors']} anchors x "
-                 f"K = {cfg.sweep_k}, {sampler.sampler} {sampler.steps} steps)")
+                 f"K = {cfg.sweep_k}, {sampler.sampler} {sampler.steps} steps, layers = {sampler.layers})")
         plot_sweep(results, out / FIGURE, title)
         results["figure"] = FIGURE
     metrics = write_metrics(out, "positives", None, dataset_record(train), results, positives=str(store_path))

@@ -123,7 +123,8 @@ class ContrastiveMethod(L.LightningModule):
         self.total_steps = steps_per_epoch * cfg.epochs
         self.results: dict[str, float] = {}
         self._first_bad_step: Tensor | None = None
-        self._seconds_before, self._session_start = 0.0, None   # training time of earlier sessions; this one's start
+        self._seconds_before = 0.0                      # training time of earlier sessions
+        self._session_start, self._session_last = None, None   # this session's first step start, last step end
         # The probe's train accuracy over the epoch so far (hits, seen): kept in checkpoints, so that an epoch
         # resumed in its middle reports the accuracy of all its steps, as Lightning's epoch mean would not.
         self._probe_counts = torch.zeros(2, dtype=torch.long)
@@ -198,15 +199,23 @@ class ContrastiveMethod(L.LightningModule):
 
     # -- what a checkpoint keeps besides the state: the monitors' scores and the training time -----
 
-    def on_train_start(self) -> None:
-        self._session_start = time.perf_counter()
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        if self._session_start is None:
+            self._session_start = time.perf_counter()
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        self._session_last = time.perf_counter()
 
     def train_seconds(self) -> float:
-        """Seconds spent training over every session of this run (up to each session's last checkpoint)."""
-        now = time.perf_counter() - self._session_start if self._session_start is not None else 0.0
+        """Seconds from each session's first step to its last step or checkpoint, summed over the sessions of
+        this run: a session that resumes a finished run (0 steps) adds nothing, and start-up time is no step's.
+        The last checkpoint and the final metrics therefore record the same time."""
+        now = self._session_last - self._session_start if self._session_start is not None and self._session_last else 0.0
         return self._seconds_before + now
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self._session_start is not None:   # Lightning saves from a callback, before this module's batch-end hook
+            self._session_last = time.perf_counter()
         checkpoint["clsp"] = {"results": dict(self.results), "train_seconds": self.train_seconds(),
                               "probe_counts": self._probe_counts.cpu()}
 

@@ -2,28 +2,28 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 
 
 def register(subparsers) -> None:
-    from clsp.cli import add_config_arguments
+    from clsp.cli import Flag, add_command, config_command
+    from clsp.methods.pretrain import PretrainConfig
 
-    parser = subparsers.add_parser(
-        "pretrain", help="train an encoder with SimCLR / MoCo v2+ / NNCLR / All4One, with or without the CLSP term",
-        description="Self-supervised pretraining. Presets live under configs/pretrain/ (e.g. pretrain/demo, "
-                    "pretrain/cifar10-simclr-clsp). Set clsp.positives=STORE for CLSP runs. An interrupted run "
-                    "resumes from OUT_DIR/checkpoints/last.ckpt; a finished one is skipped.",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_arguments(parser)
-    parser.set_defaults(func=run)
+    parser = add_command(
+        subparsers, "pretrain",
+        description="Self-supervised pretraining. Presets live under configs/pretrain/ (e.g. demo, "
+                    "cifar10-simclr-clsp). Set clsp.positives=STORE for CLSP runs. An interrupted run "
+                    "resumes from OUT_DIR/checkpoints/last.ckpt; a finished one is skipped.")
+    config_command(parser, PretrainConfig, run, presets="pretrain",
+                   flags={"--out": Flag("out_dir", "the run directory"),
+                          "--device": Flag("trainer.accelerator", "auto | cpu | cuda")},
+                   examples=["clsp pretrain --config demo epochs=1 --out runs/pretrain-demo",
+                             "clsp pretrain --config cifar10-simclr-clsp clsp.positives=runs/positives trainer.devices=8"])
 
 
-def run(args) -> int:
-    from clsp.config import load_config
-    from clsp.methods.pretrain import PretrainConfig, pretrain
+def run(cfg) -> int:
+    from clsp.methods.pretrain import pretrain
 
-    cfg = load_config(PretrainConfig, args.config, args.overrides)
     out = pretrain(cfg)
     if int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0:  # DDP runs this on every rank
         print(out / "encoder.safetensors")

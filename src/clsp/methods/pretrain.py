@@ -267,7 +267,7 @@ def _pretrain(cfg: PretrainConfig, callbacks: list | None) -> Path:
              f" on {cfg.dataset.name} ({len(train)} images, {steps_per_epoch} steps/epoch x {cfg.epochs} epochs, "
              f"global batch {global_batch}) -> {out}")
     training.fit(trainer, module, train_dataloaders=data.loader(world), ckpt_path=str(resume) if resume else None)
-    trainer.save_checkpoint(out / "checkpoints" / "last.ckpt")  # the final state (queues included), not the last N-step one
+    trainer.save_checkpoint(out / "checkpoints" / "last.ckpt", weights_only=False)  # the final state, queues included
     if not trainer.is_global_zero:
         return out
 
@@ -285,7 +285,9 @@ def _pretrain(cfg: PretrainConfig, callbacks: list | None) -> Path:
     save_encoder(out / ENCODER_FILE, module.backbone, encoder_meta(cfg, train, module.feat_dim))
     write_json_atomic(out / "metrics.json", metrics)
     rundir.finish(out, cfg, inputs, {"encoder": ENCODER_FILE, "metrics": metrics})
-    log.info(f"pretrain: done in {wall:.0f} s; probe {metrics['probe_test_acc']}, kNN {metrics['knn_acc']} -> {out}")
+    scores = ", ".join(f"{name} {value:.2f}%" for name, value in (("online probe", metrics["probe_test_acc"]),
+                                                                  ("online kNN", metrics["knn_acc"])) if value is not None)
+    log.info(f"pretrain: done in {wall:.0f} s{'; ' + scores if scores else ''} -> {out / ENCODER_FILE}")
     return out
 
 

@@ -40,6 +40,10 @@ def resolve_encoder_path(path: str | Path) -> Path:
         p = p / ENCODER_FILE
     if not p.is_file():
         raise UserError(f"no encoder at {path}: give the {ENCODER_FILE} that `clsp pretrain` writes, or its run directory")
+    if p.suffix != ".safetensors":
+        run = p.parent.parent if p.parent.name == "checkpoints" else p.parent
+        raise UserError(f"{path} is not an encoder file but {'a training checkpoint' if p.suffix == '.ckpt' else 'another file'}; "
+                        f"give {run / ENCODER_FILE} (written when pretraining finishes), or the run directory {run}")
     return p
 
 

@@ -2,112 +2,124 @@
 
 from __future__ import annotations
 
-import argparse
+from dataclasses import dataclass
+from typing import Optional
 
-# --flag -> config key of SynthesizeConfig; flags left out keep the preset's (or the default) value.
-SYNTHESIZE_FLAGS = {
-    "model": ("model", str, "diffusion model directory (diffusers layout)"),
-    "dataset": ("dataset.name", str, "dataset name (see `clsp data info`) or folder:PATH"),
-    "split": ("split", str, "split to synthesize positives for (default train)"),
-    "root": ("dataset.root", str, "where the dataset's files are"),
-    "size": ("dataset.size", int, "image side the dataset is loaded at"),
-    "subset": ("dataset.subset", int, "use a fixed random subset of this many images"),
-    "k": ("k", int, "candidates per image (default 8)"),
-    "w": ("sampler.w", float, "interpolation weight of the sample's own bottleneck (paper: 0.1)"),
-    "out": ("out", str, "the store directory to write (or resume)"),
-    "sampler": ("sampler.sampler", str, "sampler name (e.g. ddim)"),
-    "steps": ("sampler.steps", int, "denoising steps (paper: 100)"),
-    "eta": ("sampler.eta", float, "DDIM eta (paper: 0.1)"),
-    "batch_size": ("sampler.batch_size", int, "samples per UNet batch"),
-    "seed": ("seed", int, "generation seed (each chunk's seed is a hash of it and the chunk index)"),
-    "chunk_size": ("chunk_size", int, "images per chunk file (the unit of resume)"),
-    "accelerator": ("accelerator", str, "auto | cpu | gpu"),
-}
+from clsp.config import check, check_positive
+from clsp.data.config import DatasetConfig
+
+
+@dataclass
+class PreviewConfig:
+    """`clsp positives preview`: anchors beside their K candidates, as OUT_DIR/preview.png."""
+
+    store: str = ""
+    dataset: Optional[DatasetConfig] = None   # the anchors' dataset; None: the one the store records
+    split: Optional[str] = None               # None: the store's split
+    n: int = 8                                # anchors (rows)
+    out_dir: str = ""
+
+    def __post_init__(self) -> None:
+        check(bool(self.store), "store", "must name a positives store directory")
+        check(bool(self.out_dir), "out_dir", "must name the directory to write preview.png into (--out DIR)")
+        check_positive(self.n, "n")
+
+
+@dataclass
+class StatsConfig:
+    """`clsp positives stats`: size on disk, pixel statistics per slot, degenerate images (-> STORE/stats.json)."""
+
+    store: str = ""
+    json: bool = False                        # print the statistics as JSON instead of a table
+
+    def __post_init__(self) -> None:
+        check(bool(self.store), "store", "must name a positives store directory")
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "synthesize", help="generate K synthetic positives for every image of a split into a store",
-        description="Generate K candidates per image with the interpolating sampler, chunk by chunk. Re-running "
-                    "the same command resumes an interrupted store. Several processes: torchrun --nproc_per_node N "
-                    "-m clsp synthesize ...")
-    for flag, (key, kind, text) in SYNTHESIZE_FLAGS.items():
-        p.add_argument("--" + flag.replace("_", "-"), dest=flag, type=kind, default=None, help=f"{text} [{key}]")
-    p.add_argument("--config", default=None, help="YAML preset: a path, or a name under configs/")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. sampler.share_anchor=true")
-    p.set_defaults(func=run_synthesize)
-
-    pos = subparsers.add_parser("positives", help="look at a positives store: preview grid, statistics")
-    sub = pos.add_subparsers(dest="positives_command", metavar="ACTION", required=True)
-
-    pv = sub.add_parser("preview", help="anchors beside their K candidates, as a PNG")
-    pv.add_argument("store")
-    pv.add_argument("--dataset", default=None, help="dataset name (default: the one recorded in the store)")
-    pv.add_argument("--split", default=None)
-    pv.add_argument("--root", default=None)
-    pv.add_argument("--size", type=int, default=None)
-    pv.add_argument("--subset", type=int, default=None)
-    pv.add_argument("--out", required=True, help="PNG file to write")
-    pv.add_argument("--n", type=int, default=8, help="number of anchors (rows)")
-    pv.set_defaults(func=run_preview)
-
-    st = sub.add_parser("stats", help="size on disk, pixel statistics per slot, degenerate images")
-    st.add_argument("store")
-    st.add_argument("--json", default=None, help="also write the statistics to this file (stats.json is always "
-                                                 "written beside the manifest)")
-    st.set_defaults(func=run_stats)
-
-
-def synthesize_config(args: argparse.Namespace):
-    """The flags, the preset and the key=value overrides, merged and validated as one config."""
-    from clsp.config import load_config
+    from clsp.cli import Flag, add_command, config_command
     from clsp.positives.synthesize import SynthesizeConfig
 
-    extra: dict = {}
-    for flag, (key, _, _) in SYNTHESIZE_FLAGS.items():
-        value = getattr(args, flag)
-        if value is not None:
-            *parents, leaf = key.split(".")
-            node = extra
-            for part in parents:
-                node = node.setdefault(part, {})
-            node[leaf] = value
-    return load_config(SynthesizeConfig, args.config, args.overrides, extra=extra)
+    p = add_command(subparsers, "synthesize",
+                    description="Generate K candidates per image with the interpolating sampler, chunk by chunk. "
+                                "Re-running the same command resumes an interrupted store. Several processes: "
+                                "torchrun --nproc_per_node N -m clsp synthesize ...")
+    config_command(p, SynthesizeConfig, run_synthesize, presets="synthesize", flags={
+        "--model": Flag("model", "diffusion model directory (diffusers layout)"),
+        "--dataset": Flag("dataset.name", "dataset name (see `clsp data info`) or folder:PATH"),
+        "--split": Flag("split", "split to synthesize positives for"),
+        "--root": Flag("dataset.root", "where the dataset's files are"),
+        "--size": Flag("dataset.size", "image side the dataset is loaded at"),
+        "--subset": Flag("dataset.subset", "use a fixed random subset of this many images"),
+        "--k": Flag("k", "candidates per image"),
+        "--w": Flag("sampler.w", "interpolation weight of the sample's own bottleneck (paper: 0.1)"),
+        "--out": Flag("out_dir", "the store directory to write (or resume)"),
+        "--sampler": Flag("sampler.sampler", "ddim | ddpm | dpmsolver++ | unipc"),
+        "--steps": Flag("sampler.steps", "denoising steps (paper: 100)"),
+        "--eta": Flag("sampler.eta", "DDIM eta (paper: 0.1)"),
+        "--batch-size": Flag("sampler.batch_size", "samples per UNet batch"),
+        "--seed": Flag("seed", "generation seed (each chunk's seed is a hash of it and the chunk index)"),
+        "--chunk-size": Flag("chunk_size", "images per chunk file (the unit of resume)"),
+        "--device": Flag("device", "auto | cpu | cuda | cuda:N"),
+    }, examples=["clsp synthesize --model runs/diffusion/model --dataset fashion-mnist --k 8 --w 0.1 --out runs/positives",
+                 "clsp synthesize --config cifar10 --model runs/diffusion/model --out runs/positives sampler.share_anchor=true"])
+
+    pos = add_command(subparsers, "positives")
+    sub = pos.add_subparsers(dest="positives_command", metavar="ACTION", required=True)
+    pv = sub.add_parser("preview", help="anchors beside their K candidates, as a PNG")
+    config_command(pv, PreviewConfig, run_preview, positionals={"STORE": Flag("store", "a positives store directory")}, flags={
+        "--dataset": Flag("dataset.name", "the anchors' dataset (default: the one recorded in the store)"),
+        "--split": Flag("split", "the anchors' split (default: the store's)"),
+        "--root": Flag("dataset.root", "with --dataset: where its files are"),
+        "--size": Flag("dataset.size", "with --dataset: the image side"),
+        "--subset": Flag("dataset.subset", "with --dataset: its subset"),
+        "--out": Flag("out_dir", "the directory to write preview.png into"),
+        "--n": Flag("n", "number of anchors (rows)"),
+    }, examples=["clsp positives preview runs/positives --out runs/preview"])
+    st = sub.add_parser("stats", help="size on disk, pixel statistics per slot, degenerate images")
+    config_command(st, StatsConfig, run_stats, positionals={"STORE": Flag("store", "a positives store directory")},
+                   flags={"--json": Flag("json", "print the statistics as JSON (STORE/stats.json is always written)")},
+                   examples=["clsp positives stats runs/positives"])
 
 
-def run_synthesize(args: argparse.Namespace) -> int:
+def run_synthesize(cfg) -> int:
     from clsp.positives.synthesize import synthesize
 
-    synthesize(synthesize_config(args))
+    synthesize(cfg)
     return 0
 
 
-def run_preview(args: argparse.Namespace) -> int:
+def run_preview(cfg: PreviewConfig) -> int:
+    from pathlib import Path
+
     from clsp.config import load_config
-    from clsp.data.config import DatasetConfig, load_split
+    from clsp.data.config import load_split
     from clsp.errors import UserError
     from clsp.positives.preview import preview
     from clsp.positives.store import read_manifest
 
-    manifest = read_manifest(args.store)
+    manifest = read_manifest(cfg.store)
     if manifest is None:
-        raise UserError(f"{args.store} is not a positives store (no manifest.json)")
-    recorded = manifest.get("sources", {}).get("dataset_config")
-    if args.dataset is None and recorded is None:
-        raise UserError(f"{args.store} does not record its dataset's settings; pass --dataset NAME (and --root, --size, --subset)")
-    given = {k: v for k, v in {"name": args.dataset, "root": args.root, "size": args.size, "subset": args.subset}.items()
-             if v is not None}
-    dataset_cfg = load_config(DatasetConfig, extra=given if args.dataset else {**recorded, **given})
-    dataset = load_split(dataset_cfg, args.split or manifest["dataset"]["split"])
-    path = preview(args.store, dataset, args.out, args.n)
+        raise UserError(f"{cfg.store} is not a positives store (no manifest.json)")
+    dataset_cfg = cfg.dataset
+    if dataset_cfg is None:
+        recorded = manifest.get("sources", {}).get("dataset_config")
+        if recorded is None:
+            raise UserError(f"{cfg.store} does not record its dataset's settings; pass --dataset NAME (and --root, "
+                            "--size, --subset)")
+        dataset_cfg = load_config(DatasetConfig, extra=recorded)
+    dataset = load_split(dataset_cfg, cfg.split or manifest["dataset"]["split"])
+    path = preview(cfg.store, dataset, Path(cfg.out_dir) / "preview.png", cfg.n)
     print(f"wrote {path}")
     return 0
 
 
-def run_stats(args: argparse.Namespace) -> int:
+def run_stats(cfg: StatsConfig) -> int:
+    import json
+
     from clsp.positives.stats import format_stats, write_stats
     from clsp.positives.store import PositivesStore
 
-    stats = write_stats(PositivesStore.open(args.store), args.json)
-    print(format_stats(stats))
+    stats = write_stats(PositivesStore.open(cfg.store))
+    print(json.dumps(stats, indent=2) if cfg.json else format_stats(stats))
     return 0

@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from clsp.config import check, check_choice, check_positive, field, to_dict, to_yaml
+from clsp.config import check, check_device, check_positive, field, to_dict, to_yaml
 from clsp.data.config import DatasetConfig
 from clsp.diffusion.sampler import SamplerConfig, generate_positives
 from clsp.errors import UserError
@@ -32,16 +32,16 @@ class SynthesizeConfig:
     sampler: SamplerConfig = field(SamplerConfig)  # sampler, steps, eta, w (interpolation weight), batch_size, ...
     seed: int = 0
     chunk_size: int = 512             # images per chunk file (the unit of resume and of work per rank)
-    out: str = ""                     # the store directory
-    accelerator: str = "auto"         # auto | cpu | gpu; under torchrun each process uses the GPU of its LOCAL_RANK
+    out_dir: str = ""                 # the store directory
+    device: str = "auto"              # auto | cpu | cuda | cuda:N; under torchrun each process uses the GPU of its LOCAL_RANK
     progress: bool = True
 
     def __post_init__(self) -> None:
         check(bool(self.model), "model", "must name a diffusion model directory (--model DIR)")
-        check(bool(self.out), "out", "must name the store directory to write (--out STORE)")
+        check(bool(self.out_dir), "out_dir", "must name the store directory to write (--out STORE)")
         check_positive(self.k, "k")
         check_positive(self.chunk_size, "chunk_size")
-        check_choice(self.accelerator, "accelerator", ["auto", "cpu", "gpu", "cuda"])
+        check_device(self.device, "device")
 
 
 def chunk_seed(seed: int, chunk: int) -> int:
@@ -56,15 +56,17 @@ def distributed_env() -> tuple[int, int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
 
 
-def pick_device(accelerator: str, local_rank: int):
+def pick_device(device: str, local_rank: int):
+    """cpu; or a GPU: the one named (cuda:N), else the process's own under torchrun (LOCAL_RANK)."""
     import torch
 
-    if accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available()):
+    if device == "cpu" or (device == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     if not torch.cuda.is_available():
-        raise UserError(f"accelerator={accelerator} but no CUDA device is visible; pass accelerator=cpu")
-    torch.cuda.set_device(local_rank)
-    return torch.device("cuda", local_rank)
+        raise UserError(f"device={device} but no CUDA device is visible; pass --device cpu")
+    chosen = torch.device(device) if device.startswith("cuda:") else torch.device("cuda", local_rank)
+    torch.cuda.set_device(chosen)
+    return chosen
 
 
 def describe_work(n: int, k: int, steps: int, share_anchor: bool) -> str:
@@ -73,22 +75,46 @@ def describe_work(n: int, k: int, steps: int, share_anchor: bool) -> str:
             f"(+ {anchor_passes:,} anchor down/mid passes)")
 
 
+def estimate_on_cpu(unet, scheduler_config: dict, dataset, cfg: SynthesizeConfig, images: int, probe_steps: int = 2) -> None:
+    """Time `probe_steps` denoising steps on a few anchors and say how long `images` anchors will take
+    (when that is more than a minute): on a CPU a GPU preset would otherwise start silently for hours."""
+    import time
+
+    import torch
+
+    from clsp.positives.store import anchor_images
+    from clsp.training import format_duration
+
+    per_batch = max(1, min(cfg.sampler.batch_size // cfg.k, images, 16))
+    if images * cfg.sampler.steps < 20 * per_batch * probe_steps:  # a small job: the probe would cost more than it says
+        return
+    anchors = torch.from_numpy(anchor_images(dataset, 0, per_batch))
+    started = time.perf_counter()
+    generate_positives(unet, scheduler_config, anchors, cfg.k, dataclasses.replace(cfg.sampler, steps=probe_steps),
+                       seed=cfg.seed, device="cpu")
+    per_image_step = (time.perf_counter() - started) / (per_batch * probe_steps)
+    total = per_image_step * images * cfg.sampler.steps
+    if total > 60:
+        log.info(f"synthesize: {probe_steps} steps for {per_batch} images took {per_image_step * per_batch * probe_steps:.1f} s; "
+                 f"{images:,} images x {cfg.sampler.steps} steps will take about {format_duration(total)} on this cpu")
+
+
 def _absolute(cfg: SynthesizeConfig) -> SynthesizeConfig:
     """The config with paths made absolute, so the recorded config resumes from any directory."""
     root = cfg.dataset.root
     dataset = dataclasses.replace(cfg.dataset, root=None if root is None else str(Path(root).resolve()))
     from clsp.diffusion.model import resolve_model_dir
 
-    return dataclasses.replace(cfg, model=str(resolve_model_dir(cfg.model).resolve()), out=str(Path(cfg.out).resolve()),
-                               dataset=dataset)
+    return dataclasses.replace(cfg, model=str(resolve_model_dir(cfg.model).resolve()),
+                               out_dir=str(Path(cfg.out_dir).resolve()), dataset=dataset)
 
 
 def synthesize(cfg: SynthesizeConfig) -> Path:
-    """Generate (or finish generating) the store `cfg.out`; returns its path once complete. One job at a
+    """Generate (or finish generating) the store `cfg.out_dir`; returns its path once complete. One job at a
     time per store (the ranks of a torchrun job share their rank 0's lock)."""
     from clsp.lock import run_lock
 
-    with run_lock(cfg.out):
+    with run_lock(cfg.out_dir):
         return _synthesize(cfg)
 
 
@@ -111,7 +137,7 @@ def _synthesize(cfg: SynthesizeConfig) -> Path:
     generation = {"k": cfg.k, "seed": cfg.seed, "chunk_size": cfg.chunk_size, "sampler": to_dict(cfg.sampler)}
     sources = {"model_dir": str(Path(cfg.model).resolve()), "dataset_config": to_dict(cfg.dataset), "split": cfg.split}
     versions = dict(package_versions(), git_commit=git_commit())
-    writer = StoreWriter(cfg.out, new_manifest(dataset_record(dataset), hash_directory(cfg.model), generation, sources, versions),
+    writer = StoreWriter(cfg.out_dir, new_manifest(dataset_record(dataset), hash_directory(cfg.model), generation, sources, versions),
                          rank=rank, world=world)
 
     if world > 1:  # gloo serves as a barrier only: every rank reads the store's state before any rank writes
@@ -123,14 +149,16 @@ def _synthesize(cfg: SynthesizeConfig) -> Path:
         todo = sum(stop - start for start, stop in (chunk_bounds(i, n, cfg.chunk_size) for i in writer.todo_at_open))
         log.info(f"synthesize: {describe_work(n, cfg.k, cfg.sampler.steps, cfg.sampler.share_anchor)}; "
                  f"{writer.total} chunks of {cfg.chunk_size}, {writer.total - len(writer.todo_at_open)} already complete, "
-                 f"{todo:,} images to do on {world} process(es) -> {cfg.out}")
+                 f"{todo:,} images to do on {world} process(es) -> {cfg.out_dir}")
 
     mine = writer.my_chunks()
     if world > 1:
         log.info(f"synthesize: rank {rank}/{world}: {len(mine)} chunks")
-    device = pick_device(cfg.accelerator, local_rank)
+    device = pick_device(cfg.device, local_rank)
     unet = unet.to(device).eval()
     bounds = [chunk_bounds(i, n, cfg.chunk_size) for i in mine]
+    if rank == 0 and device.type == "cpu" and bounds:
+        estimate_on_cpu(unet, scheduler_config, dataset, cfg, sum(stop - start for start, stop in bounds))
     with tqdm(total=sum(stop - start for start, stop in bounds), unit="img", desc="synthesize", dynamic_ncols=True,
               disable=not cfg.progress or rank != 0) as bar:
         for index, (start, stop) in zip(mine, bounds):
@@ -146,7 +174,7 @@ def _synthesize(cfg: SynthesizeConfig) -> Path:
     if rank == 0:
         manifest = writer.finish()
         if not manifest["complete"]:
-            raise UserError(f"positives store {cfg.out} is still incomplete ({len(manifest['complete_chunks'])} of "
+            raise UserError(f"positives store {cfg.out_dir} is still incomplete ({len(manifest['complete_chunks'])} of "
                             f"{manifest['chunks_total']} chunks); run the same command again to finish it")
-        log.info(f"synthesize: store complete: {cfg.out}")
-    return Path(cfg.out)
+        log.info(f"synthesize: store complete: {cfg.out_dir}")
+    return Path(cfg.out_dir)

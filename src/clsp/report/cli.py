@@ -2,21 +2,33 @@
 
 from __future__ import annotations
 
-import argparse
+from dataclasses import dataclass
+
+from clsp.config import check
+
+
+@dataclass
+class ReportConfig:
+    run_dir: str = ""                 # the out_dir of a `clsp pipeline` run
+
+    def __post_init__(self) -> None:
+        check(bool(self.run_dir), "run_dir", "must name a pipeline run directory")
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("report", help="write RUN_DIR/report.html from a pipeline run directory",
-                                   description="Write RUN_DIR/report.html: one self-contained page (figures embedded) "
-                                               "with the results table, positives, training curves, hardness, t-SNE, "
-                                               "timings and the run's config.")
-    parser.add_argument("run_dir", metavar="RUN_DIR", help="the out_dir of a `clsp pipeline` run")
-    parser.set_defaults(func=run)
+    from clsp.cli import Flag, add_command, config_command
+
+    parser = add_command(subparsers, "report",
+                         description="Write RUN_DIR/report.html: one self-contained page (figures embedded) with the "
+                                     "results table, positives, training curves, hardness, t-SNE, timings and the run's "
+                                     "config.")
+    config_command(parser, ReportConfig, run, positionals={"RUN_DIR": Flag("run_dir", "the out_dir of a `clsp pipeline` run")},
+                   examples=["clsp report runs/demo"])
 
 
-def run(args: argparse.Namespace) -> int:
+def run(cfg: ReportConfig) -> int:
     from clsp.report import build_report
 
-    path = build_report(args.run_dir)
+    path = build_report(cfg.run_dir)
     print(f"report: {path}")
     return 0

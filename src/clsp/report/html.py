@@ -44,24 +44,6 @@ def first_number(d: Any, *paths: str) -> float | None:
     return None
 
 
-def knn_best(m: dict) -> tuple[float | None, Any]:
-    """(top-1 at the best k, that k): the release's protocol (eval/knn metrics.json, docs/metrics.md)."""
-    return first_number(m, "results.best"), _get(m, "results.best_k")
-
-
-def knn_fixed(m: dict) -> float | None:
-    return first_number(m, "results.fixed")
-
-
-def linear_top1(m: dict) -> float | None:
-    return first_number(m, "results.top1")
-
-
-def probe_top1(m: dict) -> float | None:
-    """The online probe's final test top-1 from a pretraining run's metrics.json."""
-    return first_number(m, "probe_test_acc")
-
-
 # -- the run directory ------------------------------------------------------------------------------
 
 @dataclass
@@ -75,6 +57,7 @@ class RunDirectory:
     runs: list[str] = field(default_factory=list)       # pretraining run names, in the config's order
     specs: dict = field(default_factory=dict)           # run name -> clsp.layout.RunSpec
     expected_evals: list[str] = field(default_factory=list)
+    data: dict = field(default_factory=dict)            # data.json: the splits the run used, evaluations skipped
 
     @classmethod
     def read(cls, run_dir: str | Path) -> "RunDirectory":
@@ -83,6 +66,9 @@ class RunDirectory:
             raise UserError(f"{run_dir} is not a pipeline run directory (no config.yaml); "
                             "give the out_dir of `clsp pipeline`")
         config = _read_run_config(path / "config.yaml")
+        if not {"methods", "variants", "synthesis"} <= set(config):
+            raise UserError(f"{run_dir} is a run directory, but not of `clsp pipeline` (its config.yaml has no methods, "
+                            "variants and synthesis); give the out_dir of a pipeline run")
         run = cls(path, config, _read_json_or_empty(path / "env.json"), _read_json_or_empty(path / "timings.json"))
         run.specs = {spec.name: spec for spec in runs_from_config(config)}
         found = sorted(p.name for p in (path / "pretrain").iterdir() if p.is_dir()) if (path / "pretrain").is_dir() else []
@@ -91,7 +77,9 @@ class RunDirectory:
                 run.specs[name] = spec_of_name(name)
         run.runs = list(run.specs)
         evals = config.get("eval") or {}
-        run.expected_evals = [k for k in EVAL_KINDS if _eval_enabled(evals, k)]
+        run.data = _read_json_or_empty(path / "data.json")
+        skipped = run.data.get("skipped") or {}
+        run.expected_evals = [k for k in EVAL_KINDS if _eval_enabled(evals, k) and k not in skipped]
         return run
 
     def pretrain_metrics(self, name: str) -> dict | None:
@@ -222,6 +210,7 @@ def results_section(run: RunDirectory, page: Page) -> str:
                "&Delta; kNN vs baseline", "&Delta; linear vs baseline", "online probe"]
     if paper_run:
         headers += ["paper linear", "release linear", "release kNN"]
+    fixed_k = {r.spec.group: r.values.get("k200") for r in numbers.values() if r.values.get("k200") is not None}
     rows = []
     for group, summary in groups.items():
         spec = specs[group]
@@ -230,7 +219,8 @@ def results_section(run: RunDirectory, page: Page) -> str:
         seeds = max(s.n + s.failed for s in summary.values())
         cells = [f"<td><code>{e(group)}</code></td>", f"<td>{e(spec.method if spec.method != 'none' else '')}</td>",
                  f"<td>{e(_variant_text(spec))}</td>", f'<td class="num">{seeds}</td>',
-                 _summary_cell(summary["knn"]), _summary_cell(summary["knn200"]), _summary_cell(summary["linear"]),
+                 _summary_cell(summary["knn"]), _summary_cell(summary["knn200"], _fixed_k_note(fixed_k.get(group))),
+                 _summary_cell(summary["linear"]),
                  _difference_cell(study.difference(summary["knn"], base["knn"]) if base else None),
                  _difference_cell(study.difference(summary["linear"], base["linear"]) if base else None),
                  _summary_cell(summary["probe"])]
@@ -254,7 +244,8 @@ def results_section(run: RunDirectory, page: Page) -> str:
     n_seeds = sorted({max(s.n + s.failed for s in summary.values()) for summary in groups.values()})
     note = ("<p class=\"note\">Top-1 accuracy (%) on the test split, mean &plusmn; standard deviation over the seeds "
             f"counted in <i>seeds</i> ({', '.join(map(str, n_seeds)) or '0'} here). kNN: weighted, cosine, T = 0.07; best k over "
-            "{5, 10, 20, 50, 100, 200} (the release's protocol) and k = 200. Linear: frozen backbone, the paper's protocol "
+            "{5, 10, 20, 50, 100, 200} (the release's protocol) and k = 200 (a k beyond the training split is its size, shown "
+            "beside the number). Linear: frozen backbone, the paper's protocol "
             "with this run's epochs. <i>no-pretraining</i> is the untrained encoder each run starts from: the floor. "
             "&Delta;: this row minus the same method's baseline, &plusmn; its standard error; it is coloured only when it "
             "exceeds two standard errors, and marked <i>n = 1</i> where one seed gives no noise estimate. A probe that "
@@ -283,14 +274,14 @@ def _variant_text(spec: RunSpec) -> str:
     return text + (f" ({spec.sweep[0]} = {spec.sweep[1]:g})" if spec.sweep else "")
 
 
-def _summary_cell(summary: study.Summary) -> str:
+def _summary_cell(summary: study.Summary, note: str = "") -> str:
     if summary.mean is None:
         if summary.failed:
             return f'<td class="num failed" title="{e("; ".join(summary.reasons))}">failed</td>'
         return f'<td class="num">{fmt(None)}</td>'
     spread = f" &plusmn; {summary.std:.2f}" if summary.std is not None else ""
     failed = f' <span class="failed" title="{e("; ".join(summary.reasons))}">({summary.failed} failed)</span>' if summary.failed else ""
-    return f'<td class="num">{summary.mean:.2f}{spread}{failed}</td>'
+    return f'<td class="num">{summary.mean:.2f}{spread}{note}{failed}</td>'
 
 
 def _difference_cell(d: study.Difference | None) -> str:
@@ -302,6 +293,11 @@ def _difference_cell(d: study.Difference | None) -> str:
         return f'<td class="num" title="one seed: no noise estimate">{d.delta:+.2f} <span class="na">n = 1</span></td>'
     label = "" if verdict in ("up", "down") else ' <span class="na">within noise</span>'
     return f'<td class="num {css}">{d.delta:+.2f} &plusmn; {d.se:.2f}{label}</td>'
+
+
+def _fixed_k_note(k: Any) -> str:
+    """The k actually used when the training split was smaller than 200."""
+    return f" (k={e(k)})" if k not in (None, 200) else ""
 
 
 def per_seed_details(run: RunDirectory, numbers: dict) -> str:
@@ -462,6 +458,9 @@ def positives_quality(run: RunDirectory, page: Page) -> str:
     """The verdict of `clsp eval positives` on the main store: a table, and agreement / hardness against w."""
     if not (run.config.get("eval") or {}).get("positives", False):
         return ""
+    skipped = (run.data.get("skipped") or {}).get("positives")
+    if skipped:
+        return f'<p class="note">Positives evaluation not run: {e(skipped)}</p>'
     m = run.positives_metrics()
     if m is None:
         return page.lack("positives evaluation (eval/positives/metrics.json)")
@@ -548,6 +547,8 @@ def curves_section(run: RunDirectory, page: Page) -> str:
         png, missing_panels = figures.curves_figure(method, runs)
         write_bytes_atomic(run.path / "figures" / f"curves_{method}.png", png)
         body += f"<figure>{img(png, f'training curves of {method}')}</figure>"
+        if (run.data.get("train") or {}).get("labelled") is False:
+            missing_panels = []  # unlabelled training images: the online probe and kNN monitor do not run
         for panel in missing_panels:
             body += page.lack(f"{panel} for {method} (not in its logs/metrics.csv)")
     return body
@@ -561,6 +562,9 @@ def figure_runs(run: RunDirectory) -> list[str]:
 
 
 def per_run_figures(run: RunDirectory, page: Page, kind: str, caption: str) -> str:
+    skipped = (run.data.get("skipped") or {}).get(kind)
+    if skipped:
+        return f'<p class="note">Not run: {e(skipped)}</p>'
     if kind not in run.expected_evals and not any(run.eval_figure(n, kind) for n in run.runs):
         return page.lack(f"{kind} evaluation (not enabled in this pipeline's eval section)")
     body = '<div class="grid">'
@@ -689,15 +693,13 @@ def render(run: RunDirectory) -> str:
     page.section("timings", "Stage timings", timings_section(run, page))
     page.section("provenance", "Config, versions, commit", provenance_section(run))
 
-    dataset = run.config.get("dataset") or {}
     title = f"CLSP run {run.path.resolve().name}"
     seeds = run.config.get("seeds") or [0]
-    facts = [f"dataset {dataset.get('name', '?')}" + (f" (subset of {dataset['subset']})" if dataset.get("subset") else ""),
-             f"{len(seeds)} seed{'s' if len(seeds) > 1 else ''} per run",
+    facts = [data_fact(run), f"{len(seeds)} seed{'s' if len(seeds) > 1 else ''} per run",
              f"methods {', '.join(run.config.get('methods') or [])}", f"variants {', '.join(run.config.get('variants') or [])}"]
     if run.paper:
         facts.append(f"paper preset {run.paper}")
-    subtitle = " &middot; ".join(e(f) for f in facts)
+    subtitle = " &middot; ".join(e(f) for f in facts) + data_note(run)
     missing = ("<p class=\"missing\">This run lacks " + str(len(page.missing)) + " piece(s); each is marked below.</p>"
                if page.missing else "<p class=\"note\">Every expected piece is present.</p>")
     if run.config.get("note"):
@@ -719,6 +721,29 @@ def render(run: RunDirectory) -> str:
 <script>{IMG_CHECK}</script>
 </body></html>
 """
+
+
+def data_fact(run: RunDirectory) -> str:
+    """The dataset and the true number of images the run trained and was tested on (data.json)."""
+    dataset = run.config.get("dataset") or {}
+    train, evaluated = run.data.get("train"), run.data.get("eval") or {}
+    if not train:  # a run made before data.json was written
+        return f"dataset {dataset.get('name', '?')}" + (f" (subset of {dataset['subset']})" if dataset.get("subset") else "")
+    fact = f"dataset {train['name']}: {train['n']:,} training images"
+    test = evaluated.get("test")
+    if test:
+        fact += f", tested on {test['n']:,}" + (f" of {test['name']}" if test["name"] != train["name"] else "")
+    return fact
+
+
+def data_note(run: RunDirectory) -> str:
+    """Where the splits came from (a held-out share of a folder says so) and what was skipped, and why."""
+    lines = [f"{role} split: {d['source']}" for role, d in (("training", run.data.get("train")),
+                                                              ("test", (run.data.get("eval") or {}).get("test"))) if d]
+    skipped = run.data.get("skipped") or {}
+    if skipped:
+        lines.append(f"{', '.join(skipped)} not run: {next(iter(skipped.values()))}")
+    return "".join(f'<br><span class="note">{e(line)}</span>' for line in lines)
 
 
 def build_report(run_dir: str | Path) -> Path:

@@ -93,6 +93,7 @@ def run_numbers(spec: RunSpec, knn: dict | None, linear: dict | None, pretrain: 
     out.values["knn"] = _number(r_knn.get("best"))
     out.values["knn_k"] = r_knn.get("best_k")
     out.values["knn200"] = _number(r_knn.get("fixed"))
+    out.values["k200"] = r_knn.get("fixed_k")                  # below 200 when the training split is smaller
     r_lin = (linear or {}).get("results") or {}
     out.values["linear"] = _number(r_lin.get("top1"))
     fit = r_lin.get("fit") or {}
