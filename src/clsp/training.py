@@ -32,7 +32,9 @@ class TrainerConfig:
     log_every: int = 10             # steps between logged scalars
     progress: bool = True
     deterministic: bool = False     # torch deterministic algorithms (slower on GPU; tests use it on CPU)
-    compile: bool = False           # torch.compile the network (GPU)
+    compile: Optional[bool] = None  # torch.compile the pretraining step; null = on one CUDA device only.
+                                    # The diffusion UNet is compiled only when true (and on a GPU)
+    compile_mode: str = "default"   # torch.compile mode: default | reduce-overhead (CUDA graphs) | max-autotune
 
     def __post_init__(self) -> None:
         check_choice(self.accelerator, "trainer.accelerator", ["auto", "cpu", "gpu", "cuda"])
@@ -40,6 +42,8 @@ class TrainerConfig:
         check_positive(self.checkpoint_every, "trainer.checkpoint_every")
         check_positive(self.log_every, "trainer.log_every")
         check_choice(self.precision, "trainer.precision", ["auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true"])
+        check_choice(self.compile_mode, "trainer.compile_mode", ["default", "reduce-overhead", "max-autotune",
+                                                                 "max-autotune-no-cudagraphs"])
         check(self.devices == "auto" or all(p.strip().isdigit() for p in self.devices.split(",")),
               "trainer.devices", f"must be a count, 'auto' or a list like '0,1', got {self.devices!r}")
 
