@@ -47,6 +47,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if argv is None:  # run as the `clsp` command: this process's CPU threads are chosen once, here
+            from clsp.threads import set_threads
+
+            set_threads()
         return int(args.func(args) or 0)
     except UserError as e:
         print(f"clsp: error: {e}", file=sys.stderr)

@@ -32,6 +32,8 @@ class TrainerConfig:
     log_every: int = 10             # steps between logged scalars
     progress: bool = True
     deterministic: bool = False     # torch deterministic algorithms (slower on GPU; tests use it on CPU)
+    threads: Optional[int] = None   # CPU threads of torch's intra-op pool; null = CLSP_THREADS, OMP_NUM_THREADS,
+                                    # or the CPUs this process may use (clsp.threads)
     compile: Optional[bool] = None  # torch.compile the pretraining step; null = on one CUDA device only.
                                     # The diffusion UNet is compiled only when true (and on a GPU)
     compile_mode: str = "default"   # torch.compile mode: default | reduce-overhead (CUDA graphs) | max-autotune
@@ -39,6 +41,7 @@ class TrainerConfig:
     def __post_init__(self) -> None:
         check_choice(self.accelerator, "trainer.accelerator", ["auto", "cpu", "gpu", "cuda"])
         check_positive(self.num_nodes, "trainer.num_nodes")
+        check(self.threads is None or self.threads >= 1, "trainer.threads", f"must be >= 1 (or null), got {self.threads}")
         check_positive(self.checkpoint_every, "trainer.checkpoint_every")
         check_positive(self.log_every, "trainer.log_every")
         check_choice(self.precision, "trainer.precision", ["auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true"])
@@ -46,6 +49,14 @@ class TrainerConfig:
                                                                  "max-autotune-no-cudagraphs"])
         check(self.devices == "auto" or all(p.strip().isdigit() for p in self.devices.split(",")),
               "trainer.devices", f"must be a count, 'auto' or a list like '0,1', got {self.devices!r}")
+
+
+def apply_threads(cfg: TrainerConfig) -> None:
+    """Set the CPU threads a config asks for (trainer.threads); null leaves the process's choice alone."""
+    if cfg.threads is not None:
+        from clsp.threads import set_threads
+
+        set_threads(cfg.threads)
 
 
 def uses_gpu(cfg: TrainerConfig) -> bool:

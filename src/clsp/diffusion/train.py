@@ -165,8 +165,9 @@ def train_diffusion(cfg: DiffusionTrainConfig) -> Path:
     from clsp.diffusion.model import check_model_matches, load_model, save_model
     from clsp.diffusion.unet import check_image_size, make_unet
     from clsp.io import hash_directory, read_json
-    from clsp.training import StepLoader, last_checkpoint, make_trainer, uses_gpu, world_size
+    from clsp.training import StepLoader, apply_threads, last_checkpoint, make_trainer, uses_gpu, world_size
 
+    apply_threads(cfg.trainer)
     out = Path(cfg.out_dir)
     model_dir = out / "model"
     train_set = load_split(cfg.dataset, cfg.dataset.train_split)
