@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -157,9 +158,16 @@ def epoch_batch_indices(n: int, batch_size: int, step: int, seed: int, rank: int
     global_batch = batch_size * world
     per_epoch = max(1, n // global_batch)
     epoch, within = divmod(step, per_epoch)
-    perm = np.random.default_rng([seed, epoch]).permutation(n)
     start = within * global_batch + rank * batch_size
-    return perm[start:start + batch_size]
+    return epoch_permutation(n, seed, epoch)[start:start + batch_size].copy()
+
+
+@functools.lru_cache(maxsize=2)
+def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
+    """The shuffle of one epoch, drawn once per epoch rather than at every step (read-only)."""
+    perm = np.random.default_rng([seed, epoch]).permutation(n)
+    perm.flags.writeable = False
+    return perm
 
 
 class StepLoader:
