@@ -101,7 +101,8 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=50_000)
     parser.add_argument("--batch", type=int, default=1024)
     parser.add_argument("--epochs", type=int, default=2, help="epoch 1 warms up; the last epoch is reported")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the backbone")
+    parser.add_argument("--compile", choices=["auto", "true", "false"], default="auto",
+                        help="the compiled step (trainer.compile): auto = on CUDA, as pretraining does")
     args = parser.parse_args()
 
     gpu = torch.cuda.is_available() and not args.quick
@@ -111,7 +112,9 @@ def main() -> None:
     overrides = ["dataset.name=cifar10", f"batch_size={batch}", f"epochs={epochs}", "warmup_epochs=0",
                  "clsp.weight=1.0", "clsp.positives=generated", "knn.every_n_epochs=0",
                  f"trainer.accelerator={'gpu' if gpu else 'cpu'}", "trainer.progress=false",
-                 "trainer.checkpoint_every=1000000", "trainer.log_every=50", f"trainer.compile={args.compile}"]
+                 "trainer.checkpoint_every=1000000", "trainer.log_every=50"]
+    if args.compile != "auto":
+        overrides.append(f"trainer.compile={args.compile}")
     cfg = load_config(PretrainConfig, None, overrides)
     torch.manual_seed(0)
     images = torch.randint(0, 256, (n, size, size, 3), dtype=torch.uint8)
@@ -124,8 +127,6 @@ def main() -> None:
     if gpu:
         module = module.to(memory_format=torch.channels_last)
     flops = step_flops(module, 3 * batch, size)
-    if args.compile:
-        module.backbone.compile()
 
     timer = EpochTimer()
     with tempfile.TemporaryDirectory() as tmp:
@@ -142,7 +143,7 @@ def main() -> None:
         "device": device_name(device),
         "torch": torch.__version__,
         "precision": trainer.precision,
-        "compile": args.compile,
+        "compile": module.compiled_step,
         "images": n, "batch": batch, "views": 3, "steps_per_epoch": steps_per_epoch,
         "epoch_seconds": epoch_s, "epoch_seconds_all": timer.epoch_seconds(),
         "images_per_second": steps_per_epoch * batch / epoch_s,

@@ -230,9 +230,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("clsp").setLevel(logging.INFO)
     logging.raiseExceptions = False  # a log file on a full disk must not print a traceback per line
+    as_command = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse(build_parser(_command(argv)), argv)
     try:
+        if as_command:  # run as the `clsp` command: this process's CPU threads are chosen once, here
+            from clsp.threads import set_threads
+
+            set_threads()
         return int(args.func(args) or 0)
     except UserError as e:
         return _fail(str(e))

@@ -622,6 +622,9 @@ def _describe(ds) -> Dict[str, Any]:
 def run_pipeline(cfg: PipelineConfig) -> Path:
     """Run (or finish) every stage of `cfg` in cfg.out_dir; returns the report's path (the run directory
     when report is false)."""
+    from clsp.training import apply_threads
+
+    apply_threads(cfg.trainer)
     return Pipeline(cfg).execute()
 
 

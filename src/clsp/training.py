@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import logging
 import os
@@ -43,16 +44,31 @@ class TrainerConfig:
     log_every: int = 10             # steps between logged scalars
     progress: bool = True
     deterministic: bool = False     # torch deterministic algorithms (slower on GPU; tests use it on CPU)
-    compile: bool = False           # torch.compile the network (GPU)
+    threads: Optional[int] = None   # CPU threads of torch's intra-op pool; null = CLSP_THREADS, OMP_NUM_THREADS,
+                                    # or the CPUs this process may use (clsp.threads)
+    compile: Optional[bool] = None  # torch.compile the pretraining step; null = on one CUDA device only.
+                                    # The diffusion UNet is compiled only when true (and on a GPU)
+    compile_mode: str = "default"   # torch.compile mode: default | reduce-overhead (CUDA graphs) | max-autotune
 
     def __post_init__(self) -> None:
         check_choice(self.accelerator, "trainer.accelerator", ["auto", "cpu", "gpu", "cuda"])
         check_positive(self.num_nodes, "trainer.num_nodes")
+        check(self.threads is None or self.threads >= 1, "trainer.threads", f"must be >= 1 (or null), got {self.threads}")
         check_positive(self.checkpoint_every, "trainer.checkpoint_every")
         check_positive(self.log_every, "trainer.log_every")
         check_choice(self.precision, "trainer.precision", ["auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true"])
+        check_choice(self.compile_mode, "trainer.compile_mode", ["default", "reduce-overhead", "max-autotune",
+                                                                 "max-autotune-no-cudagraphs"])
         check(self.devices == "auto" or all(p.strip().isdigit() for p in self.devices.split(",")),
               "trainer.devices", f"must be a count, 'auto' or a list like '0,1', got {self.devices!r}")
+
+
+def apply_threads(cfg: TrainerConfig) -> None:
+    """Set the CPU threads a config asks for (trainer.threads); null leaves the process's choice alone."""
+    if cfg.threads is not None:
+        from clsp.threads import set_threads
+
+        set_threads(cfg.threads)
 
 
 def uses_gpu(cfg: TrainerConfig) -> bool:
@@ -433,9 +449,16 @@ def epoch_batch_indices(n: int, batch_size: int, step: int, seed: int, rank: int
     global_batch = batch_size * world
     per_epoch = max(1, n // global_batch)
     epoch, within = divmod(step, per_epoch)
-    perm = np.random.default_rng([seed, epoch]).permutation(n)
     start = within * global_batch + rank * batch_size
-    return perm[start:start + batch_size]
+    return epoch_permutation(n, seed, epoch)[start:start + batch_size].copy()
+
+
+@functools.lru_cache(maxsize=2)
+def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
+    """The shuffle of one epoch, drawn once per epoch rather than at every step (read-only)."""
+    perm = np.random.default_rng([seed, epoch]).permutation(n)
+    perm.flags.writeable = False
+    return perm
 
 
 class StepLoader:

@@ -23,3 +23,18 @@ def test_step_seed_differs_by_step_rank_and_stream():
     assert len(seeds) == 12
     assert step_seed(1, 2, 3, "x") == step_seed(1, 2, 3, "x")
     assert 0 <= step_seed(5, 5) < 2**63
+
+
+def test_the_epoch_is_shuffled_once_not_at_every_step(monkeypatch):
+    import clsp.training as training
+
+    draws = []
+    real = np.random.default_rng
+    monkeypatch.setattr(training.np.random, "default_rng", lambda seed: draws.append(seed) or real(seed))
+    training.epoch_permutation.cache_clear()
+    batches = [epoch_batch_indices(1000, 10, step, seed=3) for step in range(100)]       # one epoch of 100 steps
+    assert draws == [[3, 0]]
+    assert np.array_equal(np.sort(np.concatenate(batches)), np.arange(1000))
+    first = batches[0][0]
+    batches[0][0] = -1                                                # callers get their own copy, not the cached one
+    assert epoch_batch_indices(1000, 10, 0, seed=3)[0] == first and len(draws) == 1

@@ -182,3 +182,19 @@ def test_a_hostile_checkpoint_is_refused_without_running_its_code(tmp_path, monk
     with pytest.raises(UserError, match=r"last\.ckpt asks to run code"):
         train_diffusion(config(tmp_path / "run", *overrides))
     assert not marker.exists()
+
+
+def test_sample_grids_scale_with_the_run():
+    """The grids together cost about 5% of training at most: a paper-scale run keeps 64 images x 100
+    DDIM steps, a short run gets a smaller grid (at least 16 images, 10 steps)."""
+    from clsp.config import CONFIG_DIR, load_config
+    from clsp.diffusion.train import DiffusionTrainConfig, sample_grid_size
+
+    paper = load_config(DiffusionTrainConfig, CONFIG_DIR / "diffusion" / "cifar10.yaml")
+    assert sample_grid_size(paper) == (64, 100)
+    demo = load_config(DiffusionTrainConfig, CONFIG_DIR / "diffusion" / "demo.yaml")
+    assert sample_grid_size(demo) == (demo.n_sample_grid, demo.sample_steps) == (16, 20)
+    short = load_config(DiffusionTrainConfig, None, ["batch_size=16", "max_steps=100"])      # defaults: 64 x 100
+    images, steps = sample_grid_size(short)
+    assert (images, steps) == (24, 10) and images * steps <= 0.05 * 3 * 16 * 100
+    assert sample_grid_size(load_config(DiffusionTrainConfig, None, ["n_sample_grid=0"]))[0] == 0

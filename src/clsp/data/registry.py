@@ -274,7 +274,7 @@ def resize(images: np.ndarray, size: int) -> np.ndarray:
 
     out = []
     for start in range(0, len(images), 4096):
-        x = torch.from_numpy(images[start:start + 4096]).permute(0, 3, 1, 2).float()
+        x = torch.as_tensor(np.array(images[start:start + 4096])).permute(0, 3, 1, 2).float()
         y = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
         out.append(y.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy())
     return np.ascontiguousarray(np.concatenate(out))

@@ -27,7 +27,8 @@ RECORD = "record.json"            # how a shipped model was made: its config, co
 
 
 def shipped_models() -> list[str]:
-    return sorted(p.name for p in SHIPPED_DIR.iterdir() if p.is_dir()) if SHIPPED_DIR.is_dir() else []
+    """Names of the diffusion models in the package (folders with a record; `reference/` holds classifiers)."""
+    return sorted(p.name for p in SHIPPED_DIR.iterdir() if (p / RECORD).is_file()) if SHIPPED_DIR.is_dir() else []
 
 
 def resolve_model_dir(model_dir: str | os.PathLike) -> Path:

@@ -248,7 +248,7 @@ def _denoise(unet, scheduler_config: dict, n: int, cfg: SamplerConfig, seed: int
     if anchors is not None and tuple(anchors.shape[1:]) != (height, width, channels):
         raise UserError(f"anchors are {tuple(anchors.shape[1:])} (H, W, C) but the model makes {(height, width, channels)}")
     on_gpu = device.type == "cuda"
-    memory_format = torch.channels_last if on_gpu else torch.contiguous_format
+    memory_format = torch.channels_last     # on CPUs too: the UNet forward ran 1.12x faster there (issue 19)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=on_gpu)
     was_training = unet.training
     unet.eval().to(device=device, memory_format=memory_format)

@@ -47,8 +47,8 @@ class DiffusionTrainConfig:
     ema_decay: float = 0.9999
     max_steps: int = 800_000
     sample_every: int = 5000            # steps between sample grids from the EMA weights
-    n_sample_grid: int = 64
-    sample_steps: int = 100             # DDIM steps for those grids
+    n_sample_grid: int = 64             # images of a grid, and the DDIM steps that make them; both are
+    sample_steps: int = 100             # lowered for a run too short to pay for them (sample_grid_size)
     seed: int = 0
     out_dir: str = "runs/diffusion"
     trainer: TrainerConfig = field(TrainerConfig)
@@ -67,6 +67,17 @@ class DiffusionTrainConfig:
         check_positive(self.sample_every, "sample_every")
         check_nonnegative(self.n_sample_grid, "n_sample_grid")
         check_positive(self.sample_steps, "sample_steps")
+
+
+def sample_grid_size(cfg: DiffusionTrainConfig) -> tuple[int, int]:
+    """(images, DDIM steps) of each sample grid, scaled to the run: all grids together cost at most about
+    5% of training. A grid is images x steps UNet forwards; training is about 3 forward-equivalents
+    (forward and backward) per image of every step. Never below 16 images and 10 steps (unless asked)."""
+    grids = cfg.max_steps // cfg.sample_every + 1
+    budget = 0.05 * 3 * cfg.batch_size * cfg.max_steps / grids          # UNet forwards per grid
+    images = min(cfg.n_sample_grid, max(16, int(budget // 10)))
+    steps = min(cfg.sample_steps, max(10, int(budget // max(1, images))))
+    return images, steps
 
 
 # -- the objective ---------------------------------------------------------------------------------
@@ -113,6 +124,7 @@ def _lightning_module():
             self._ema_decay = cfg.ema_decay
             self.noise_schedule = training_scheduler(scheduler_config)
             self.images = images                     # uint8 (N, H, W, C); moved to the device at fit start
+            self.grid_images, self.grid_steps = sample_grid_size(cfg)
 
         def on_fit_start(self) -> None:
             self.images = self.images.to(self.device)
@@ -148,14 +160,14 @@ def _lightning_module():
             step = self.global_step
             if step % self.cfg.trainer.log_every == 0 and not torch.isfinite(outputs["loss"]):
                 raise UserError(f"the diffusion loss is not finite at step {step}; lower lr or check the data")
-            if self.trainer.is_global_zero and self.cfg.n_sample_grid and (
+            if self.trainer.is_global_zero and self.grid_images and (
                     step % self.cfg.sample_every == 0 or step == self.cfg.max_steps):
                 self.save_sample_grid(step)
 
         def save_sample_grid(self, step: int) -> Path:
             """A grid from the EMA weights with a fixed seed, so that grids show the model's progress."""
-            sampler = SamplerConfig(sampler="ddim", steps=self.cfg.sample_steps, eta=0.0, batch_size=self.cfg.batch_size)
-            images = sample(self.ema.module, self.scheduler_config, self.cfg.n_sample_grid, sampler, self.cfg.seed, self.device)
+            sampler = SamplerConfig(sampler="ddim", steps=self.grid_steps, eta=0.0, batch_size=self.cfg.batch_size)
+            images = sample(self.ema.module, self.scheduler_config, self.grid_images, sampler, self.cfg.seed, self.device)
             path = Path(self.cfg.out_dir) / "samples" / f"step{step:08d}.png"
             save_png(path, image_grid(images, ncols=math.ceil(math.sqrt(len(images)))))
             return path
@@ -189,8 +201,9 @@ def _train_diffusion(cfg: DiffusionTrainConfig) -> Path:
     from clsp.diffusion.model import check_model_matches, load_model, save_model
     from clsp.diffusion.unet import check_image_size, make_unet
     from clsp.io import hash_directory, read_json, remove_temporaries
-    from clsp.training import StepLoader, fit, last_checkpoint, make_trainer, uses_gpu, world_size
+    from clsp.training import StepLoader, apply_threads, fit, last_checkpoint, make_trainer, uses_gpu, world_size
 
+    apply_threads(cfg.trainer)
     out = Path(cfg.out_dir)
     model_dir = out / "model"
     train_set = load_split(cfg.dataset, cfg.dataset.train_split)

@@ -66,10 +66,13 @@ class All4One(ContrastiveMethod):
         """The transformer's output at the first token of each (B, k, d) sequence."""
         return self.transformer(sequences + self.positions)[:, 0]
 
-    def ssl_loss(self, views: list[Tensor], z: list[Tensor], step: int) -> Tensor:
+    def before_step(self, step: int) -> None:
         c = self.cfg.all4one
         tau = momentum_at(step, self.total_steps, c.momentum_start, c.momentum_end)
         momentum_update([self.backbone, self.projector], [self.momentum_backbone, self.momentum_projector], tau)
+
+    def ssl_loss(self, views: list[Tensor], z: list[Tensor]) -> tuple[Tensor, dict, Tensor]:
+        c = self.cfg.all4one
         m1, m2 = momentum_projections(self.momentum_backbone, self.momentum_projector, views[:2])
         z1, z2 = z[0], z[1]
         p1, p2 = self.predictor(z1), self.predictor(z2)
@@ -87,13 +90,13 @@ class All4One(ContrastiveMethod):
 
         loss_feature = feature_correlation_loss(m1, m2, z1, z2, c.feature_scale)
 
-        self.enqueue(gather(m1), step)
-        self.log_dict({"train/loss_nn": loss_nn, "train/loss_centroid": loss_centroid,
-                       "train/loss_feature": loss_feature}, on_step=True, on_epoch=False, batch_size=len(z[0]))
-        return c.nn_weight * loss_nn + c.centroid_weight * loss_centroid + c.feature_weight * loss_feature
+        loss = c.nn_weight * loss_nn + c.centroid_weight * loss_centroid + c.feature_weight * loss_feature
+        logs = {"train/loss_nn": loss_nn, "train/loss_centroid": loss_centroid, "train/loss_feature": loss_feature}
+        return loss, logs, m1
 
     @torch.no_grad()
     def enqueue(self, m: Tensor, step: int) -> None:
+        m = gather(m)
         n = len(m)
         start = (step * n) % len(self.support)
         self.support[start:start + n] = m.to(self.support.dtype)

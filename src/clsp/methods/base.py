@@ -1,14 +1,17 @@
 """The Lightning module every method shares: the plumbing is here once, a method adds only its loss.
 
-One training step: gather the batch on the device (step-derived indices), make the views, encode them
-through backbone and projector (one forward per view, or all views in one forward: see
-`views_in_one_forward`), then
+One training step: gather the batch on the device (step-derived indices), make the views, let the
+momentum encoders follow (`before_step`), then `loss_from_views`: encode the views through backbone
+and projector (one forward per view, or all views in one forward: see `views_in_one_forward`) and
 
     loss = L_method(views, z) + clsp.weight * mean(2 - 2 cos(z1, z3)) + CE(probe(sg(features)), labels)
 
 where z3 is the projection of the third view (a synthetic candidate, or a third augmentation for the
 "+aug" control) through the same (query) branch as z1, and sg stops gradients: the online linear probe
-only watches. Every epoch (or every N) the probe and a kNN classifier are scored on the test split.
+only watches. `loss_from_views` has no side effects (queues are written after the optimiser step, by
+`enqueue`), so it is what `torch.compile` compiles: by default on CUDA, where the host's Python and
+dispatch would otherwise be a step's cost once the compute is small (trainer.compile).
+Every epoch (or every N) the probe and a kNN classifier are scored on the test split.
 A non-finite loss is recorded on the device at no cost and checked every `log_every` steps and before
 every checkpoint, so a run stops naming the first bad step and never saves NaN weights.
 """
@@ -58,6 +61,14 @@ class MonitorData:
         return self
 
 
+def compile_step(trainer_cfg, device: torch.device, world: int) -> bool:
+    """Whether the step is compiled: trainer.compile, or by default (null) on one CUDA device. Several
+    processes stay eager: the gathers across ranks inside the losses are collectives torch.compile would
+    have to trace."""
+    wanted = trainer_cfg.compile if trainer_cfg.compile is not None else device.type == "cuda"
+    return bool(wanted) and world == 1
+
+
 def warmup_cosine(warmup_steps: int, total_steps: int, start_factor: float):
     """LR factor per step: linear from start_factor to 1 over the warmup, then cosine down to 0."""
     def factor(step: int) -> float:
@@ -98,8 +109,10 @@ def momentum_update(online: list[nn.Module], target: list[nn.Module], tau: float
 class ContrastiveMethod(L.LightningModule):
     """Backbone + projector + online probe, the optimiser, the step, the monitors, the NaN guard.
 
-    A method implements `ssl_loss(views, z, step)`: `views` are the augmented image batches, `z` the
-    projector outputs of all views (z[0], z[1] the real views, z[2] the third view when there is one).
+    A method implements `ssl_loss(views, z) -> (loss, logs, entries)`: `views` are the augmented image
+    batches, `z` the projector outputs of all views (z[0], z[1] the real views, z[2] the third view when
+    there is one); `logs` are extra scalars to log, `entries` what `enqueue` writes into the method's
+    queue after the optimiser step (None for none). Momentum methods update their encoders in `before_step`.
 
     `views_in_one_forward` decides what BatchNorm normalises each view with. False (the default): each
     view goes through backbone and projector on its own, so batch statistics are per view and the
@@ -128,11 +141,20 @@ class ContrastiveMethod(L.LightningModule):
         # The probe's train accuracy over the epoch so far (hits, seen): kept in checkpoints, so that an epoch
         # resumed in its middle reports the accuracy of all its steps, as Lightning's epoch mean would not.
         self._probe_counts = torch.zeros(2, dtype=torch.long)
+        self.step_loss = self.loss_from_views          # compiled in on_fit_start when trainer.compile says so
+        self.compiled_step = False
+        self._entries: tuple[int, Tensor] | None = None  # (step, entries) waiting for the optimiser step
 
     # -- what a method defines ---------------------------------------------------------------------
 
-    def ssl_loss(self, views: list[Tensor], z: list[Tensor], step: int) -> Tensor:
+    def ssl_loss(self, views: list[Tensor], z: list[Tensor]) -> tuple[Tensor, dict[str, Tensor], Tensor | None]:
         raise NotImplementedError(f"{type(self).__name__} must define ssl_loss")
+
+    def before_step(self, step: int) -> None:
+        """Work before the step's forward that must not be compiled (momentum encoders following)."""
+
+    def enqueue(self, entries: Tensor, step: int) -> None:
+        """Write this step's `entries` (from ssl_loss) into the method's queue, after the optimiser step."""
 
     def lr_overrides(self) -> dict[str, float]:
         """Submodule name -> learning rate, for parts a method trains at their own rate."""
@@ -147,29 +169,49 @@ class ContrastiveMethod(L.LightningModule):
             self.monitor.to(self.device)
         self._first_bad_step = torch.full((), -1, dtype=torch.long, device=self.device)
         self._probe_counts = self._probe_counts.to(self.device)
+        if compile_step(self.cfg.trainer, self.device, self.trainer.world_size) and not self.compiled_step:
+            self.step_loss = torch.compile(self.loss_from_views, mode=self.cfg.trainer.compile_mode)
+            self.compiled_step = True
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
         step, rank, world = self.global_step, self.global_rank, self.trainer.world_size
         with step_rng(self.cfg.seed, step, rank, self.device):
             indices, images, labels = self.data.batch(batch, step, rank, world)
             views = self.views(images, indices, step, rank)
-            feats, z = self.encode(views)
-            loss_ssl = self.ssl_loss(views, z, step)
-            loss = loss_ssl
-            logs = {"train/loss_ssl": loss_ssl}
-            if len(views) == 3:
-                loss_clsp = clsp_term(z[0], z[2])
-                loss = loss + self.cfg.clsp.weight * loss_clsp
-                logs["train/loss_clsp"] = loss_clsp
-            if self.probe is not None and labels is not None:
-                logits = self.probe(torch.cat(feats[:2]).detach().float())
-                targets = labels.repeat(2)
-                loss = loss + F.cross_entropy(logits, targets)
-                self._probe_counts += torch.stack([(logits.argmax(1) == targets).sum(), targets.new_tensor(len(targets))])
+            self.before_step(step)
+            loss, logs, entries = self.step_loss(views, labels)
+        self._entries = None if entries is None else (step, entries)
         self._guard_finite(loss, step)
+        probe_counts = logs.pop("train/probe_counts", None)
+        if probe_counts is not None:
+            self._probe_counts += probe_counts
         self.log_dict(logs, on_step=True, on_epoch=False, batch_size=len(images))
         self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(images))
         return loss
+
+    def loss_from_views(self, views: list[Tensor], labels: Tensor | None) -> tuple[Tensor, dict[str, Tensor], Tensor | None]:
+        """(loss, scalars to log, queue entries) of one step from its augmented views, without side effects
+        (BatchNorm's running statistics aside): the part of the step that `torch.compile` compiles."""
+        feats, z = self.encode(views)
+        loss_ssl, logs, entries = self.ssl_loss(views, z)
+        loss = loss_ssl
+        logs = {"train/loss_ssl": loss_ssl, **logs}
+        if len(views) == 3:
+            loss_clsp = clsp_term(z[0], z[2])
+            loss = loss + self.cfg.clsp.weight * loss_clsp
+            logs["train/loss_clsp"] = loss_clsp
+        if self.probe is not None and labels is not None:
+            logits = self.probe(torch.cat(feats[:2]).detach().float())
+            targets = labels.repeat(2)
+            loss = loss + F.cross_entropy(logits, targets)
+            logs["train/probe_counts"] = torch.stack([(logits.argmax(1) == targets).sum(), targets.new_tensor(len(targets))])
+        return loss, logs, entries
+
+    def optimizer_step(self, *args, **kwargs) -> None:
+        super().optimizer_step(*args, **kwargs)
+        if self._entries is not None:     # after backward: the loss no longer needs the queue as it was
+            self.enqueue(self._entries[1], self._entries[0])
+            self._entries = None
 
     def encode(self, views: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
         """(backbone features, projections) of each view, per view or in one forward (class docstring)."""
@@ -261,7 +303,8 @@ class ContrastiveMethod(L.LightningModule):
                              eta=cfg.lars_eta, clip_lr=cfg.lars_clip_lr, exclude_bias_n_norm=True)
         else:
             groups = [{k: v for k, v in g.items() if k != "lars_exclude"} for g in self.param_groups()]
-            optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+            optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                                        foreach=True)   # a few multi-tensor kernels, not ~4 per parameter (CPUs too)
         warmup = cfg.warmup_epochs * self.steps_per_epoch
         schedule = warmup_cosine(warmup, self.total_steps, cfg.warmup_start_lr / cfg.lr)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)

@@ -29,18 +29,18 @@ class NNCLR(ContrastiveMethod):
         self.predictor = make_predictor(d, cfg.nnclr.predictor_hidden_dim)
         self.register_buffer("support", F.normalize(torch.randn(cfg.nnclr.support_size, d), dim=1))
 
-    def ssl_loss(self, views: list[Tensor], z: list[Tensor], step: int) -> Tensor:
+    def ssl_loss(self, views: list[Tensor], z: list[Tensor]) -> tuple[Tensor, dict, Tensor]:
         z1, z2 = z[0], z[1]
         p1, p2 = self.predictor(z1), self.predictor(z2)
         nn1 = nearest_neighbours(z1.detach(), self.support)[:, 0]
         nn2 = nearest_neighbours(z2.detach(), self.support)[:, 0]
         t = self.cfg.temperature
         loss = (nnclr_loss(nn1, p2, t) + nnclr_loss(nn2, p1, t)) / 2
-        self.enqueue(gather(F.normalize(z1.detach().float(), dim=1)), step)
-        return loss
+        return loss, {}, F.normalize(z1.detach().float(), dim=1)
 
     @torch.no_grad()
     def enqueue(self, z: Tensor, step: int) -> None:
+        z = gather(z)
         n = len(z)
         start = (step * n) % len(self.support)
         self.support[start:start + n] = z.to(self.support.dtype)

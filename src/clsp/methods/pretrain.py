@@ -212,6 +212,7 @@ def _pretrain(cfg: PretrainConfig, callbacks: list | None) -> Path:
 
     world = training.world_size(cfg.trainer)
     validate(cfg, world)
+    training.apply_threads(cfg.trainer)
     out = Path(cfg.out_dir)
     train = load_split(cfg.dataset, cfg.dataset.train_split)
     global_batch = cfg.batch_size * world
@@ -254,8 +255,6 @@ def _pretrain(cfg: PretrainConfig, callbacks: list | None) -> Path:
     steps_per_epoch = data.steps_per_epoch(world)
     module = method_class(cfg.method)(cfg, data, views, steps_per_epoch, num_classes, monitor)
     module = module.to(memory_format=torch.channels_last)  # as the augmented views are (and DDP's buckets)
-    if cfg.trainer.compile:
-        module.backbone.compile()
 
     trainer = training.make_trainer(cfg.trainer, out, max_steps=steps_per_epoch * cfg.epochs, max_epochs=cfg.epochs,
                                     callbacks=list(callbacks or []), use_distributed_sampler=False)

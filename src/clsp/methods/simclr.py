@@ -17,5 +17,5 @@ from clsp.methods.losses import nt_xent
 class SimCLR(ContrastiveMethod):
     views_in_one_forward = True
 
-    def ssl_loss(self, views: list[Tensor], z: list[Tensor], step: int) -> Tensor:
-        return nt_xent(z[:2], self.cfg.temperature)
+    def ssl_loss(self, views: list[Tensor], z: list[Tensor]) -> tuple[Tensor, dict, None]:
+        return nt_xent(z[:2], self.cfg.temperature), {}, None

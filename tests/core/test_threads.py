@@ -1,0 +1,80 @@
+"""CPU threads are chosen on purpose: the setting, then CLSP_THREADS / OMP_NUM_THREADS, then the CPUs this
+process may use; the choice is said once; the `clsp` command makes it, a config's trainer.threads overrides it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from clsp import threads as threads_module
+from clsp.errors import UserError
+from clsp.threads import available_cpus, choose_threads, set_threads
+
+
+@pytest.fixture
+def clean_env(monkeypatch):
+    for name in ("CLSP_THREADS", "OMP_NUM_THREADS", "CLSP_QUIET"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(threads_module, "_said", None)
+    before = torch.get_num_threads()
+    yield monkeypatch
+    torch.set_num_threads(before)
+
+
+def test_the_setting_then_the_environment_then_the_affinity_mask(clean_env):
+    assert available_cpus() == len(os.sched_getaffinity(0))
+    assert choose_threads()[0] == available_cpus() and "may use" in choose_threads()[1]
+    clean_env.setenv("OMP_NUM_THREADS", "3")
+    assert choose_threads() == (3, "OMP_NUM_THREADS")
+    clean_env.setenv("CLSP_THREADS", "2")
+    assert choose_threads() == (2, "CLSP_THREADS")
+    assert choose_threads(1) == (1, "trainer.threads")
+    clean_env.setenv("CLSP_THREADS", "two")
+    with pytest.raises(UserError, match="CLSP_THREADS must be a whole number"):
+        choose_threads()
+
+
+def test_the_choice_is_applied_and_said_once(clean_env, capsys):
+    assert set_threads(1) == 1 and torch.get_num_threads() == 1
+    set_threads(1)
+    assert capsys.readouterr().err.count("clsp: 1 CPU thread (trainer.threads") == 1
+    clean_env.setenv("CLSP_THREADS", "2")
+    set_threads()
+    assert torch.get_num_threads() == 2 and "clsp: 2 CPU threads (CLSP_THREADS" in capsys.readouterr().err
+
+
+def test_the_clsp_command_chooses_and_says_it(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "CLSP_QUIET")}
+    script = ("import sys, torch; from clsp.cli import main; sys.argv = ['clsp', 'data', 'info', 'digits']; "
+              "code = main(); print('threads', torch.get_num_threads()); sys.exit(code)")
+    out = subprocess.run([sys.executable, "-c", script], env=dict(env, CLSP_THREADS="1"), capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "clsp: 1 CPU thread (CLSP_THREADS" in out.stderr and "threads 1" in out.stdout
+
+
+def test_a_config_sets_threads_and_null_leaves_the_choice_alone(clean_env):
+    from clsp.config import CONFIG_DIR, load_config
+    from clsp.pipeline import PipelineConfig
+    from clsp.training import TrainerConfig, apply_threads
+
+    torch.set_num_threads(2)
+    apply_threads(TrainerConfig())
+    assert torch.get_num_threads() == 2
+    apply_threads(TrainerConfig(threads=1))
+    assert torch.get_num_threads() == 1
+    demo = load_config(PipelineConfig, CONFIG_DIR / "demo.yaml")
+    assert demo.trainer.threads == 1 and demo.pretrain.trainer.threads == 1   # what the demo's timing was measured with
+
+
+def test_trainer_threads_is_validated():
+    from clsp.config import load_config
+    from clsp.errors import ConfigError
+    from clsp.training import TrainerConfig
+
+    assert load_config(TrainerConfig, None, ["threads=1"]).threads == 1
+    with pytest.raises(ConfigError, match="trainer.threads"):
+        load_config(TrainerConfig, None, ["threads=0"])
