@@ -38,6 +38,8 @@ def main() -> int:
     parser.add_argument("run", type=Path)
     parser.add_argument("name")
     parser.add_argument("--positives", type=Path, default=None, help="a `clsp eval positives` output directory")
+    parser.add_argument("--code-commit", default=None,
+                        help="the commit holding the code the model was trained with, when the run recorded a dirty tree")
     args = parser.parse_args()
     run = args.run.resolve()
     done, env = read_json(run / "done.json"), read_json(run / "env.json")
@@ -51,6 +53,7 @@ def main() -> int:
         "command": " ".join(["clsp", *env["argv"][1:]]),
         "config": yaml.safe_load((run / "config.yaml").read_text()),
         "git_commit": env.get("git_commit"),
+        **({"code_commit": args.code_commit} if args.code_commit else {}),
         "host": env.get("host"), "device": env.get("cuda") or "cpu", "versions": env.get("versions"),
         "started_at": env["started_at"], "finished_at": done["finished_at"],
         "wall_seconds": (finished - started).total_seconds(),
@@ -68,8 +71,14 @@ def main() -> int:
             "frechet": r["store"]["frechet"], "frechet_real_test_vs_train": r["real"]["frechet_test_vs_train"],
             "pixels": r["store"]["pixels"], "real_pixels": r["real"]["pixels"],
             "diversity": r["store"]["diversity"], "similarity": r["store"]["similarity"],
-            "sweep": [{"w": row["w"], "agreement": row["agreement"]} for row in r["sweep"]],
+            "sweep": [{"w": row["w"], "agreement": row["agreement"], "cos_to_anchor": row["similarity"]["synthetic"]}
+                      for row in r["sweep"]],
+            "layers_sweep": [{"layers": row["layers"], "agreement": row["agreement"]} for row in r.get("layers_sweep", [])],
+            "reference_classifier": r["reference"],
+            "command": " ".join(["clsp", *read_json(args.positives / "env.json")["argv"][1:]]),
+            "store": read_json(args.positives / "inputs.json") if (args.positives / "inputs.json").is_file() else None,
             "evaluated_at": metrics["created_at"],
+            "weights_evaluated": "float32 (the run's model; the shipped float16 copy samples the same to within uint8 rounding)",
         }
     write_json_atomic(target / RECORD, record)
     print(f"{target}  ({record['parameters'] / 1e6:.2f}M parameters, {record['steps']} steps, "

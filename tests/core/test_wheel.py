@@ -58,3 +58,24 @@ def test_a_wheel_install_resolves_every_preset_by_name(tmp_path):
     demo = subprocess.run([sys.executable, "-m", "clsp", "pipeline", "--config", "demo", "--print-config"], cwd=elsewhere,
                           env=env, capture_output=True, text=True, timeout=300)
     assert demo.returncode == 0 and "methods:" in demo.stdout, demo.stderr
+
+    # The demo's shipped diffusion model and reference classifier travel in the wheel and load from it.
+    shipped = subprocess.run([sys.executable, "-c", SHIPPED, str(target)], cwd=elsewhere, env=env, capture_output=True,
+                             text=True, timeout=300)
+    assert shipped.returncode == 0, shipped.stderr
+    assert shipped.stdout.split() == ["fashion-mnist-16", "mini", "1"], shipped.stdout
+
+
+SHIPPED = r"""
+import sys
+from pathlib import Path
+from clsp.diffusion.model import load_model, resolve_model_dir, shipped_models
+from clsp.eval.reference import SHIPPED_REFERENCES
+
+folder = resolve_model_dir("clsp:fashion-mnist-16")
+assert folder.is_relative_to(Path(sys.argv[1])), folder
+unet, _ = load_model(folder)
+judges = [p for p in SHIPPED_REFERENCES.iterdir() if (p / "model.safetensors").is_file() and (p / "record.json").is_file()]
+assert SHIPPED_REFERENCES.is_relative_to(Path(sys.argv[1])) and judges, SHIPPED_REFERENCES
+print(" ".join(shipped_models()), "mini" if unet.config.block_out_channels[0] == 32 else "?", unet.config.in_channels)
+"""
