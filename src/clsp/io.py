@@ -85,11 +85,13 @@ def hash_json(obj: Any) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
-def hash_directory(path: str | os.PathLike, suffixes: tuple[str, ...] = (".json", ".safetensors", ".bin", ".pt", ".ckpt")) -> str:
-    """Content hash of the files in a directory tree that define a model (names and bytes)."""
+def hash_directory(path: str | os.PathLike, suffixes: tuple[str, ...] = (".json", ".safetensors", ".bin", ".pt", ".ckpt"),
+                   exclude: tuple[str, ...] = ("record.json",)) -> str:
+    """Content hash of the files in a directory tree that define a model (names and bytes). A shipped model's
+    record.json (how it was made, how good it is) is not part of the model: updating it keeps every store valid."""
     root = Path(path)
     h = hashlib.sha256()
-    for file in sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in suffixes):
+    for file in sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in suffixes and p.name not in exclude):
         h.update(str(file.relative_to(root)).encode())
         with open(file, "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):

@@ -49,7 +49,12 @@ def test_hash_directory_sees_content_changes(tmp_path):
     h1 = hash_directory(tmp_path)
     assert hash_directory(tmp_path) == h1
     (tmp_path / "unet" / "w.safetensors").write_bytes(b"\x00\x02")
-    assert hash_directory(tmp_path) != h1
+    h2 = hash_directory(tmp_path)
+    assert h2 != h1
+    (tmp_path / "record.json").write_text('{"quality": 1}')       # how a shipped model was made: not the model
+    assert hash_directory(tmp_path) == h2
+    (tmp_path / "scheduler_config.json").write_text("{}")
+    assert hash_directory(tmp_path) != h2
 
 
 def test_finish_stops_logging_into_the_run(tmp_path):
