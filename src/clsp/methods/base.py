@@ -156,6 +156,11 @@ class ContrastiveMethod(L.LightningModule):
     def enqueue(self, entries: Tensor, step: int) -> None:
         """Write this step's `entries` (from ssl_loss) into the method's queue, after the optimiser step."""
 
+    def collapsed_ssl_loss(self, global_batch: int) -> float | None:
+        """The SSL loss when every projection points the same way (all logits equal): a run that ends there has
+        collapsed, whatever its backbone's kNN says. None where the method has no such closed form."""
+        return None
+
     def lr_overrides(self) -> dict[str, float]:
         """Submodule name -> learning rate, for parts a method trains at their own rate."""
         return {}

@@ -12,6 +12,8 @@ with the synthetic view's.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -49,3 +51,8 @@ class MoCo(ContrastiveMethod):
         n = keys.shape[1]
         start = (step * n) % self.queue.shape[1]
         self.queue[:, start:start + n] = keys.to(self.queue.dtype)
+
+    def collapsed_ssl_loss(self, global_batch: int) -> float | None:
+        """log(1 + Q): the positive among Q equal negatives, once the queue holds only this run's keys."""
+        queue = self.cfg.moco.queue_size
+        return math.log(1 + queue) if global_batch * self.total_steps >= queue else None

@@ -277,6 +277,7 @@ def _pretrain(cfg: PretrainConfig, callbacks: list | None) -> Path:
         "knn_k": cfg.knn.k, "steps": trainer.global_step, "epochs": trainer.current_epoch,
         "wall_seconds": wall, "images_per_second": trainer.global_step * global_batch / wall if wall > 0 else None,
         "views_per_image": views.n_views, "global_batch": global_batch,
+        **collapse_check(out / "logs" / "metrics.csv", module.collapsed_ssl_loss(global_batch)),
     }
     from clsp.io import write_json_atomic
     from clsp.models.encoder import ENCODER_FILE, save_encoder
@@ -288,6 +289,22 @@ def _pretrain(cfg: PretrainConfig, callbacks: list | None) -> Path:
                                                                   ("online kNN", metrics["knn_acc"])) if value is not None)
     log.info(f"pretrain: done in {wall:.0f} s{'; ' + scores if scores else ''} -> {out / ENCODER_FILE}")
     return out
+
+
+def collapse_check(csv_path: Path, collapsed_loss: float | None) -> dict:
+    """The SSL loss over the last tenth of the run against the loss of identical projections: within 2% of it,
+    the projections have collapsed (the run learnt nothing contrastive, whatever the backbone's kNN says)."""
+    import csv
+
+    try:
+        with open(csv_path, newline="") as f:
+            losses = [float(r["train/loss_ssl"]) for r in csv.DictReader(f) if r.get("train/loss_ssl")]
+    except (OSError, KeyError, ValueError):
+        losses = []
+    tail = losses[-max(1, len(losses) // 10):]
+    final = sum(tail) / len(tail) if tail else None
+    collapsed = None if final is None or collapsed_loss is None else bool(final >= 0.98 * collapsed_loss)
+    return {"ssl_loss_final": final, "ssl_loss_collapsed": collapsed_loss, "collapsed": collapsed}
 
 
 def encoder_meta(cfg: PretrainConfig, train, feat_dim: int) -> dict:

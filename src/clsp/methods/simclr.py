@@ -8,6 +8,8 @@ concatenates x1, x2 and the synthetic x3): BatchNorm normalises them with statis
 
 from __future__ import annotations
 
+import math
+
 from torch import Tensor
 
 from clsp.methods.base import ContrastiveMethod
@@ -19,3 +21,6 @@ class SimCLR(ContrastiveMethod):
 
     def ssl_loss(self, views: list[Tensor], z: list[Tensor]) -> tuple[Tensor, dict, None]:
         return nt_xent(z[:2], self.cfg.temperature), {}, None
+
+    def collapsed_ssl_loss(self, global_batch: int) -> float:
+        return math.log(2 * global_batch - 1)     # one positive among 2N - 1 equal logits

@@ -228,6 +228,10 @@ def results_section(run: RunDirectory, page: Page) -> str:
             cells += [f'<td class="num paper">{fmt(paper.paper_linear(paper_run, group))}</td>',
                       f'<td class="num paper">{fmt(paper.release_linear(paper_run, group))}</td>',
                       f'<td class="num paper">{fmt(paper.release_knn(paper_run, group))}</td>']
+        collapsed = [n for n, r in numbers.items() if r.spec.group == group and r.collapsed]
+        if collapsed:
+            cells[0] = (f'<td><code>{e(group)}</code> <span class="failed" title="see the collapse note below">'
+                        f'collapsed ({len(collapsed)} of {seeds})</span></td>')
         row_class = ' class="floor"' if spec.method == "none" else ""
         rows.append(f'<tr data-run="{e(group)}"{row_class}>' + "".join(cells) + "</tr>")
     body = ""
@@ -265,6 +269,11 @@ def results_section(run: RunDirectory, page: Page) -> str:
     if failures:
         body += ('<details open><summary>failed fits (left out of the means)</summary><ul>'
                  + "".join(f"<li><code>{e(n)}</code> {e(m)}: {e(reason)}</li>" for n, m, reason in failures) + "</ul></details>")
+    collapses = [(name, r.collapsed) for name, r in numbers.items() if r.collapsed]
+    if collapses:
+        body += ('<details open><summary>collapsed runs (their accuracies are the backbone\'s, not a contrastive '
+                 'representation\'s)</summary><ul>'
+                 + "".join(f"<li><code>{e(n)}</code>: {e(reason)}</li>" for n, reason in collapses) + "</ul></details>")
     body += per_seed_details(run, numbers)
     return table + note + body
 
@@ -444,7 +453,7 @@ def positives_section(run: RunDirectory, page: Page) -> str:
     anchors = run.path / "figures" / "anchors.png"
     body += ("<figure>" + img(anchors, "anchors beside their synthetic candidates") +
              "<figcaption>Each row: a training image (left, the anchor) and the K candidates generated from it by "
-             "interpolating the UNet's mid-block features with the anchor's (w = " + e(_synthesis_w(run)) + ").</figcaption></figure>"
+             "interpolating " + _interpolated(run) + " with the anchor's (w = " + e(_synthesis_w(run)) + ").</figcaption></figure>"
              if anchors.is_file() else page.lack("anchors figure (figures/anchors.png)"))
     sweep = run.path / "figures" / "w_sweep.png"
     body += ("<figure>" + img(sweep, "w sweep") +
@@ -522,6 +531,16 @@ def positives_verdict(r: dict) -> str:
 
 def _num(value) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _interpolated(run: RunDirectory) -> str:
+    """What the sampler mixes with the anchor's features, in words (sampler.layers)."""
+    synthesis = run.config.get("synthesis") or {}
+    layers = _get(synthesis, "sampler.layers") if isinstance(synthesis, dict) else None
+    layers = int(layers or 1)
+    if layers == 1:
+        return "the UNet's mid-block (bottleneck) features"
+    return f"the UNet's mid-block features and its {layers - 1} deepest skip connection{'s' if layers > 2 else ''}"
 
 
 def _synthesis_w(run: RunDirectory) -> Any:

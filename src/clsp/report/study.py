@@ -26,6 +26,7 @@ class RunNumbers:
     spec: RunSpec
     values: dict = field(default_factory=dict)        # metric -> float | None
     failed: dict = field(default_factory=dict)        # metric -> reason
+    collapsed: Optional[str] = None                   # why the run's projections are judged collapsed
 
 
 @dataclass
@@ -106,6 +107,9 @@ def run_numbers(spec: RunSpec, knn: dict | None, linear: dict | None, pretrain: 
     out.values["probe"] = None if reason else probe
     if reason:
         out.failed["probe"] = reason
+    if (pretrain or {}).get("collapsed"):
+        out.collapsed = (f"the SSL loss ended at {pretrain['ssl_loss_final']:.3f}, the loss of identical projections "
+                         f"({pretrain['ssl_loss_collapsed']:.3f}): the projections collapsed or never left chance")
     return out
 
 
