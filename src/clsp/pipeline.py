@@ -257,6 +257,7 @@ class Stage:
     config: Any                                  # the stage's config (dataclass or dict)
     inputs: Callable[[], Dict[str, str]]         # fingerprints of what it reads, taken just before it runs
     run: Callable[[], Any]
+    output: Optional[Path] = None                # a file the completed stage leaves: without it the stage runs again
 
 
 class StageRecords:
@@ -269,10 +270,13 @@ class StageRecords:
     def _path(self, name: str) -> Path:
         return self.dir / (name.replace("/", "__") + ".json")
 
-    def is_complete(self, name: str, fingerprint: str) -> bool:
+    def is_complete(self, name: str, fingerprint: str, output: Optional[Path] = None) -> bool:
+        """The stage ran from the same inputs and its output is still there (a deleted output is remade)."""
         from clsp.io import read_json
 
         path = self._path(name)
+        if output is not None and not output.is_file():
+            return False
         try:
             return path.is_file() and read_json(path).get("fingerprint") == fingerprint
         except (OSError, ValueError):
@@ -368,7 +372,8 @@ class Pipeline:
             from clsp.diffusion.train import train_diffusion
 
             out.append(Stage("diffusion", self.diffusion, lambda: {"dataset": self.dataset_fingerprint()},
-                             self._training("diffusion", ["diffusion", "train"], self.diffusion, train_diffusion)))
+                             self._training("diffusion", ["diffusion", "train"], self.diffusion, train_diffusion),
+                             self.run / "diffusion" / "done.json"))
         if cfg.needs_positives:
             out += self.synthesis_stages()
         for name, pre in self.runs.items():
@@ -387,10 +392,10 @@ class Pipeline:
             name = store_name(sweep).replace("positives", "synthesis", 1)
             synth = synthesize_config(cfg, self.model_dir, store, sweep)
             out.append(Stage(name, synth, lambda: {"dataset": self.dataset_fingerprint(), "model": self.model_hash()},
-                             self._training(name, ["synthesize"], synth, synthesize, torchrun=True)))
+                             self._training(name, ["synthesize"], synth, synthesize, torchrun=True), store / "manifest.json"))
         figures = {"anchors": cfg.figure_anchors, "w_sweep": list(cfg.w_sweep), "synthesis": to_dict(cfg.synthesis)}
         out.append(Stage("figures", figures, lambda: {"store": self.store_hash(), "model": self.model_hash()},
-                         self.draw_figures))
+                         self.draw_figures, self.run / "figures" / "anchors.png"))
         if cfg.eval.positives and "positives" not in self.skipped_evals:
             for sweep in cfg.stores():
                 out.append(self.positives_stage(sweep))
@@ -408,7 +413,7 @@ class Pipeline:
         return Stage(name, config, lambda: {"store": self.store_hash(store), "model": self.model_hash()},
                      lambda: positives_eval(store, self.cfg.dataset, self.run / name, settings,
                                             model_dir=self.model_dir if settings.sweep_w else None,
-                                            progress=self.cfg.trainer.progress))
+                                            progress=self.cfg.trainer.progress), self.run / name / "metrics.json")
 
     def pretrain_stage(self, name: str, pre: PretrainConfig) -> Stage:
         spec = self.specs[name]
@@ -416,7 +421,8 @@ class Pipeline:
             from clsp.methods.pretrain import untrained_encoder
 
             return Stage(f"pretrain/{name}", {"backbone": to_dict(pre.backbone), "seed": pre.seed, "untrained": True},
-                         lambda: {"dataset": self.dataset_fingerprint()}, lambda: untrained_encoder(pre))
+                         lambda: {"dataset": self.dataset_fingerprint()}, lambda: untrained_encoder(pre),
+                         self.run / "pretrain" / name / "encoder.safetensors")
         from clsp.methods.pretrain import pretrain
 
         def inputs() -> Dict[str, str]:
@@ -424,7 +430,8 @@ class Pipeline:
             if pre.third_view == "synthetic":
                 found["positives"] = self.store_hash(Path(pre.clsp.positives))
             return found
-        return Stage(f"pretrain/{name}", pre, inputs, self._training(f"pretrain/{name}", ["pretrain"], pre, pretrain))
+        return Stage(f"pretrain/{name}", pre, inputs, self._training(f"pretrain/{name}", ["pretrain"], pre, pretrain),
+                     self.run / "pretrain" / name / "metrics.json")
 
     def _training(self, name: str, command: list[str], config: Any, function: Callable[[Any], Any],
                   torchrun: bool = False) -> Callable[[], Any]:
@@ -479,31 +486,35 @@ class Pipeline:
             from clsp.eval.knn import knn_eval
 
             stages.append(Stage(f"eval/{name}/knn", {"dataset": to_dict(data), "temperature": ev.knn_temperature}, inputs(),
-                                lambda: knn_eval(encoder, data, out_dir / "knn", temperature=ev.knn_temperature)))
+                                lambda: knn_eval(encoder, data, out_dir / "knn", temperature=ev.knn_temperature),
+                                out_dir / "knn" / "metrics.json"))
         if ev.linear and "linear" not in self.skipped_evals:
             from clsp.eval.linear import linear_eval
 
             stages.append(Stage(f"eval/{name}/linear", {"dataset": to_dict(data), "probe": to_dict(ev.linear_probe)}, inputs(),
-                                lambda: linear_eval(encoder, data, out_dir / "linear", ev.linear_probe)))
+                                lambda: linear_eval(encoder, data, out_dir / "linear", ev.linear_probe),
+                                out_dir / "linear" / "metrics.json"))
         if ev.embed and figures and "embed" not in self.skipped_evals:
             from clsp.eval.embed import embed_plot
 
             stages.append(Stage(f"eval/{name}/embed", {"dataset": to_dict(data), "n": ev.embed_n, "seed": ev.seed}, inputs(),
-                                lambda: embed_plot(encoder, data, out_dir / "embed", n=ev.embed_n, seed=ev.seed)))
+                                lambda: embed_plot(encoder, data, out_dir / "embed", n=ev.embed_n, seed=ev.seed),
+                                out_dir / "embed" / "metrics.json"))
         if ev.hardness and figures:
             from clsp.eval.hardness import hardness_eval
 
             stages.append(Stage(f"eval/{name}/hardness", {"dataset": to_dict(cfg.dataset), "n": ev.hardness_n, "seed": ev.seed},
                                 inputs(with_store=True),
                                 lambda: hardness_eval(encoder, cfg.dataset, store, out_dir / "hardness", n=ev.hardness_n,
-                                                      seed=ev.seed)))
+                                                      seed=ev.seed), out_dir / "hardness" / "metrics.json"))
         if ev.transfer and spec.sweep is None:
             from clsp.eval.transfer import transfer_eval
 
             stages.append(Stage(f"eval/{name}/transfer", {"sets": list(ev.transfer), "root": ev.transfer_root,
                                                           "probe": to_dict(ev.linear_probe)}, inputs(),
                                 lambda: transfer_eval(encoder, list(ev.transfer), out_dir / "transfer", root=ev.transfer_root,
-                                                      probe_cfg=ev.linear_probe, skip_missing=ev.skip_missing_transfer)))
+                                                      probe_cfg=ev.linear_probe, skip_missing=ev.skip_missing_transfer),
+                                out_dir / "transfer" / "metrics.json"))
         return stages
 
     def draw_figures(self) -> None:
@@ -594,7 +605,7 @@ class Pipeline:
         log.info(f"pipeline: {len(stages)} stages -> {self.run}")
         for i, stage in enumerate(stages, 1):
             key = fingerprint(stage.config, stage.inputs())
-            if records.is_complete(stage.name, key):
+            if records.is_complete(stage.name, key, stage.output):
                 log.info(f"pipeline: [{i}/{len(stages)}] {stage.name}: complete for the same inputs, skipped")
                 continue
             log.info(f"pipeline: [{i}/{len(stages)}] {stage.name}: running")

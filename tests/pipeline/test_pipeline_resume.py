@@ -104,3 +104,11 @@ def test_sigkill_during_a_stage_then_rerun_resumes_and_a_third_run_only_reports(
     assert len(stage_lines(third, "skipped")) == STAGES
     assert "pipeline: report written" in third
     assert (run / "report.html").stat().st_mtime_ns > report_before
+
+    # A deleted output is remade, whatever the stage record says; nothing else runs again.
+    import shutil
+
+    shutil.rmtree(run / "eval" / "simclr-seed0" / "knn")
+    fourth = run_to_end(run, tmp_path / "fourth.log")
+    assert stage_lines(fourth, "running") == ["eval/simclr-seed0/knn"]
+    assert (run / "eval" / "simclr-seed0" / "knn" / "metrics.json").is_file()
