@@ -38,7 +38,7 @@ from clsp.diffusion.train import DiffusionTrainConfig
 from clsp.errors import ConfigError, UserError
 from clsp.eval.linear import LinearProbeConfig
 from clsp.layout import SWEEPABLE, VARIANT_SUFFIX, RunSpec, plan_runs, store_name
-from clsp.methods.pretrain import METHOD_NAMES, PretrainConfig
+from clsp.methods.pretrain import METHOD_NAMES, PretrainConfig, require_labels_for
 from clsp.report.paper import PAPER_RUNS
 from clsp.training import TrainerConfig
 
@@ -553,6 +553,7 @@ class Pipeline:
             raise UserError(f"dataset {cfg.dataset.name} streams from disk, so the pipeline cannot train a diffusion "
                             "model on it; give a trained local diffusers model with model_dir=DIR")
         for name, pre in self.runs.items():
+            require_labels_for(pre.method, train)
             batch = pre.batch_size * world_size(pre.trainer)
             if len(train) < batch:
                 raise UserError(f"{cfg.dataset.name} split '{cfg.dataset.train_split}' has {len(train)} images, fewer than "
