@@ -529,8 +529,10 @@ class Pipeline:
         unet = unet.to(device).eval()
         few = anchors[: min(4, n)]
         k = min(self.cfg.synthesis.k, 4)
+        labels = None if train.labels is None else torch.from_numpy(train.labels[: len(few)])   # for a class-conditional model
         sweep = [(w, generate_positives(unet, scheduler_config, few, k, dataclasses.replace(self.cfg.synthesis.sampler, w=w),
-                                        seed=self.cfg.synthesis.seed, device=device)) for w in self.cfg.w_sweep]
+                                        seed=self.cfg.synthesis.seed, device=device, anchor_labels=labels))
+                 for w in self.cfg.w_sweep]
         title = f"interpolation weight w ({self.cfg.synthesis.sampler.sampler}, {self.cfg.synthesis.sampler.steps} steps)"
         grids.save_png(self.run / "figures" / "w_sweep.png", grids.w_sweep_image(few, sweep, title=title))
 
