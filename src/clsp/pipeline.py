@@ -38,7 +38,7 @@ from clsp.diffusion.train import DiffusionTrainConfig
 from clsp.errors import ConfigError, UserError
 from clsp.eval.linear import LinearProbeConfig
 from clsp.layout import SWEEPABLE, VARIANT_SUFFIX, RunSpec, plan_runs, store_name
-from clsp.methods.pretrain import METHOD_NAMES, PretrainConfig
+from clsp.methods.pretrain import METHOD_NAMES, PretrainConfig, require_labels_for
 from clsp.report.paper import PAPER_RUNS
 from clsp.training import TrainerConfig
 
@@ -540,8 +540,10 @@ class Pipeline:
         unet = unet.to(device).eval()
         few = anchors[: min(4, n)]
         k = min(self.cfg.synthesis.k, 4)
+        labels = None if train.labels is None else torch.from_numpy(train.labels[: len(few)])   # for a class-conditional model
         sweep = [(w, generate_positives(unet, scheduler_config, few, k, dataclasses.replace(self.cfg.synthesis.sampler, w=w),
-                                        seed=self.cfg.synthesis.seed, device=device)) for w in self.cfg.w_sweep]
+                                        seed=self.cfg.synthesis.seed, device=device, anchor_labels=labels))
+                 for w in self.cfg.w_sweep]
         title = f"interpolation weight w ({self.cfg.synthesis.sampler.sampler}, {self.cfg.synthesis.sampler.steps} steps)"
         grids.save_png(self.run / "figures" / "w_sweep.png", grids.w_sweep_image(few, sweep, title=title))
 
@@ -564,6 +566,7 @@ class Pipeline:
             raise UserError(f"dataset {cfg.dataset.name} streams from disk, so the pipeline cannot train a diffusion "
                             "model on it; give a trained local diffusers model with model_dir=DIR")
         for name, pre in self.runs.items():
+            require_labels_for(pre.method, train)
             batch = pre.batch_size * world_size(pre.trainer)
             if len(train) < batch:
                 raise UserError(f"{cfg.dataset.name} split '{cfg.dataset.train_split}' has {len(train)} images, fewer than "

@@ -158,15 +158,19 @@ def test_a_flat_folder_as_published_works_for_sample_and_synthesize(tmp_path, ti
     assert "makes 8x8 images but the data is 16x16" in capsys.readouterr().err
 
 
-def test_a_class_conditional_unet_is_refused_with_one_message(tmp_path):
+def test_a_class_table_unet_loads_and_other_class_conditioning_is_refused_with_one_message(tmp_path):
+    """A class table (num_class_embeds, what `conditional=true` trains) loads; a UNet conditioned otherwise
+    (class_embed_type) cannot be sampled and is refused. (Before issue 17 every class-conditional UNet was.)"""
     from diffusers import UNet2DModel
 
-    conditional = UNet2DModel(sample_size=8, block_out_channels=(32, 64), down_block_types=("DownBlock2D", "DownBlock2D"),
-                              up_block_types=("UpBlock2D", "UpBlock2D"), norm_num_groups=16, layers_per_block=1,
-                              num_class_embeds=10)
-    write_flat_folder(tmp_path / "cond", conditional)
-    with pytest.raises(UserError, match="class-conditional UNet.*num_class_embeds=10.*unconditional"):
-        load_model(tmp_path / "cond")
+    layout = dict(sample_size=8, block_out_channels=(32, 64), down_block_types=("DownBlock2D", "DownBlock2D"),
+                  up_block_types=("UpBlock2D", "UpBlock2D"), norm_num_groups=16, layers_per_block=1)
+    write_flat_folder(tmp_path / "table", UNet2DModel(**layout, num_class_embeds=11))
+    unet, _ = load_model(tmp_path / "table")
+    assert unet.class_embedding.num_embeddings == 11
+    write_flat_folder(tmp_path / "timestep", UNet2DModel(**layout, class_embed_type="timestep"))
+    with pytest.raises(UserError, match="conditioned by class_embed_type=timestep"):
+        load_model(tmp_path / "timestep")
 
 
 def test_bad_directories_are_user_errors_naming_the_path(tmp_path, saved_tiny_model):

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from clsp.methods.losses import (clsp_term, feature_correlation_loss, infonce_queue, nearest_neighbours, nnclr_loss,
-                                 nt_xent)
+                                 nt_xent, supcon)
 
 
 def unit(*v):
@@ -57,6 +57,49 @@ def test_nt_xent_matches_lightly(t):
     g = torch.Generator().manual_seed(1)
     z1, z2 = torch.randn(32, 16, generator=g), torch.randn(32, 16, generator=g)
     assert nt_xent([z1, z2], t).item() == pytest.approx(NTXentLoss(temperature=t)(z1, z2).item(), rel=1e-5)
+
+
+def by_hand_supcon(views: list[torch.Tensor], labels: list[int], t: float) -> float:
+    """SupCon with explicit loops: every (image, view) anchor; its positives every other (image, view) of its label."""
+    vs = [F.normalize(v.double(), dim=1) for v in views]
+    n_views, b = len(vs), len(vs[0])
+    total = 0.0
+    for v in range(n_views):
+        for i in range(b):
+            others = [(w, j) for w in range(n_views) for j in range(b) if (w, j) != (v, i)]
+            denominator = sum(math.exp(float(vs[v][i] @ vs[w][j]) / t) for w, j in others)
+            positives = [(w, j) for w, j in others if labels[j] == labels[i]]
+            total -= sum(math.log(math.exp(float(vs[v][i] @ vs[w][j]) / t) / denominator)
+                         for w, j in positives) / len(positives)
+    return total / (n_views * b)
+
+
+@pytest.mark.parametrize("n_views", [2, 3])
+def test_supcon_matches_loops(n_views):
+    g = torch.Generator().manual_seed(10 + n_views)
+    views = [torch.randn(6, 5, generator=g) for _ in range(n_views)]
+    labels = [0, 1, 0, 2, 1, 0]               # a class of three, one of two, one alone
+    got = supcon(views, torch.tensor(labels), 0.1).item()
+    assert got == pytest.approx(by_hand_supcon(views, labels, 0.1), rel=1e-5)
+    assert got != pytest.approx(nt_xent(views, 0.1).item(), rel=1e-3)   # the shared labels change it
+
+
+def test_supcon_two_images_of_one_class_by_hand():
+    # z1 = z2 = (e1, e2), both images of one class: each anchor's 3 others are all positives, so every
+    # log-probability is against the same denominator e^{1/t} + 2 e^0.
+    z = torch.stack([unit(1, 0), unit(0, 1)])
+    t = 0.5
+    denominator = math.exp(1 / t) + 2
+    expected = -(math.log(math.exp(1 / t) / denominator) + 2 * math.log(1 / denominator)) / 3
+    assert supcon([z, z], torch.tensor([4, 4]), t).item() == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize("t", [0.1, 0.2])
+def test_supcon_is_nt_xent_when_every_label_is_distinct(t):
+    g = torch.Generator().manual_seed(3)
+    views = [torch.randn(16, 8, generator=g) for _ in range(2)]
+    labels = torch.randperm(16, generator=g) + 5
+    assert supcon(views, labels, t).item() == pytest.approx(nt_xent(views, t).item(), rel=1e-6)
 
 
 def test_infonce_queue_by_hand_and_matches_lightly_memory_bank():

@@ -40,7 +40,7 @@ class BatchNormSpy(L.Callback):
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_batchnorm_statistics_are_per_view_except_for_simclr(tmp_path, digits_store, method):
+def test_batchnorm_statistics_are_per_view_except_for_simclr_and_supcon(tmp_path, digits_store, method):
     """The release's MoCo and solo-learn's methods normalise each view with its own statistics, so the
     synthetic view never shifts the real views'; the release's SimCLR forwards the three views together."""
     spy = BatchNormSpy()
@@ -48,7 +48,7 @@ def test_batchnorm_statistics_are_per_view_except_for_simclr(tmp_path, digits_st
                       "knn.every_n_epochs=0", "projector.layers=3", "projector.batchnorm=true",
                       "clsp.weight=1.0", f"clsp.positives={digits_store(16)}")
     pretrain(cfg, callbacks=[spy])
-    expected = {"simclr": {"backbone": {24}, "projector": {24}},
+    expected = {"simclr": {"backbone": {24}, "projector": {24}}, "supcon": {"backbone": {24}, "projector": {24}},
                 "moco": {"backbone": {8}, "projector": {8}, "key_backbone": {8}, "key_projector": {8}},
                 "nnclr": {"backbone": {8}, "projector": {8}, "predictor": {8}},
                 "all4one": {"backbone": {8}, "projector": {8}, "predictor": {8}, "centroid_predictor": {8},

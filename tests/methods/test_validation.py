@@ -21,12 +21,13 @@ PRESETS = sorted((CONFIG_DIR / "pretrain").glob("*.yaml"))
 def test_every_preset_loads_and_follows_the_paper(preset):
     cfg = load_config(PretrainConfig, preset)
     assert cfg.temperature == 0.2 or cfg.method == "all4one"
-    if preset.stem.startswith(("cifar10-simclr", "cifar100-simclr")):
+    if preset.stem.startswith(("cifar10-simclr", "cifar100-simclr", "cifar10-supcon", "cifar100-supcon")):
         assert (cfg.batch_size, cfg.lr, cfg.weight_decay, cfg.epochs, cfg.warmup_epochs) == (1024, 0.5, 1e-4, 1000, 10)
     if preset.stem.startswith(("cifar10-moco", "cifar100-moco")):
         assert (cfg.batch_size, cfg.lr, cfg.augment, cfg.moco.queue_size) == (512, 0.3, "moco", 32768)
     expected_lambda = {"cifar10-simclr-clsp": 1.0, "cifar100-simclr-clsp": 1.0, "cifar10-moco-clsp": 0.5,
-                       "cifar100-moco-clsp": 0.2}
+                       "cifar100-moco-clsp": 0.2, "cifar10-supcon-clsp": 1.0, "cifar100-supcon-clsp": 1.0}
+    assert (cfg.method == "supcon") == ("supcon" in preset.stem)
     if preset.stem in expected_lambda:
         assert cfg.clsp.weight == expected_lambda[preset.stem] and cfg.third_view == "synthetic"
         with pytest.raises(UserError, match="needs a positives store"):

@@ -32,7 +32,23 @@ def test_every_diffusion_preset_loads(preset):
 @pytest.mark.parametrize("preset", SYNTHESIZE_PRESETS, ids=lambda p: p.stem)
 def test_every_synthesize_preset_loads_with_the_releases_sampler(preset):
     s = load_config(SynthesizeConfig, preset, ["model=m", "out_dir=o"]).sampler
-    assert (s.sampler, s.steps, s.eta, s.w, s.timestep_spacing, s.clip_x0) == ("ddim", 100, 0.1, 0.1, "trailing", False)
+    if "conditional" in preset.stem:        # the release's conditional DDIM: its own class, guidance 1.8, eta 1, no interpolation
+        steps = 20 if preset.stem.startswith("fashion-mnist-16") else 100
+        assert (s.sampler, s.steps, s.eta, s.w, s.timestep_spacing, s.guidance) == ("ddim", steps, 1.0, 1.0, "trailing", 1.8)
+    else:
+        assert (s.sampler, s.steps, s.eta, s.w, s.timestep_spacing, s.clip_x0, s.guidance) == \
+            ("ddim", 100, 0.1, 0.1, "trailing", False, None)
+
+
+def test_the_conditional_diffusion_presets_follow_the_release():
+    """configs/conditional_diffusion_cifar10.yaml and train_conditional_diffusion.py of the release."""
+    for name, dataset in (("cifar10-conditional", "cifar10"), ("cifar100-conditional", "cifar100")):
+        d = load_config(DiffusionTrainConfig, CONFIG_DIR / "diffusion" / f"{name}.yaml")
+        assert (d.dataset.name, d.model, d.conditional, d.label_dropout, d.dropout, d.lr, d.beta_end) == \
+            (dataset, "ddpm-cifar10", True, 0.1, 0.15, 2.5e-4, 0.028)
+        assert (d.batch_size, d.warmup_steps, d.grad_clip, d.ema_decay, d.max_steps) == (128, 5000, 1.0, 0.9999, 390000)
+    demo = load_config(DiffusionTrainConfig, CONFIG_DIR / "diffusion" / "fashion-mnist-16-conditional.yaml")
+    assert (demo.model, demo.dataset.size, demo.conditional, demo.init_from) == ("mini", 16, True, "clsp:fashion-mnist-16")
 
 
 def test_stl10_runs_as_the_release(tmp_path):

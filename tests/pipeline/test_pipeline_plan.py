@@ -140,3 +140,19 @@ def test_several_devices_run_each_training_stage_as_its_own_command(micro_config
 def test_several_nodes_are_refused_with_the_stage_commands_to_use(micro_config):
     with pytest.raises(ConfigError, match="trainer.num_nodes.*one node"):
         micro_config("trainer.num_nodes=2")
+
+
+def test_supcon_is_planned_on_labelled_data_and_refused_on_a_flat_folder(micro_config, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    plan = Pipeline(micro_config("methods=[supcon]"))
+    assert list(plan.runs) == ["no-pretraining", "supcon", "supcon-clsp"]
+    assert plan.runs["supcon-clsp"].method == "supcon" and plan.runs["supcon-clsp"].third_view == "synthetic"
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for i in range(64):
+        Image.fromarray(np.random.default_rng(i).integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(flat / f"{i:02d}.png")
+    with pytest.raises(UserError, match=r"method supcon learns from the class labels, but folder:.* has none"):
+        run_pipeline(micro_config("methods=[supcon]", f"dataset.name=folder:{flat}", "dataset.subset=0"))
+    assert not (tmp_path / "run" / "diffusion").exists()

@@ -7,8 +7,10 @@
 Any local directory that diffusers itself loads with `UNet2DModel.from_pretrained` +
 `DDPMScheduler.from_pretrained` loads here too: the pipeline layout above, or a flat folder with
 config.json, the weights (.safetensors or .bin) and scheduler_config.json at the top, which is how
-google/ddpm-cifar10-32 is published. What clsp cannot sample with (another model class, a
-class-conditional UNet, a config without a noise schedule) is a UserError naming the file.
+google/ddpm-cifar10-32 is published. A class-conditional UNet (`num_class_embeds` = classes + 1, the
+last its null class, as `clsp diffusion train conditional=true` makes) loads too. What clsp cannot
+sample with (another model class, another kind of class conditioning, a config without a noise
+schedule) is a UserError naming the file.
 """
 
 from __future__ import annotations
@@ -62,10 +64,10 @@ def load_model(model_dir: str | os.PathLike):
     if unet_config.get("_class_name", "UNet2DModel") != "UNet2DModel":
         raise UserError(f"{unet_dir / 'config.json'} describes a {unet_config['_class_name']}, not the unconditional "
                         "UNet2DModel clsp samples with")
-    conditional = {k: unet_config[k] for k in ("class_embed_type", "num_class_embeds") if unet_config.get(k) is not None}
-    if conditional:
-        raise UserError(f"{unet_dir / 'config.json'} describes a class-conditional UNet "
-                        f"({', '.join(f'{k}={v}' for k, v in conditional.items())}); CLSP samples an unconditional model")
+    if unet_config.get("class_embed_type") is not None:
+        raise UserError(f"{unet_dir / 'config.json'} describes a UNet conditioned by class_embed_type="
+                        f"{unet_config['class_embed_type']}; clsp samples unconditional UNets and class-conditional ones "
+                        "with a class table (num_class_embeds, its last class the null class)")
     scheduler_dir = _first_with(root, ["scheduler", "."], SCHEDULER_CONFIG)
     if scheduler_dir is None:
         raise UserError(f"{root} has neither scheduler/{SCHEDULER_CONFIG} nor {SCHEDULER_CONFIG}; a diffusers model "

@@ -13,6 +13,15 @@ With `layers` = n > 1 (the release's deeper interpolation) the last n - 1 skip c
 down path, the deepest ones, are mixed the same way, s <- w s + (1 - w) s_anchor, before the up
 path reads them; n = 1 is the paper's method.
 
+A class-conditional model (`conditional: true` in diffusion training: diffusers' class embedding, the
+last class index the null class of label dropout) samples each anchor's own class c, with classifier-free
+guidance g (`guidance`, the release's convention):
+
+    eps_hat  = (1 + g) eps(x_t, c) - g eps(x_t, null)          g = 0 (or None): plain conditional sampling
+
+With interpolation (w < 1) each of the two predictions is the interpolated one: its anchor features come
+from the anchor's own pass under the same class input (c, or null).
+
 Random streams: the sample stream (initial noise x_T, the sampler's own noise) is one generator seeded
 with `seed` and drawn for all n trajectories at once, step by step, exactly as `sample` draws it;
 the anchor noise comes from a second generator. So w = 1 reproduces `sample` bit for bit, and the
@@ -25,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 
@@ -48,6 +58,8 @@ class SamplerConfig:
     batch_size: int = 512             # trajectories per UNet call (memory only)
     layers: int = 1                   # feature maps interpolated: 1 = the mid block (the paper); n > 1 also
                                       # the last n - 1 skip connections of the down path (the release's option)
+    guidance: Optional[float] = None  # classifier-free guidance g of a class-conditional model (the release: 1.8);
+                                      # None or 0: plain conditional sampling. An unconditional model refuses it
 
     def __post_init__(self) -> None:
         check_choice(self.sampler, "sampler", SAMPLERS)
@@ -57,6 +69,7 @@ class SamplerConfig:
         check_choice(self.timestep_spacing, "timestep_spacing", TIMESTEP_SPACINGS)
         check_positive(self.batch_size, "batch_size")
         check_positive(self.layers, "layers")
+        check(self.guidance is None or self.guidance >= 0, "guidance", f"must be >= 0 (or null), got {self.guidance}")
 
 
 # -- the two pieces of the method: the anchor path and the bottleneck hook ----------------------------
@@ -66,11 +79,13 @@ def anchor_features(unet, sample: torch.Tensor, timestep: torch.Tensor) -> torch
     return anchor_path(unet, sample, timestep, 0)[0]
 
 
-def anchor_path(unet, sample: torch.Tensor, timestep: torch.Tensor, skips: int) -> tuple[torch.Tensor, tuple]:
-    """(mid-block output, the last `skips` skip connections of the down path) of `unet` on `sample`.
+def anchor_path(unet, sample: torch.Tensor, timestep: torch.Tensor, skips: int,
+                class_labels: torch.Tensor | None = None) -> tuple[torch.Tensor, tuple]:
+    """(mid-block output, the last `skips` skip connections of the down path) of `unet` on `sample`
+    (at `class_labels` for a class-conditional UNet).
 
-    Mirrors diffusers' forward step by step (centre, time embedding, conv_in, down blocks, mid block)
-    and skips the up path, which is 73% of the cost of a forward the anchor does not need.
+    Mirrors diffusers' forward step by step (centre, time and class embedding, conv_in, down blocks, mid
+    block) and skips the up path, which is 73% of the cost of a forward the anchor does not need.
     """
     if unet.config.center_input_sample:
         sample = 2 * sample - 1.0
@@ -78,7 +93,9 @@ def anchor_path(unet, sample: torch.Tensor, timestep: torch.Tensor, skips: int) 
     timesteps = timesteps.to(sample.device) * torch.ones(sample.shape[0], dtype=timesteps.dtype, device=sample.device)
     emb = unet.time_embedding(unet.time_proj(timesteps).to(dtype=unet.dtype))
     if unet.class_embedding is not None:
-        raise UserError("class-conditional UNets are not supported: CLSP samples an unconditional model")
+        if class_labels is None:
+            raise UserError("a class-conditional UNet needs class labels for the anchor's pass")
+        emb = emb + unet.class_embedding(class_labels).to(dtype=unet.dtype)
     skip_sample = sample
     h = unet.conv_in(sample)
     res_samples = (h,)
@@ -161,25 +178,50 @@ class Interpolation:
 # -- public functions ------------------------------------------------------------------------------
 
 def sample(unet, scheduler_config: dict, n: int, cfg: SamplerConfig, seed: int, device="cpu",
-           progress: bool = False) -> torch.Tensor:
-    """n unconditional samples as uint8 (n, H, W, C) on the CPU (the UNet is moved to `device`)."""
-    return _denoise(unet, scheduler_config, n, cfg, seed, torch.device(device), None, 1, progress)
+           progress: bool = False, class_labels: torch.Tensor | None = None) -> torch.Tensor:
+    """n samples as uint8 (n, H, W, C) on the CPU (the UNet is moved to `device`). A class-conditional model
+    samples `class_labels` (n,) with cfg.guidance, or without them its null class (its unconditional branch)."""
+    if class_labels is None and is_conditional(unet):
+        class_labels = torch.full((n,), null_class(unet), dtype=torch.long)
+    return _denoise(unet, scheduler_config, n, cfg, seed, torch.device(device), None, 1, progress, class_labels)
 
 
 def generate_positives(unet, scheduler_config: dict, anchors: torch.Tensor, k: int, cfg: SamplerConfig, seed: int,
-                       device="cpu", progress: bool = False) -> torch.Tensor:
+                       device="cpu", progress: bool = False, anchor_labels: torch.Tensor | None = None) -> torch.Tensor:
     """K interpolated candidates per anchor: uint8 anchors (B, H, W, C) -> uint8 (B, K, H, W, C) on the CPU
-    (the UNet is moved to `device`).
+    (the UNet is moved to `device`). A class-conditional model samples each anchor's class, `anchor_labels` (B,)
+    (an unconditional one ignores them).
 
     Trajectory j = b * K + c is candidate c of anchor b, so with w = 1 the result is
-    `sample(..., n=B*K, seed)` reshaped.
+    `sample(..., n=B*K, seed)` reshaped (with the labels repeated K times each).
     """
     if anchors.dtype != torch.uint8 or anchors.ndim != 4:
         raise UserError(f"anchors must be uint8 (B, H, W, C), got {anchors.dtype} {tuple(anchors.shape)}")
     check(k >= 1, "k", f"must be >= 1, got {k}")
     b = anchors.shape[0]
-    out = _denoise(unet, scheduler_config, b * k, cfg, seed, torch.device(device), anchors, k, progress)
+    labels = None
+    if is_conditional(unet):
+        if anchor_labels is None:
+            raise UserError("the diffusion model is class-conditional: it samples each anchor's own class, so the "
+                            "anchors need labels (a labelled dataset split)")
+        labels = torch.as_tensor(anchor_labels, dtype=torch.long).repeat_interleave(k)
+    out = _denoise(unet, scheduler_config, b * k, cfg, seed, torch.device(device), anchors, k, progress, labels)
     return out.view(b, k, *out.shape[1:])
+
+
+def is_conditional(unet) -> bool:
+    """Whether `unet` is class-conditional (diffusers' class embedding)."""
+    return unet.class_embedding is not None
+
+
+def null_class(unet) -> int:
+    """The class index a class-conditional UNet was trained with for dropped labels: the last of its embeddings."""
+    return int(unet.config.num_class_embeds) - 1
+
+
+def guided(eps_class: torch.Tensor, eps_null: torch.Tensor, guidance: float) -> torch.Tensor:
+    """Classifier-free guidance as the release writes it: (1 + g) eps(x, c) - g eps(x, null)."""
+    return (1.0 + guidance) * eps_class - guidance * eps_null
 
 
 def anchor_noise_seed(seed: int) -> int:
@@ -223,16 +265,20 @@ class _AnchorSide:
         eps = torch.randn(self.x.shape, generator=self.stream, device=self.x.device)
         self.x_t = self.signal[i] * self.x + self.noise_scale[i] * eps.contiguous(memory_format=self.memory_format)
 
-    def features(self, unet, t: torch.Tensor, start: int, stop: int, skips: int = 0) -> tuple[torch.Tensor, tuple]:
-        """(h_anchor, the last `skips` anchor skip connections) for trajectories [start, stop)
-        (module-level `anchor_features` / `anchor_path`, so tests can watch them)."""
-        def run(x):
+    def features(self, unet, t: torch.Tensor, start: int, stop: int, skips: int = 0,
+                 labels: torch.Tensor | None = None) -> tuple[torch.Tensor, tuple]:
+        """(h_anchor, the last `skips` anchor skip connections) for trajectories [start, stop), at the class
+        inputs `labels` (one per trajectory) of a class-conditional UNet (module-level `anchor_features` /
+        `anchor_path`, so tests can watch them)."""
+        def run(x, y):
+            if y is not None:
+                return anchor_path(unet, x, t, skips, y)
             return (anchor_features(unet, x, t), ()) if not skips else anchor_path(unet, x, t, skips)
 
         if not self.shared:
-            return run(self.x_t[start:stop])
+            return run(self.x_t[start:stop], None if labels is None else labels[start:stop])
         first, last = start // self.k, (stop - 1) // self.k + 1
-        h, res = run(self.x_t[first:last])
+        h, res = run(self.x_t[first:last], None if labels is None else labels[first * self.k:last * self.k:self.k])
         window = slice(start - first * self.k, stop - first * self.k)
         spread = lambda x: x.repeat_interleave(self.k, dim=0)[window]  # noqa: E731
         return spread(h), tuple(spread(r) for r in res)
@@ -240,9 +286,11 @@ class _AnchorSide:
 
 @torch.no_grad()
 def _denoise(unet, scheduler_config: dict, n: int, cfg: SamplerConfig, seed: int, device: torch.device,
-             anchors: torch.Tensor | None, k: int, progress: bool) -> torch.Tensor:
-    """Run n trajectories (with anchors: n = B * K, trajectory j towards anchor j // K); moves `unet` to `device`."""
+             anchors: torch.Tensor | None, k: int, progress: bool, labels: torch.Tensor | None = None) -> torch.Tensor:
+    """Run n trajectories (with anchors: n = B * K, trajectory j towards anchor j // K), at class `labels` (n,)
+    for a class-conditional UNet; moves `unet` to `device`."""
     check(n >= 1, "n", f"must be >= 1, got {n}")
+    labels, null_labels, guidance = _conditioning(unet, cfg, labels, n, device)
     height, width = _sample_size(unet, anchors)
     channels = unet.config.in_channels
     if anchors is not None and tuple(anchors.shape[1:]) != (height, width, channels):
@@ -263,6 +311,15 @@ def _denoise(unet, scheduler_config: dict, n: int, cfg: SamplerConfig, seed: int
     hook = Interpolation(unet, cfg.w, cfg.layers) if anchors is not None else None
     batch = cfg.batch_size if not cfg.share_anchor else max(k, cfg.batch_size // k * k)   # whole anchors per batch
 
+    def predict(t_unet: torch.Tensor, start: int, stop: int, y: torch.Tensor | None) -> torch.Tensor:
+        """The noise prediction for trajectories [start, stop) at class inputs y (n,) (None: unconditional),
+        interpolated with their anchors' features under the same class inputs when there are anchors."""
+        y_batch = None if y is None else y[start:stop]
+        if anchor_side is None:
+            return unet(x[start:stop], t_unet, class_labels=y_batch).sample
+        with hook.anchor(*anchor_side.features(unet, t_unet, start, stop, cfg.layers - 1, y)):
+            return unet(x[start:stop], t_unet, class_labels=y_batch).sample
+
     try:
         with hook or contextlib.nullcontext():
             for i, t in enumerate(_progress(timesteps, progress)):
@@ -273,15 +330,30 @@ def _denoise(unet, scheduler_config: dict, n: int, cfg: SamplerConfig, seed: int
                 for start in range(0, n, batch):
                     stop = min(n, start + batch)
                     with autocast:
-                        if anchor_side is None:
-                            eps[start:stop] = unet(x[start:stop], t_unet).sample
-                        else:
-                            with hook.anchor(*anchor_side.features(unet, t_unet, start, stop, cfg.layers - 1)):
-                                eps[start:stop] = unet(x[start:stop], t_unet).sample
+                        eps[start:stop] = predict(t_unet, start, stop, labels) if not guidance else \
+                            guided(predict(t_unet, start, stop, labels), predict(t_unet, start, stop, null_labels), guidance)
                 x = scheduler.step(eps, t, x, **kwargs).prev_sample
     finally:
         unet.train(was_training)
     return to_uint8(x, clip=cfg.clip_final).cpu()
+
+
+def _conditioning(unet, cfg: SamplerConfig, labels: torch.Tensor | None, n: int, device: torch.device):
+    """(class inputs (n,), null class inputs (n,), guidance g) on the device; (None, None, 0) for an unconditional UNet."""
+    if not is_conditional(unet):
+        if cfg.guidance is not None:
+            raise UserError(f"sampler.guidance = {cfg.guidance} needs a class-conditional diffusion model, and this one "
+                            "is unconditional; unset guidance, or train one with conditional=true")
+        return None, None, 0.0
+    classes = null_class(unet)
+    labels = torch.as_tensor(labels, dtype=torch.long)
+    if labels.shape != (n,):
+        raise UserError(f"{n} trajectories need {n} class labels, got shape {tuple(labels.shape)}")
+    if len(labels) and (int(labels.min()) < 0 or int(labels.max()) > classes):
+        raise UserError(f"class labels must be in 0 .. {classes - 1} (the model's {classes} classes) or {classes} (its "
+                        f"null class), got {int(labels.min())} .. {int(labels.max())}; is the model trained on this dataset?")
+    labels = labels.to(device)
+    return labels, torch.full_like(labels, classes), float(cfg.guidance or 0.0)
 
 
 def _sample_size(unet, anchors: torch.Tensor | None) -> tuple[int, int]:

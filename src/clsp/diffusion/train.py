@@ -9,7 +9,14 @@ saved and sampled) whose decay warms up as min(decay, (1 + n) / (10 + n)) after 
 decay from the first update keeps decay^n of the random initialisation in the average (0.999 after
 1000 steps: 37%), which made every short run sample noise; with the warm-up the initialisation's
 share is below 1e-3 after 1000 steps, and long runs (decay reached after ~10 / (1 - decay) steps)
-are unchanged. The dataset lives on the device as
+are unchanged.
+
+With `conditional: true` the UNet is class-conditional (classifier-free guidance, Ho & Salimans 2022):
+    c = y with probability 1 - p, else the null class C      (label dropout, per image, p = label_dropout)
+    L = || eps - eps_theta(x_t, t, c) ||^2
+so one network learns both eps(x, c) and the unconditional eps(x, null) that guided sampling combines.
+The release drops the labels of a whole batch at once with probability 0.1; dropping per image gives
+each batch both kinds of target, the standard recipe, at the same rate. The dataset lives on the device as
 uint8; each step's batch and randomness derive from (seed, global step, rank), so a run killed and
 resumed from its last checkpoint replays exactly what an uninterrupted run does.
 """
@@ -40,6 +47,9 @@ class DiffusionTrainConfig:
     model: str = "ddpm-cifar10"         # UNet preset: ddpm-cifar10 | small | tiny (image size from the dataset)
     dropout: Optional[float] = None     # None = the preset's (ddpm-cifar10: 0.1)
     init_from: Optional[str] = None     # a diffusers model directory to fine-tune instead of a fresh UNet
+    conditional: bool = False           # class-conditional UNet on the dataset's labels (classifier-free guidance)
+    label_dropout: float = 0.1          # share of images trained with the null class instead of their label
+    beta_end: Optional[float] = None    # the last beta of the linear schedule; None = DDPM's 0.02 (or init_from's)
     batch_size: int = 128               # per device
     lr: float = 2e-4
     warmup_steps: int = 5000
@@ -58,6 +68,10 @@ class DiffusionTrainConfig:
 
         check(self.model in PRESETS, "model", f"must be one of {list(PRESETS)}, got {self.model!r}")
         check(self.dropout is None or 0.0 <= self.dropout < 1.0, "dropout", f"must be in [0, 1), got {self.dropout}")
+        check(0.0 <= self.label_dropout < 1.0, "label_dropout", f"must be in [0, 1), got {self.label_dropout}")
+        check(self.beta_end is None or 0.0 < self.beta_end < 1.0, "beta_end", f"must be in (0, 1), got {self.beta_end}")
+        check(self.beta_end is None or self.init_from is None, "beta_end",
+              "init_from brings its model's noise schedule; leave beta_end unset to fine-tune it")
         check_positive(self.batch_size, "batch_size")
         check_positive(self.lr, "lr")
         check_nonnegative(self.warmup_steps, "warmup_steps")
@@ -88,12 +102,18 @@ def random_flip(x: torch.Tensor) -> torch.Tensor:
     return torch.where(flip[:, None, None, None], x.flip(3), x)
 
 
-def diffusion_loss(unet, noise_schedule, x0: torch.Tensor) -> torch.Tensor:
-    """The DDPM objective on a batch x0 in [-1, 1]: MSE between the noise and its prediction."""
+def diffusion_loss(unet, noise_schedule, x0: torch.Tensor, class_labels: torch.Tensor | None = None) -> torch.Tensor:
+    """The DDPM objective on a batch x0 in [-1, 1]: MSE between the noise and its prediction (at
+    `class_labels` for a class-conditional UNet)."""
     noise = torch.randn_like(x0)
     t = torch.randint(0, noise_schedule.config.num_train_timesteps, (x0.shape[0],), device=x0.device)
     x_t = noise_schedule.add_noise(x0, noise, t)
-    return F.mse_loss(unet(x_t, t).sample.float(), noise.float())
+    return F.mse_loss(unet(x_t, t, class_labels=class_labels).sample.float(), noise.float())
+
+
+def drop_labels(labels: torch.Tensor, rate: float, null_class: int) -> torch.Tensor:
+    """Each label replaced by the null class with probability `rate` (torch's global RNG), independently."""
+    return torch.where(torch.rand(labels.shape, device=labels.device) < rate, null_class, labels)
 
 
 def ema_decay_at(decay: float, updates: int) -> float:
@@ -107,7 +127,7 @@ def _lightning_module():
     import lightning as L
     from torch.optim.swa_utils import AveragedModel
 
-    from clsp.diffusion.sampler import SamplerConfig, sample, to_unit_range
+    from clsp.diffusion.sampler import SamplerConfig, null_class, sample, to_unit_range
     from clsp.diffusion.schedulers import training_scheduler
     from clsp.grids import image_grid, save_png
     from clsp.training import epoch_batch_indices, step_seed
@@ -115,7 +135,8 @@ def _lightning_module():
     class DiffusionModule(L.LightningModule):
         """The UNet, its EMA (in the checkpoint, never trained), and the device-resident images."""
 
-        def __init__(self, cfg: DiffusionTrainConfig, unet, scheduler_config: dict, images: torch.Tensor) -> None:
+        def __init__(self, cfg: DiffusionTrainConfig, unet, scheduler_config: dict, images: torch.Tensor,
+                     labels: torch.Tensor | None = None) -> None:
             super().__init__()
             self.cfg, self.scheduler_config = cfg, scheduler_config
             self.unet = unet
@@ -124,10 +145,12 @@ def _lightning_module():
             self._ema_decay = cfg.ema_decay
             self.noise_schedule = training_scheduler(scheduler_config)
             self.images = images                     # uint8 (N, H, W, C); moved to the device at fit start
+            self.labels = labels                     # (N,) class indices of a conditional run, else None
             self.grid_images, self.grid_steps = sample_grid_size(cfg)
 
         def on_fit_start(self) -> None:
             self.images = self.images.to(self.device)
+            self.labels = None if self.labels is None else self.labels.to(self.device)
 
         def training_step(self, batch, batch_idx):
             step, rank = self.global_step, self.global_rank
@@ -135,7 +158,11 @@ def _lightning_module():
             idx = epoch_batch_indices(len(self.images), self.cfg.batch_size, step, self.cfg.seed, rank,
                                       self.trainer.world_size)
             x0 = random_flip(self._gather(idx))
-            loss = diffusion_loss(self.unet, self.noise_schedule, x0)
+            labels = None
+            if self.labels is not None:
+                labels = drop_labels(self.labels[torch.from_numpy(idx).to(self.device)], self.cfg.label_dropout,
+                                     null_class(self.unet))
+            loss = diffusion_loss(self.unet, self.noise_schedule, x0, labels)
             self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False)
             return loss
 
@@ -167,7 +194,11 @@ def _lightning_module():
         def save_sample_grid(self, step: int) -> Path:
             """A grid from the EMA weights with a fixed seed, so that grids show the model's progress."""
             sampler = SamplerConfig(sampler="ddim", steps=self.grid_steps, eta=0.0, batch_size=self.cfg.batch_size)
-            images = sample(self.ema.module, self.scheduler_config, self.grid_images, sampler, self.cfg.seed, self.device)
+            classes = None                            # a conditional model: every class in turn, without guidance
+            if self.labels is not None:
+                classes = torch.arange(self.grid_images) % null_class(self.ema.module)
+            images = sample(self.ema.module, self.scheduler_config, self.grid_images, sampler, self.cfg.seed, self.device,
+                            class_labels=classes)
             path = Path(self.cfg.out_dir) / "samples" / f"step{step:08d}.png"
             save_png(path, image_grid(images, ncols=math.ceil(math.sqrt(len(images)))))
             return path
@@ -179,6 +210,26 @@ def _lightning_module():
             return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     return DiffusionModule
+
+
+def with_classes(unet, num_classes: int, source: str):
+    """The init model as the run needs it: unchanged when its class table fits `num_classes` (0: none); an
+    unconditional model given a new class table of num_classes + 1 entries initialised to zero, so that
+    fine-tuning starts from exactly the unconditional model for every class."""
+    from diffusers import UNet2DModel
+
+    have = int(unet.config.num_class_embeds or 0)
+    if have == (num_classes + 1 if num_classes else 0):
+        return unet
+    if have:
+        raise UserError(f"init_from {source} is class-conditional with {have - 1} classes (+ null); this run needs "
+                        + (f"{num_classes}" if num_classes else "an unconditional model (conditional=false)"))
+    conditional = UNet2DModel.from_config({**unet.config, "num_class_embeds": num_classes + 1})
+    missing, unexpected = conditional.load_state_dict(unet.state_dict(), strict=False)
+    assert missing == ["class_embedding.weight"] and not unexpected, (missing, unexpected)
+    with torch.no_grad():
+        conditional.class_embedding.weight.zero_()
+    return conditional
 
 
 # -- the stage function ----------------------------------------------------------------------------
@@ -198,7 +249,7 @@ def _train_diffusion(cfg: DiffusionTrainConfig) -> Path:
     from clsp import rundir
     from clsp.data.config import load_split
     from clsp.data.registry import ImageSet
-    from clsp.diffusion.model import check_model_matches, load_model, save_model
+    from clsp.diffusion.model import check_model_matches, load_model, resolve_model_dir, save_model
     from clsp.diffusion.unet import check_image_size, make_unet
     from clsp.io import hash_directory, read_json, remove_temporaries
     from clsp.training import StepLoader, apply_threads, fit, last_checkpoint, make_trainer, uses_gpu, world_size
@@ -211,7 +262,7 @@ def _train_diffusion(cfg: DiffusionTrainConfig) -> Path:
         raise UserError(f"dataset '{cfg.dataset.name}' streams from disk; diffusion training needs an in-memory "
                         "dataset (resize it with dataset.size=... to one that fits)")
     inputs = {"dataset": train_set.fingerprint,
-              "init_model": hash_directory(cfg.init_from) if cfg.init_from else "none"}
+              "init_model": hash_directory(resolve_model_dir(cfg.init_from)) if cfg.init_from else "none"}
     if rundir.is_complete(out, cfg, inputs) and model_dir.is_dir():
         log.info("diffusion: %s is complete for this config and data; reusing %s", out, model_dir)
         return model_dir
@@ -226,10 +277,17 @@ def _train_diffusion(cfg: DiffusionTrainConfig) -> Path:
         raise UserError(f"the dataset has {len(train_set)} images, fewer than one global batch "
                         f"({cfg.batch_size} x {world} devices); lower batch_size")
 
+    num_classes = 0
+    if cfg.conditional:
+        if train_set.labels is None:
+            raise UserError(f"conditional=true trains on the class labels, but {train_set.name} split "
+                            f"'{train_set.split}' has none; use a labelled split (for a folder: one subfolder per class)")
+        num_classes = len(train_set.classes)
     torch.manual_seed(cfg.seed)                                 # the same initial weights on every rank
     if cfg.init_from:
         unet, scheduler_config = load_model(cfg.init_from)
         check_model_matches(unet, train_set.image_size, train_set.channels)
+        unet = with_classes(unet, num_classes, cfg.init_from)
         if cfg.dropout is not None:
             for m in unet.modules():
                 if isinstance(m, torch.nn.Dropout):
@@ -237,15 +295,16 @@ def _train_diffusion(cfg: DiffusionTrainConfig) -> Path:
         unet.train()
     else:
         check_image_size(cfg.model, train_set.image_size)
-        unet = make_unet(cfg.model, train_set.image_size, cfg.dropout, channels=train_set.channels)
-        scheduler_config = dict(TRAINING_SCHEDULE)
+        unet = make_unet(cfg.model, train_set.image_size, cfg.dropout, channels=train_set.channels, num_classes=num_classes)
+        scheduler_config = dict(TRAINING_SCHEDULE, **({"beta_end": cfg.beta_end} if cfg.beta_end is not None else {}))
 
     if uses_gpu(cfg.trainer):                                   # before DDP wraps it and Adam holds its parameters
         unet.to(memory_format=torch.channels_last)
 
     if rank_zero_only.rank == 0:
         rundir.start(out, cfg, inputs)
-    module = _lightning_module()(cfg, unet, scheduler_config, torch.from_numpy(train_set.images))
+    labels = torch.from_numpy(train_set.labels).long() if cfg.conditional else None
+    module = _lightning_module()(cfg, unet, scheduler_config, torch.from_numpy(train_set.images), labels)
     if cfg.trainer.compile and uses_gpu(cfg.trainer):
         unet.compile()                                          # after the EMA copy; state_dict keys unchanged
     trainer = make_trainer(cfg.trainer, out, max_steps=cfg.max_steps, gradient_clip_val=cfg.grad_clip)

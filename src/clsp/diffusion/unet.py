@@ -61,9 +61,11 @@ def check_image_size(preset: str, image_size: int) -> None:
                         f"multiple of {factor}; got {image_size} (resize the dataset with dataset.size=...)")
 
 
-def make_unet(preset: str, image_size: int, dropout: float | None = None, channels: int = 3):
+def make_unet(preset: str, image_size: int, dropout: float | None = None, channels: int = 3, num_classes: int = 0):
     """A freshly initialised UNet2DModel of the named layout for square images of `image_size` with
-    `channels` channels (3, or 1 for grey data: a grey set is modelled as grey, never as RGB)."""
+    `channels` channels (3, or 1 for grey data: a grey set is modelled as grey, never as RGB). With
+    `num_classes` = C > 0 it is class-conditional: a table of C + 1 class embeddings added to the time
+    embedding (diffusers' `num_class_embeds`), the last one the null class of classifier-free guidance."""
     from diffusers import UNet2DModel
 
     p = _preset(preset)
@@ -76,6 +78,7 @@ def make_unet(preset: str, image_size: int, dropout: float | None = None, channe
         # The original DDPM conventions (those of google/ddpm-cifar10-32):
         downsample_padding=0, flip_sin_to_cos=False, freq_shift=1, norm_eps=1e-6,
         attention_head_dim=None, time_embedding_type="positional", act_fn="silu", center_input_sample=False,
+        num_class_embeds=num_classes + 1 if num_classes else None,
     )
 
 

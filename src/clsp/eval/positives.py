@@ -204,7 +204,9 @@ def _fresh(judge: _Judge, anchor_idx: np.ndarray, model, sampler, cfg: Positives
     unet, scheduler_config = model
     device = "cuda" if torch.cuda.is_available() else "cpu"
     anchors = torch.from_numpy(np.ascontiguousarray(judge.train.images[anchor_idx]))
-    candidates = generate_positives(unet, scheduler_config, anchors, cfg.sweep_k, sampler, seed=cfg.seed, device=device)
+    labels = torch.from_numpy(judge.train.labels[anchor_idx])            # a class-conditional model samples them
+    candidates = generate_positives(unet, scheduler_config, anchors, cfg.sweep_k, sampler, seed=cfg.seed, device=device,
+                                    anchor_labels=labels)
     return judge.judge(anchor_idx, candidates.numpy(), cfg.seed, with_nn=with_nn)
 
 

@@ -1,5 +1,6 @@
 """Self-supervised pretraining: SimCLR, MoCo v2+, NNCLR and All4One on one Lightning base, each with
-or without the CLSP term (a synthetic positive pulled towards its anchor)."""
+or without the CLSP term (a synthetic positive pulled towards its anchor); and SupCon, the supervised
+reference that uses the labels."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ METHODS = {
     "moco": "clsp.methods.moco:MoCo",
     "nnclr": "clsp.methods.nnclr:NNCLR",
     "all4one": "clsp.methods.all4one:All4One",
+    "supcon": "clsp.methods.supcon:SupCon",
 }
 
 

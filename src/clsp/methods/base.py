@@ -111,8 +111,9 @@ class ContrastiveMethod(L.LightningModule):
 
     A method implements `ssl_loss(views, z) -> (loss, logs, entries)`: `views` are the augmented image
     batches, `z` the projector outputs of all views (z[0], z[1] the real views, z[2] the third view when
-    there is one); `logs` are extra scalars to log, `entries` what `enqueue` writes into the method's
-    queue after the optimiser step (None for none). Momentum methods update their encoders in `before_step`.
+    there is one); a method that sets `needs_labels` gets the batch's labels as a third argument (and
+    pretraining refuses data without labels for it). `logs` are extra scalars to log, `entries` what
+    `enqueue` writes into the method's queue after the optimiser step (None for none). Momentum methods update their encoders in `before_step`.
 
     `views_in_one_forward` decides what BatchNorm normalises each view with. False (the default): each
     view goes through backbone and projector on its own, so batch statistics are per view and the
@@ -122,6 +123,7 @@ class ContrastiveMethod(L.LightningModule):
     """
 
     views_in_one_forward: bool = False
+    needs_labels: bool = False       # True: ssl_loss takes the batch's labels as a third argument (SupCon)
 
     def __init__(self, cfg, data, views: ViewMaker, steps_per_epoch: int, num_classes: int = 0,
                  monitor: MonitorData | None = None) -> None:
@@ -198,7 +200,7 @@ class ContrastiveMethod(L.LightningModule):
         """(loss, scalars to log, queue entries) of one step from its augmented views, without side effects
         (BatchNorm's running statistics aside): the part of the step that `torch.compile` compiles."""
         feats, z = self.encode(views)
-        loss_ssl, logs, entries = self.ssl_loss(views, z)
+        loss_ssl, logs, entries = self.ssl_loss(views, z, labels) if self.needs_labels else self.ssl_loss(views, z)
         loss = loss_ssl
         logs = {"train/loss_ssl": loss_ssl, **logs}
         if len(views) == 3:

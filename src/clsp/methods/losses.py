@@ -90,6 +90,33 @@ def nt_xent(z: list[Tensor] | tuple[Tensor, ...] | Tensor, temperature: float = 
 
 
 @fp32
+def supcon(z: list[Tensor] | tuple[Tensor, ...], labels: Tensor, temperature: float = 0.2) -> Tensor:
+    """Supervised contrast (Khosla et al. 2020, L^sup_out) over V views of B labelled images: for anchor z_i^v,
+
+        l_i^v = -1/|P(i,v)| sum_{(j,u) in P(i,v)} log  exp(s(z_i^v, z_j^u)/t) / sum_{(k,w) != (i,v)} exp(s(z_i^v, z_k^w)/t)
+
+    with P(i,v) every other view of the global batch whose image has label y_i (the anchor's other views
+    among them, so an anchor is never without a positive), s the cosine similarity; the loss is the mean
+    over anchors. With all labels distinct P(i,v) is the anchor's other views: NT-Xent.
+    """
+    views = list(z)
+    n_views, b = len(views), views[0].shape[0]
+    rank, size = world()
+    local = [F.normalize(v, dim=1) for v in views]
+    columns = torch.cat([gather(v) if size > 1 else v for v in local])       # (V * size * B, d), view-major
+    logits = torch.cat(local) @ columns.T / temperature                         # (V * B, V * size * B)
+    column_labels = (gather(labels) if size > 1 else labels).repeat(n_views)
+
+    row_index = torch.arange(n_views, device=logits.device).repeat_interleave(b) * size * b \
+        + torch.arange(b, device=logits.device).repeat(n_views) + rank * b      # each anchor's own column
+    itself = row_index[:, None] == torch.arange(logits.shape[1], device=logits.device)[None, :]
+    positives = (labels.repeat(n_views)[:, None] == column_labels[None, :]) & ~itself
+
+    log_prob = logits - torch.logsumexp(logits.masked_fill(itself, float("-inf")), dim=1, keepdim=True)
+    return -((log_prob * positives).sum(1) / positives.sum(1)).mean()
+
+
+@fp32
 def infonce_queue(q: Tensor, k: Tensor, queue: Tensor, temperature: float = 0.2) -> Tensor:
     """MoCo's InfoNCE: the key k_i of the same image is the positive of query q_i, the queue of past
     keys the negatives:  -log exp(q.k/t) / (exp(q.k/t) + sum_n exp(q.n/t)).  k carries no gradient."""

@@ -22,7 +22,15 @@ from clsp.training import TrainerConfig
 
 log = logging.getLogger("clsp.pretrain")
 
-METHOD_NAMES = ("simclr", "moco", "nnclr", "all4one")
+METHOD_NAMES = ("simclr", "moco", "nnclr", "all4one", "supcon")
+LABELLED_METHODS = ("supcon",)        # methods whose loss uses the labels (their classes set `needs_labels`)
+
+
+def require_labels_for(method: str, train) -> None:
+    """A method that learns from labels cannot start on a training split without them."""
+    if method in LABELLED_METHODS and train.labels is None:
+        raise UserError(f"method {method} learns from the class labels, but {train.name} split '{train.split}' has none; "
+                        "use a labelled split (for a folder: one subfolder per class) or a self-supervised method")
 
 
 @dataclass
@@ -108,7 +116,7 @@ class KnnConfig:
 @dataclass
 class PretrainConfig:
     dataset: DatasetConfig = field(DatasetConfig)
-    method: str = "simclr"            # simclr | moco | nnclr | all4one
+    method: str = "simclr"            # simclr | moco | nnclr | all4one | supcon (supervised: needs labels)
     backbone: BackboneConfig = field(BackboneConfig)
     projector: ProjectorConfig = field(ProjectorConfig)
     optimizer: str = "sgd"            # sgd | lars
@@ -215,6 +223,7 @@ def _pretrain(cfg: PretrainConfig, callbacks: list | None) -> Path:
     training.apply_threads(cfg.trainer)
     out = Path(cfg.out_dir)
     train = load_split(cfg.dataset, cfg.dataset.train_split)
+    require_labels_for(cfg.method, train)
     global_batch = cfg.batch_size * world
     if len(train) < global_batch:
         raise UserError(f"dataset {cfg.dataset.name} has {len(train)} training images, fewer than the global batch "

@@ -53,6 +53,7 @@ def register(subparsers) -> None:
         "--subset": Flag("dataset.subset", "use a fixed random subset of this many images"),
         "--k": Flag("k", "candidates per image"),
         "--w": Flag("sampler.w", "interpolation weight of the sample's own bottleneck (paper: 0.1)"),
+        "--guidance": Flag("sampler.guidance", "classifier-free guidance of a class-conditional model (release: 1.8)"),
         "--out": Flag("out_dir", "the store directory to write (or resume)"),
         "--sampler": Flag("sampler.sampler", "ddim | ddpm | dpmsolver++ | unipc"),
         "--steps": Flag("sampler.steps", "denoising steps (paper: 100)"),
@@ -62,7 +63,8 @@ def register(subparsers) -> None:
         "--chunk-size": Flag("chunk_size", "images per chunk file (the unit of resume)"),
         "--device": Flag("device", "auto | cpu | cuda | cuda:N"),
     }, examples=["clsp synthesize --model runs/diffusion/model --dataset fashion-mnist --k 8 --w 0.1 --out runs/positives",
-                 "clsp synthesize --config cifar10 --model runs/diffusion/model --out runs/positives sampler.share_anchor=true"])
+                 "clsp synthesize --config cifar10 --model runs/diffusion/model --out runs/positives sampler.share_anchor=true",
+                 "clsp synthesize --config cifar10-conditional --model runs/cond/model --out runs/positives-cond"])
 
     pos = add_command(subparsers, "positives")
     sub = pos.add_subparsers(dest="positives_command", metavar="ACTION", required=True)

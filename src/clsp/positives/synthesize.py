@@ -91,12 +91,29 @@ def estimate_on_cpu(unet, scheduler_config: dict, dataset, cfg: SynthesizeConfig
     anchors = torch.from_numpy(anchor_images(dataset, 0, per_batch))
     started = time.perf_counter()
     generate_positives(unet, scheduler_config, anchors, cfg.k, dataclasses.replace(cfg.sampler, steps=probe_steps),
-                       seed=cfg.seed, device="cpu")
+                       seed=cfg.seed, device="cpu", anchor_labels=anchor_labels(unet, dataset, cfg, per_batch))
     per_image_step = (time.perf_counter() - started) / (per_batch * probe_steps)
     total = per_image_step * images * cfg.sampler.steps
     if total > 60:
         log.info(f"synthesize: {probe_steps} steps for {per_batch} images took {per_image_step * per_batch * probe_steps:.1f} s; "
                  f"{images:,} images x {cfg.sampler.steps} steps will take about {format_duration(total)} on this cpu")
+
+
+def anchor_labels(unet, dataset, cfg: SynthesizeConfig, stop: int | None = None):
+    """The anchors' classes (the first `stop`), which a class-conditional model samples; None for an unconditional one."""
+    import torch
+
+    from clsp.diffusion.sampler import is_conditional, null_class
+
+    if not is_conditional(unet):
+        return None
+    if dataset.labels is None:
+        raise UserError(f"the diffusion model is class-conditional and samples each anchor's class, but {dataset.name} "
+                        f"split '{cfg.split}' has no labels; use a labelled split or an unconditional model")
+    if len(dataset.classes) != null_class(unet):
+        raise UserError(f"the diffusion model knows {null_class(unet)} classes but {dataset.name} has {len(dataset.classes)}; "
+                        "use the model trained on this dataset")
+    return torch.from_numpy(dataset.labels[:stop]).long()
 
 
 def _absolute(cfg: SynthesizeConfig) -> SynthesizeConfig:
@@ -134,6 +151,7 @@ def _synthesize(cfg: SynthesizeConfig) -> Path:
     dataset = load_split(cfg.dataset, cfg.split)
     unet, scheduler_config = load_model(cfg.model)
     check_model_matches(unet, dataset.shape[0], channels=dataset.shape[2])
+    labels = anchor_labels(unet, dataset, cfg)
     generation = {"k": cfg.k, "seed": cfg.seed, "chunk_size": cfg.chunk_size, "sampler": to_dict(cfg.sampler)}
     sources = {"model_dir": str(Path(cfg.model).resolve()), "dataset_config": to_dict(cfg.dataset), "split": cfg.split}
     versions = dict(package_versions(), git_commit=git_commit())
@@ -164,7 +182,8 @@ def _synthesize(cfg: SynthesizeConfig) -> Path:
         for index, (start, stop) in zip(mine, bounds):
             anchors = torch.from_numpy(anchor_images(dataset, start, stop))
             candidates = generate_positives(unet, scheduler_config, anchors, cfg.k, cfg.sampler,
-                                            seed=chunk_seed(cfg.seed, index), device=device)
+                                            seed=chunk_seed(cfg.seed, index), device=device,
+                                            anchor_labels=None if labels is None else labels[start:stop])
             writer.write_chunk(index, candidates.cpu().numpy())
             bar.update(stop - start)
 
