@@ -12,6 +12,7 @@ study table (mean +- std over seeds, the difference to the base run and whether 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
 import shutil
@@ -89,9 +90,11 @@ def summary(run: Path, command: str) -> str:
     for path in sorted(run.glob("eval/positives*/metrics.json")):
         r = read_json(path)["results"]
         st = r["store"]
+        diversity = st["diversity"]
+        diversity = "n/a (K = 1)" if diversity is None or math.isnan(diversity) else f"{diversity:.3f}"
         lines.append(f"| {path.parent.name} | {st['w']} | {st['agreement']:.1f} (ceiling {r['ceiling']:.1f}) | "
                      f"{st['frechet']:.2f} | {st['pixels']['at_0']:.1f} (real {r['real']['pixels']['at_0']:.1f}) | "
-                     f"{st['diversity']:.3f} | {st['similarity']['synthetic']:.3f} |")
+                     f"{diversity} | {st['similarity']['synthetic']:.3f} |")
     lines += ["", "Wall time of each stage (seconds; CPU seconds in timings.json):", ""]
     lines += [f"- {name}: {t['seconds']:.0f}" for name, t in timings.get("stages", {}).items()]
     return "\n".join(lines) + "\n"
