@@ -29,12 +29,12 @@ from clsp.training import step_seed
 
 @dataclass
 class LinearProbeConfig:
-    epochs: int = 100
-    batch_size: int = 256
-    lr: float = 1.0
+    epochs: int = 100               # probe epochs
+    batch_size: int = 256           # probe batch
+    lr: float = 1.0                 # probe learning rate (SGD)
     milestones: list[int] = field(default_factory=lambda: [60, 80])  # epochs where lr is multiplied by gamma
-    gamma: float = 0.1
-    seed: int = 0
+    gamma: float = 0.1              # the lr's factor at each milestone
+    seed: int = 0                   # probe seed
     on_the_fly: bool = False        # recompute features from flipped images every step (slow; for checking)
 
     def __post_init__(self) -> None:
