@@ -8,7 +8,6 @@ we report that and a fixed k (200) side by side.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -73,35 +72,31 @@ def knn_eval(encoder_path, dataset_cfg, out_dir=None, ks: Sequence[int] = KS, te
     Results: accuracy for every k, the best k (the release's protocol) and the fixed k side by side.
     """
     from clsp.data.config import load_split
-    from clsp.eval.features import Encoder
-    from clsp.eval.metrics import (dataset_record, default_out_dir, finish_run, previous_result, require_labels,
-                                   start_run, write_metrics)
+    from clsp.eval.metrics import dataset_record, open_encoder, require_labels, run_evaluation
 
     ks = sorted(set(int(k) for k in ks) | {int(fixed_k)})
-    encoder = Encoder(encoder_path, device)
-    out = Path(out_dir) if out_dir is not None else default_out_dir(encoder.path, "knn")
+    encoder, out = open_encoder(encoder_path, "knn", out_dir, device)
     data_cfg = encoder.dataset_config(dataset_cfg)
     train, test = load_split(data_cfg, data_cfg.train_split), load_split(data_cfg, data_cfg.test_split)
     require_labels(train, test)
     config = {"kind": "knn", "encoder": str(encoder.path), "dataset": to_dict(data_cfg), "ks": ks,
               "temperature": temperature, "fixed_k": fixed_k}
     inputs = {"encoder": encoder.record()["sha256"], "train": train.fingerprint, "test": test.fingerprint}
-    if (done := previous_result(out, config, inputs, knn_table)) is not None:
-        return done
-    start_run(out, config, inputs)
-    train_feats = encoder.features(train, batch_size=batch_size)
-    test_feats = encoder.features(test, batch_size=batch_size)
-    usable = sorted({min(k, len(train)) for k in ks})  # a k beyond the training set is the whole set: say so
-    if usable != ks:
-        print(f"kNN: the training split has {len(train)} images, fewer than k = "
-              f"{', '.join(str(k) for k in ks if k > len(train))}: those are k = {len(train)} (every training image)")
-    acc = knn_accuracy(train_feats, train.labels, test_feats, test.labels, ks=usable, temperature=temperature,
-                       num_classes=len(train.classes))
-    k_best, best = best_k(acc)
-    fixed = min(fixed_k, len(train))
-    results = {"accuracy": {str(k): v for k, v in acc.items()}, "best_k": k_best, "best": best,
-               "fixed_k": fixed, "fixed": acc[fixed], "temperature": temperature,
-               "n_train": len(train), "n_test": len(test)}
-    metrics = write_metrics(out, "knn", encoder.record(), dataset_record(test), results,
-                            train_dataset=dataset_record(train))
-    return finish_run(out, config, inputs, metrics, knn_table(results))
+
+    def compute() -> dict:
+        train_feats = encoder.features(train, batch_size=batch_size)
+        test_feats = encoder.features(test, batch_size=batch_size)
+        usable = sorted({min(k, len(train)) for k in ks})  # a k beyond the training set is the whole set: say so
+        if usable != ks:
+            print(f"kNN: the training split has {len(train)} images, fewer than k = "
+                  f"{', '.join(str(k) for k in ks if k > len(train))}: those are k = {len(train)} (every training image)")
+        acc = knn_accuracy(train_feats, train.labels, test_feats, test.labels, ks=usable, temperature=temperature,
+                           num_classes=len(train.classes))
+        k_best, best = best_k(acc)
+        fixed = min(fixed_k, len(train))
+        return {"accuracy": {str(k): v for k, v in acc.items()}, "best_k": k_best, "best": best,
+                "fixed_k": fixed, "fixed": acc[fixed], "temperature": temperature,
+                "n_train": len(train), "n_test": len(test)}
+
+    return run_evaluation(out, "knn", config, inputs, compute, knn_table, encoder.record(), dataset_record(test),
+                          train_dataset=dataset_record(train))

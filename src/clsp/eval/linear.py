@@ -200,14 +200,10 @@ def linear_table(results: dict, title: str | None = None) -> str:
 def linear_eval(encoder_path, dataset_cfg, out_dir=None, probe_cfg: LinearProbeConfig | None = None,
                 device=None, progress: bool = True) -> dict:
     """The paper's linear evaluation of an encoder on a dataset's train / test splits; writes metrics.json."""
-    from pathlib import Path
-
     from clsp.data.config import load_split
-    from clsp.eval.features import Encoder
-    from clsp.eval.metrics import default_out_dir
+    from clsp.eval.metrics import open_encoder
 
-    encoder = Encoder(encoder_path, device)
-    out = Path(out_dir) if out_dir is not None else default_out_dir(encoder.path, "linear")
+    encoder, out = open_encoder(encoder_path, "linear", out_dir, device)
     data_cfg = encoder.dataset_config(dataset_cfg)
     train, test = load_split(data_cfg, data_cfg.train_split), load_split(data_cfg, data_cfg.test_split)
     return evaluate_linear(encoder, train, test, out, probe_cfg or LinearProbeConfig(), progress)
@@ -216,16 +212,13 @@ def linear_eval(encoder_path, dataset_cfg, out_dir=None, probe_cfg: LinearProbeC
 def evaluate_linear(encoder, train, test, out, probe_cfg: LinearProbeConfig, progress: bool = True) -> dict:
     """Linear evaluation of a loaded `Encoder` on loaded sets, recorded in `out` (skipped when already done there)."""
     from clsp.config import to_dict
-    from clsp.eval.metrics import dataset_record, finish_run, previous_result, start_run, write_metrics
+    from clsp.eval.metrics import dataset_record, run_evaluation
 
     config = {"kind": "linear", "encoder": str(encoder.path), "dataset": train.name, "splits": [train.split, test.split],
               "image_size": encoder.size, "probe": to_dict(probe_cfg)}
     inputs = {"encoder": encoder.record()["sha256"], "train": train.fingerprint, "test": test.fingerprint}
     title = f"{train.name}: linear probe"
-    if (done := previous_result(out, config, inputs, lambda results: linear_table(results, title))) is not None:
-        return done
-    start_run(out, config, inputs)
-    results = probe(encoder, train, test, probe_cfg, progress) | {"protocol": to_dict(probe_cfg)}
-    metrics = write_metrics(out, "linear", encoder.record(), dataset_record(test), results,
-                            train_dataset=dataset_record(train))
-    return finish_run(out, config, inputs, metrics, linear_table(results, title))
+    return run_evaluation(out, "linear", config, inputs,
+                          lambda: probe(encoder, train, test, probe_cfg, progress) | {"protocol": to_dict(probe_cfg)},
+                          lambda results: linear_table(results, title), encoder.record(), dataset_record(test),
+                          train_dataset=dataset_record(train))

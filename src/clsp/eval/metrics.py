@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from clsp.io import read_json, write_json_atomic
 
@@ -81,9 +81,40 @@ def format_table(header: Sequence[str], rows: Sequence[Sequence[Any]], title: st
     return "\n".join(([title] if title else []) + lines)
 
 
+def open_encoder(encoder_path, kind: str, out_dir=None, device=None):
+    """The frozen `Encoder` an evaluation reads, and its output directory: `out_dir`, else beside the
+    encoder, under eval/<kind>/."""
+    from clsp.eval.features import Encoder
+
+    encoder = Encoder(encoder_path, device)
+    return encoder, Path(out_dir) if out_dir is not None else default_out_dir(encoder.path, kind)
+
+
 def default_out_dir(encoder_path: str | Path, kind: str) -> Path:
     """Beside the encoder: <encoder dir>/eval/<kind>/."""
     return Path(encoder_path).resolve().parent / "eval" / kind
+
+
+def run_evaluation(out_dir: str | Path, kind: str, config: dict, inputs: dict[str, str], compute: Callable[[], dict],
+                   table: Callable[[dict], str], encoder: dict | None, dataset: dict | None, files: Sequence[str] = (),
+                   reuse: bool = True, **extra: Any) -> dict:
+    """What every evaluation does around its computation, once its inputs are loaded and fingerprinted:
+
+    a finished run of exactly this config and these inputs is reused (its table printed again; `reuse=False`
+    always recomputes); else the run directory is started, `compute()` gives the results (and writes the
+    `files` it names, relative to out_dir), metrics.json gets the common fields (`encoder`, `dataset`, `extra`),
+    the table is printed and the run is marked done. Returns the metrics dict."""
+    from clsp import rundir
+
+    out = Path(out_dir)
+    if reuse and (done := previous_result(out, config, inputs, table, files)) is not None:
+        return done
+    rundir.start(out, config, inputs)
+    results = compute()
+    metrics = write_metrics(out, kind, encoder, dataset, results, **extra)
+    print(table(results), flush=True)
+    rundir.finish(out, config, inputs, {"files": [METRICS_FILE, *files]})
+    return metrics
 
 
 def previous_result(out_dir: str | Path, config: dict, inputs: dict[str, str], table=None,
@@ -99,20 +130,4 @@ def previous_result(out_dir: str | Path, config: dict, inputs: dict[str, str], t
     if table is not None:
         print(f"{out / METRICS_FILE} is up to date for this encoder, data and settings (delete done.json to recompute)")
         print(table(metrics["results"]), flush=True)
-    return metrics
-
-
-def start_run(out_dir: str | Path, config: dict, inputs: dict[str, str]) -> None:
-    from clsp import rundir
-
-    rundir.start(out_dir, config, inputs)
-
-
-def finish_run(out_dir: str | Path, config: dict, inputs: dict[str, str], metrics: dict, table: str,
-               outputs: Sequence[str] = (METRICS_FILE,)) -> dict:
-    """Print the table and mark the run complete (done.json) once its files are written."""
-    from clsp import rundir
-
-    print(table, flush=True)
-    rundir.finish(out_dir, config, inputs, {"files": list(outputs)})
     return metrics
