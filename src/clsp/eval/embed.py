@@ -56,7 +56,8 @@ def embed_plot(encoder_path, dataset_cfg, out_dir=None, n: int = 2000, figure=No
     from clsp.config import to_dict
     from clsp.data.config import load_split
     from clsp.errors import UserError
-    from clsp.eval.metrics import dataset_record, open_encoder, run_evaluation
+    from clsp.eval.features import open_encoder
+    from clsp.eval.metrics import dataset_record, run_evaluation
 
     if n < 5:
         raise UserError(f"--n must be at least 5 for a t-SNE, got {n}")

@@ -74,7 +74,7 @@ def load_inception(weights_path, device, dims: int = 2048):
 @torch.no_grad()
 def inception_features(model, images, batch_size: int = 200, device=None, progress: bool = True) -> np.ndarray:
     """(N, dims) Inception features (pool3 by default) of uint8 NHWC images (an array, a tensor or an ImageSet / StreamingImageSet)."""
-    from clsp.eval.features import default_device, image_batches
+    from clsp.features import default_device, image_batches
 
     device = default_device(device)
     batches = image_batches(images, batch_size, device)
@@ -110,7 +110,7 @@ def generate_samples(unet, scheduler_config: dict, n: int, sampler_cfg, seed: in
                      device=None, progress: bool = True) -> np.ndarray:
     """n plain samples, uint8 (n, H, W, 3); chunk i (seed derived from (seed, i)) is kept in chunk_dir."""
     from clsp.diffusion.sampler import sample
-    from clsp.eval.features import default_device
+    from clsp.features import default_device
     from clsp.io import atomic_path
     from clsp.training import step_seed
 
@@ -159,7 +159,7 @@ def fid_eval(model_dir, dataset_cfg, out_dir=None, n: int = 50000, inception_wei
     from clsp.data.config import load_split
     from clsp.diffusion.model import check_model_matches, load_model
     from clsp.diffusion.sampler import SamplerConfig
-    from clsp.eval.features import default_device
+    from clsp.features import default_device
     from clsp.eval.metrics import dataset_record, run_evaluation
     from clsp.io import hash_directory
 

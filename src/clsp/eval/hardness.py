@@ -105,7 +105,8 @@ def hardness_eval(encoder_path, dataset_cfg, positives, out_dir=None, n: int = 1
     from clsp.config import to_dict
     from clsp.data.config import load_split
     from clsp.errors import UserError
-    from clsp.eval.metrics import dataset_record, open_encoder, run_evaluation
+    from clsp.eval.features import open_encoder
+    from clsp.eval.metrics import dataset_record, run_evaluation
     from clsp.io import hash_json
 
     if n < 1:

@@ -108,7 +108,7 @@ def train_linear_probe(feats: torch.Tensor, mirror_feats: torch.Tensor, labels, 
 def train_linear_probe_on_the_fly(backbone: nn.Module, images, labels, mean, std, size: int, num_classes: int,
                                   cfg: LinearProbeConfig, device=None, progress: bool = False) -> tuple[nn.Linear, list[float]]:
     """The reference path: every step flips its batch's images and runs the frozen backbone on them."""
-    from clsp.eval.features import default_device, extract_features
+    from clsp.features import default_device, extract_features
 
     device = default_device(device)
     images = torch.as_tensor(images).to(device)  # uint8 NHWC, in memory
@@ -139,7 +139,7 @@ def topk_accuracy(layer: nn.Linear, feats: torch.Tensor, labels, ks=(1, 5), batc
 
 def features_and_mirror(encoder, dataset, batch_size: int = 512, progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Features of every image and of its mirror, in one pass over the data (streamed sets are read once)."""
-    from clsp.eval.features import image_batches
+    from clsp.features import image_batches
 
     batches = image_batches(dataset, batch_size, encoder.device)
     if progress:
@@ -201,7 +201,7 @@ def linear_eval(encoder_path, dataset_cfg, out_dir=None, probe_cfg: LinearProbeC
                 device=None, progress: bool = True) -> dict:
     """The paper's linear evaluation of an encoder on a dataset's train / test splits; writes metrics.json."""
     from clsp.data.config import load_split
-    from clsp.eval.metrics import open_encoder
+    from clsp.eval.features import open_encoder
 
     encoder, out = open_encoder(encoder_path, "linear", out_dir, device)
     data_cfg = encoder.dataset_config(dataset_cfg)

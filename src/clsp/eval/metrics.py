@@ -81,15 +81,6 @@ def format_table(header: Sequence[str], rows: Sequence[Sequence[Any]], title: st
     return "\n".join(([title] if title else []) + lines)
 
 
-def open_encoder(encoder_path, kind: str, out_dir=None, device=None):
-    """The frozen `Encoder` an evaluation reads, and its output directory: `out_dir`, else beside the
-    encoder, under eval/<kind>/."""
-    from clsp.eval.features import Encoder
-
-    encoder = Encoder(encoder_path, device)
-    return encoder, Path(out_dir) if out_dir is not None else default_out_dir(encoder.path, kind)
-
-
 def default_out_dir(encoder_path: str | Path, kind: str) -> Path:
     """Beside the encoder: <encoder dir>/eval/<kind>/."""
     return Path(encoder_path).resolve().parent / "eval" / kind

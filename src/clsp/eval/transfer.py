@@ -47,7 +47,8 @@ def transfer_eval(encoder_path, datasets: Sequence[str] = TRANSFER_SETS, out_dir
                   progress: bool = True) -> dict:
     """Linear probes on each downstream set; writes out/metrics.json (a row per set) and out/<set>/metrics.json."""
     from clsp.config import to_dict
-    from clsp.eval.metrics import open_encoder, run_evaluation
+    from clsp.eval.features import open_encoder
+    from clsp.eval.metrics import run_evaluation
 
     if not datasets:
         raise UserError("no transfer sets given; pass --datasets cifar10,pets,...")

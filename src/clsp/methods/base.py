@@ -344,7 +344,7 @@ class ContrastiveMethod(L.LightningModule):
             self.results["probe_acc"] = float(acc)
             self.log("test/probe_acc", self.results["probe_acc"], on_epoch=True, sync_dist=True)
         if knn_due:
-            from clsp.eval.knn import knn_accuracy
+            from clsp.knn import knn_accuracy
 
             k = self.cfg.knn.k
             accuracy = knn_accuracy(self._features(m.train), m.train_labels, test_feats, m.test_labels, ks=[k],
@@ -354,7 +354,7 @@ class ContrastiveMethod(L.LightningModule):
             self.log("test/knn_acc", accuracy[k], on_epoch=True, sync_dist=True)
 
     def _features(self, images) -> Tensor:
-        from clsp.eval.features import extract_features
+        from clsp.features import extract_features
 
         m = self.monitor
         return extract_features(self.backbone, images, m.mean, m.std, m.size, batch_size=self.cfg.knn.batch_size,
