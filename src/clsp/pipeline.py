@@ -360,11 +360,11 @@ class Pipeline:
         return hash_json(identity(manifest)) if manifest else "absent"
 
     def encoder_hash(self, name: str) -> str:
-        from clsp.eval.metrics import file_sha256
+        from clsp.io import file_sha256
         from clsp.models.encoder import ENCODER_FILE
 
         path = self.run / "pretrain" / name / ENCODER_FILE
-        return file_sha256(path) if path.is_file() else "absent"
+        return file_sha256(path)[:16] if path.is_file() else "absent"
 
     # the stages -----------------------------------------------------------------------------------
     def stages(self) -> list[Stage]:

@@ -204,9 +204,9 @@ def fid_table(results: dict) -> str:
 
 
 def _file_hash(path) -> str:
-    from clsp.eval.metrics import file_sha256
+    from clsp.io import file_sha256
 
-    return file_sha256(path)
+    return file_sha256(path)[:16]
 
 
 fid = fid_eval  # the stage function's name in docs/ARCHITECTURE.md

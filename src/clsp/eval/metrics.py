@@ -7,28 +7,19 @@ Common fields: `kind`, `encoder` (path, sha256, method, ...), `dataset` (name, s
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from clsp.io import read_json, write_json_atomic
+from clsp.io import file_sha256, read_json, write_json_atomic
 
 METRICS_FILE = "metrics.json"
 SCHEMA_VERSION = 1
 
 
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:16]
-
-
 def encoder_record(path: str | Path, meta: dict[str, Any]) -> dict[str, Any]:
     """What identifies the evaluated encoder: its file, content hash and how it was trained."""
     keys = ("method", "arch", "stem", "feat_dim", "image_size", "dataset", "clsp_lambda", "third_view", "epochs")
-    return {"path": str(Path(path).resolve()), "sha256": file_sha256(path), **{k: meta.get(k) for k in keys}}
+    return {"path": str(Path(path).resolve()), "sha256": file_sha256(path)[:16], **{k: meta.get(k) for k in keys}}
 
 
 def dataset_record(ds, split: str | None = None) -> dict[str, Any]:
