@@ -82,3 +82,12 @@ def test_finish_stops_logging_into_the_run(tmp_path):
         rundir.start(tmp_path / f"r{i}", Cfg())
         rundir.finish(tmp_path / f"r{i}", Cfg())
     assert len(file_handlers()) == before
+
+
+def test_an_atomic_write_gets_the_mode_a_plain_write_would(tmp_path):
+    import os
+
+    (tmp_path / "plain.json").write_text("{}")
+    write_json_atomic(tmp_path / "atomic.json", {})
+    mode = lambda p: os.stat(p).st_mode & 0o777          # noqa: E731
+    assert mode(tmp_path / "atomic.json") == mode(tmp_path / "plain.json")       # not mkstemp's 0600

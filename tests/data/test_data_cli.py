@@ -76,6 +76,18 @@ def test_preview_writes_a_grid_of_originals_and_views(tmp_path, capsys):
     assert main(args[:-1] + ["2"]) == 0 and out.read_bytes() != first
 
 
+def test_preview_of_a_grey_set_shows_grey_originals_beside_their_views(tmp_path):
+    """digits is 1-channel: the originals' column must stack with the 3-channel views, and stay grey."""
+    import numpy as np
+
+    out = tmp_path / "pv"
+    assert main(["data", "preview", "digits", "--aug", "simclr", "--out", str(out), "--n", "2", "--views", "1"]) == 0
+    with Image.open(out / "preview.png") as im:
+        rgb = np.asarray(im.convert("RGB")).astype(int)
+    first_tile = rgb[2:96, 2:96]
+    assert first_tile.std() > 0 and (first_tile[..., 0] == first_tile[..., 1]).all()   # an image, grey
+
+
 def test_preview_rejects_bad_counts(tmp_path, capsys):
     write_image_folder(tmp_path / "pics", {"a": 1})
     assert main(["data", "preview", f"folder:{tmp_path / 'pics'}", "--out", str(tmp_path / "v"), "--n", "0"]) == 2

@@ -125,7 +125,7 @@ def preview_grid(ds, recipe: str, n: int = 8, views: int = 4, seed: int = 0):
     mean, std = torch.tensor(ds.mean).view(1, 3, 1, 1), torch.tensor(ds.std).view(1, 3, 1, 1)
     augment = make_augment(recipe, size, ds.mean, ds.std)
     torch.manual_seed(seed)
-    columns = [images.permute(0, 3, 1, 2).float() / 255]
+    columns = [images.permute(0, 3, 1, 2).float().expand(-1, 3, -1, -1) / 255]   # grey as the views show it: 3 channels
     columns += [(augment(images) * std + mean).clamp(0, 1) for _ in range(views)]
     return torch.stack(columns, dim=1).flatten(0, 1)
 
