@@ -30,9 +30,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from clsp.errors import UserError
+from clsp.methods import memory_bank
 from clsp.methods.data import ViewMaker, step_rng
 from clsp.methods.lars import LARS
-from clsp.methods import memory_bank
 from clsp.methods.losses import clsp_term
 from clsp.models.backbones import make_backbone
 from clsp.models.heads import make_projector
