@@ -76,6 +76,37 @@ class Flag:
     help: str = ""
 
 
+def field_flags(section: type, prefix: str = "", only: Sequence[str] = ()) -> dict[str, Flag]:
+    """`--field-name` for each field of config dataclass `section` (or each in `only`), setting key
+    `prefix + field`, described by the comment written beside the field: a flag and its key say it once."""
+    comments = field_comments(section)
+    names = list(only) or [f.name for f in dataclasses.fields(section)]
+    return {"--" + name.replace("_", "-"): Flag(prefix + name, comments.get(name, "")) for name in names}
+
+
+def field_comments(section: type) -> dict[str, str]:
+    """The comment beside each field in a dataclass's source, with the comment-only lines that continue it."""
+    import ast
+    import inspect
+    import io
+    import textwrap
+    import tokenize
+
+    source = textwrap.dedent(inspect.getsource(section))
+    lines = source.splitlines()
+    comments = {token.start[0]: token.string.lstrip("#").strip()
+                for token in tokenize.generate_tokens(io.StringIO(source).readline) if token.type == tokenize.COMMENT}
+    found = {}
+    for node in ast.parse(source).body[0].body:
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.end_lineno in comments:
+            line, text = node.end_lineno, []
+            while line in comments and (line == node.end_lineno or lines[line - 1].lstrip().startswith("#")):
+                text.append(comments[line])
+                line += 1
+            found[node.target.id] = " ".join(text)
+    return found
+
+
 def config_command(parser: argparse.ArgumentParser, schema: type, run: Callable[[Any], Any], *,
                    flags: dict[str, Flag] | None = None, positionals: dict[str, Flag] | None = None,
                    presets: str = "", examples: Sequence[str] = (), check: Callable[[Any], Any] | None = None) -> None:

@@ -97,6 +97,19 @@ def hash_json(obj: Any) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's bytes (hex), read in blocks."""
+    h = hashlib.sha256()
+    _hash_file_into(h, path)
+    return h.hexdigest()
+
+
+def _hash_file_into(h, path: str | os.PathLike) -> None:
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+
+
 def hash_directory(path: str | os.PathLike, suffixes: tuple[str, ...] = (".json", ".safetensors", ".bin", ".pt", ".ckpt"),
                    exclude: tuple[str, ...] = ("record.json",)) -> str:
     """Content hash of the files in a directory tree that define a model (names and bytes). A shipped model's
@@ -105,7 +118,5 @@ def hash_directory(path: str | os.PathLike, suffixes: tuple[str, ...] = (".json"
     h = hashlib.sha256()
     for file in sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in suffixes and p.name not in exclude):
         h.update(str(file.relative_to(root)).encode())
-        with open(file, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
+        _hash_file_into(h, file)
     return h.hexdigest()[:16]

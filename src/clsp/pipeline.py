@@ -38,7 +38,8 @@ from clsp.diffusion.train import DiffusionTrainConfig
 from clsp.errors import ConfigError, UserError
 from clsp.eval.linear import LinearProbeConfig
 from clsp.layout import SWEEPABLE, VARIANT_SUFFIX, RunSpec, plan_runs, store_name
-from clsp.methods.pretrain import METHOD_NAMES, PretrainConfig, require_labels_for
+from clsp.methods import METHODS
+from clsp.methods.pretrain import PretrainConfig, require_labels_for
 from clsp.report.paper import PAPER_RUNS
 from clsp.training import TrainerConfig
 
@@ -146,12 +147,12 @@ class PipelineConfig:
     def __post_init__(self) -> None:
         check(len(self.methods) > 0, "methods", "must name at least one method")
         for m in self.methods:
-            check_choice(m, "methods", METHOD_NAMES)
+            check_choice(m, "methods", METHODS)
         check(len(self.variants) > 0, "variants", "must name at least one of base, clsp, aug")
         for v in self.variants:
             check_choice(v, "variants", VARIANTS)
         for m in self.method_overrides:  # a method that is not run keeps its overrides (checked in Pipeline)
-            check_choice(m, "method_overrides", METHOD_NAMES)
+            check_choice(m, "method_overrides", METHODS)
         check(len(self.seeds) > 0 and len(set(self.seeds)) == len(self.seeds), "seeds",
               f"must name one or more distinct seeds, got {self.seeds}")
         check(self.pretrain.seed == 0, "pretrain.seed",
@@ -359,11 +360,11 @@ class Pipeline:
         return hash_json(identity(manifest)) if manifest else "absent"
 
     def encoder_hash(self, name: str) -> str:
-        from clsp.eval.metrics import file_sha256
+        from clsp.io import file_sha256
         from clsp.models.encoder import ENCODER_FILE
 
         path = self.run / "pretrain" / name / ENCODER_FILE
-        return file_sha256(path) if path.is_file() else "absent"
+        return file_sha256(path)[:16] if path.is_file() else "absent"
 
     # the stages -----------------------------------------------------------------------------------
     def stages(self) -> list[Stage]:

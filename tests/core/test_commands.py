@@ -73,6 +73,30 @@ def test_flags_are_aliases_of_keys_with_the_schemas_defaults(capsys):
     assert sample.sampler == SamplerConfig() and sample.anchors.name == "digits" and sample.k == 3
 
 
+def test_section_flags_are_generated_from_their_dataclasses():
+    """Every field of the probe and sampler sections is a flag of the commands that take them, described by
+    the comment beside the field; a flag the old tables lacked (--guidance) sets its key like the others."""
+    import dataclasses
+
+    from clsp.cli import field_comments
+    from clsp.diffusion.sampler import SamplerConfig
+    from clsp.eval.linear import LinearProbeConfig
+
+    commands = dict(subcommand_parsers())
+    for words, section, prefix in [(("eval", "linear"), LinearProbeConfig, "probe"),
+                                   (("eval", "transfer"), LinearProbeConfig, "probe"),
+                                   (("diffusion", "sample"), SamplerConfig, "sampler")]:
+        options = {a.option_strings[0]: a for a in commands[words]._actions if a.option_strings}
+        comments = field_comments(section)
+        for f in dataclasses.fields(section):
+            action = options["--" + f.name.replace("_", "-")]
+            assert action.dest == f"_flag_{prefix}__{f.name}" and action.help.startswith(comments[f.name]), (words, f.name)
+    assert field_comments(SamplerConfig)["layers"].endswith("the last n - 1 skip connections of the down path "
+                                                             "(the release's option)")   # continued on the next line
+    cfg = resolve_config(["diffusion", "sample", "--model", "m", "--out", "o", "--guidance", "1.5", "--no-clip-final"])
+    assert cfg.sampler.guidance == 1.5 and cfg.sampler.clip_final is False
+
+
 def test_print_config_prints_the_resolved_config_without_running(tmp_path, capsys):
     assert main(["pipeline", "--config", "demo", "methods=[simclr]", "--out", str(tmp_path / "run"), "--print-config"]) == 0
     printed = yaml.safe_load(capsys.readouterr().out)

@@ -57,6 +57,20 @@ def test_hash_directory_sees_content_changes(tmp_path):
     assert hash_directory(tmp_path) != h2
 
 
+def test_file_and_directory_hashes_are_sha256_of_the_bytes(tmp_path):
+    """One hashing of files for the model directory, the encoder record and the store's chunks: checked by hand."""
+    import hashlib
+
+    from clsp.io import file_sha256
+
+    data = bytes(range(256)) * 20000                                    # 5 MB: more than one read block
+    (tmp_path / "w.safetensors").write_bytes(data)
+    (tmp_path / "config.json").write_text("{}")
+    assert file_sha256(tmp_path / "w.safetensors") == hashlib.sha256(data).hexdigest()
+    by_hand = hashlib.sha256(b"config.json{}w.safetensors" + data).hexdigest()[:16]   # names, then bytes, sorted
+    assert hash_directory(tmp_path) == by_hand
+
+
 def test_finish_stops_logging_into_the_run(tmp_path):
     import logging
 

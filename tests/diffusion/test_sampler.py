@@ -261,3 +261,23 @@ def test_layers_1_is_the_paper_sampler_and_w1_is_plain_sampling_for_every_depth(
         assert torch.equal(w1.reshape(6, 8, 8, 1), plain), layers
     with pytest.raises(UserError, match="skip connections, but this UNet has"):
         generate_positives(tiny_unet, schedule, digit_anchors[:1], 1, dataclasses.replace(cfg, layers=50), seed=9)
+
+
+@pytest.mark.parametrize("name", ["ddim", "ddpm", "dpmsolver++", "unipc"])
+def test_the_sampler_table_builds_each_scheduler_and_gives_its_step_what_it_takes(schedule, name):
+    """Each row: its diffusers class with its options and the spacing and clipping asked for; and its step is
+    given exactly those of eta and the noise generator that the class's own `step` accepts."""
+    import inspect
+
+    from clsp.diffusion.schedulers import SAMPLER_TABLE, step_kwargs
+
+    spec = SAMPLER_TABLE[name]
+    scheduler = make_scheduler(schedule, name, 10, "leading", clip_x0=True)
+    assert type(scheduler).__name__ == spec.scheduler and len(scheduler.timesteps) == 10
+    assert scheduler.config.timestep_spacing == "leading"
+    assert all(scheduler.config[key] == value for key, value in spec.options.items())
+    assert spec.clips_x0 == (name in ("ddim", "ddpm")) and (not spec.clips_x0 or scheduler.config.clip_sample is True)
+    accepted = set(inspect.signature(type(scheduler).step).parameters)
+    assert set(step_kwargs(name, 0.3, torch.Generator())) == {"eta", "generator"} & accepted
+    with pytest.raises(ValueError, match="unknown sampler"):
+        make_scheduler(schedule, "euler", 10)

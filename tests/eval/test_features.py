@@ -2,7 +2,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from clsp.eval.features import extract_features
+from clsp.features import extract_features
 
 
 class MeanColumns(nn.Module):

@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from clsp.data.config import DatasetConfig
-from clsp.eval.features import extract_features
+from clsp.features import extract_features
 from clsp.eval.hardness import KINDS, hardness_eval, hardness_similarities
 
 

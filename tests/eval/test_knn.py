@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from clsp.eval.knn import best_k, knn_accuracy
+from clsp.knn import best_k, knn_accuracy
 
 
 def unit(angle_deg):

@@ -38,7 +38,7 @@ def test_mirror_features_are_used_when_flipped():
 
 
 def test_precomputed_flips_equal_the_on_the_fly_protocol(digits16_train):
-    from clsp.eval.features import extract_features
+    from clsp.features import extract_features
     from clsp.models.backbones import make_backbone
 
     torch.manual_seed(0)

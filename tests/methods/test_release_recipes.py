@@ -52,7 +52,9 @@ def test_batchnorm_statistics_are_per_view_except_for_simclr_and_supcon(tmp_path
                 "moco": {"backbone": {8}, "projector": {8}, "key_backbone": {8}, "key_projector": {8}},
                 "nnclr": {"backbone": {8}, "projector": {8}, "predictor": {8}},
                 "all4one": {"backbone": {8}, "projector": {8}, "predictor": {8}, "centroid_predictor": {8},
-                            "momentum_backbone": {8}, "momentum_projector": {8}}}[method]
+                            "momentum_backbone": {8}, "momentum_projector": {8}},
+                "byol": {"backbone": {8}, "projector": {8}, "predictor": {8}, "momentum_backbone": {8},
+                         "momentum_projector": {8}}}[method]
     assert spy.sizes == expected
 
 

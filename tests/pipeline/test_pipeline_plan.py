@@ -73,10 +73,10 @@ def test_a_given_model_dir_replaces_diffusion_training(micro_config, tmp_path):
     (["variants=[clsp]", "pretrain.clsp.weight=0"], "variant 'clsp' of simclr needs a CLSP weight > 0"),
     (["method_overrides={simclr: {lrr: 1}}"], "pretraining simclr .*unknown config key 'lrr'"),
     (["methods=[moco]", "method_overrides={moco: {moco: {queue_size: 50}}}"], "moco.queue_size.*not a multiple"),
-    (["methods=[byol]"], "methods"),
+    (["methods=[swav]"], "methods"),
     (["variants=[clsp,twice]"], "variants"),
     (["w_sweep=[0.1,1.5]"], "w_sweep"),
-    (["method_overrides={byol: {lr: 1}}"], "method_overrides"),
+    (["method_overrides={swav: {lr: 1}}"], "method_overrides"),
     (["method_overrides={moco: {lrr: 1}}"], "pretraining moco .*unknown config key 'lrr'"),  # not run, still checked
     (["seeds=[1,1]"], "seeds"),
     (["pretrain.seed=3"], "write seeds=\\[3\\] instead"),

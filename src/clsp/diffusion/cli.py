@@ -40,7 +40,7 @@ class SampleConfig:
 
 
 def register(subparsers) -> None:
-    from clsp.cli import Flag, add_command, config_command
+    from clsp.cli import Flag, add_command, config_command, field_flags
     from clsp.diffusion.train import DiffusionTrainConfig
 
     parser = add_command(subparsers, "diffusion")
@@ -68,17 +68,10 @@ def register(subparsers) -> None:
         "--split": Flag("split", "the anchors' split"),
         "--size": Flag("anchors.size", "resize the anchors to this side (must match the model)"),
         "--k": Flag("k", "candidates per anchor"),
-        "--w": Flag("sampler.w", "weight of the sample's own bottleneck (1 = plain sampling)"),
         "--sweep-w": Flag("sweep_w", "comma-separated w values, e.g. 0,0.1,0.3,0.5,1: the w-ablation picture"),
-        "--sampler": Flag("sampler.sampler", "ddim | ddpm | dpmsolver++ | unipc"),
-        "--steps": Flag("sampler.steps", "denoising steps"),
-        "--eta": Flag("sampler.eta", "DDIM's noise scale"),
-        "--timestep-spacing": Flag("sampler.timestep_spacing", "the sampler's timesteps"),
-        "--share-anchor": Flag("sampler.share_anchor", "one anchor pass per anchor per step for its K candidates"),
-        "--layers": Flag("sampler.layers", "feature maps mixed: 1 = the mid block (the paper); n also the n - 1 deepest skips"),
-        "--batch-size": Flag("sampler.batch_size", "trajectories per UNet call"),
         "--seed": Flag("seed", "the sampling seed"),
         "--device": Flag("device", "auto | cpu | cuda | cuda:N"),
+        **field_flags(SamplerConfig, "sampler."),
     }, examples=["clsp diffusion sample --model runs/diffusion/model --n 16 --out runs/samples",
                  "clsp diffusion sample --model /models/ddpm-cifar10-32 --anchors cifar10 --w 0.1 --k 8 --out runs/grid",
                  "clsp diffusion sample --model runs/diffusion/model --anchors fashion-mnist --sweep-w 0,0.1,0.3,0.5,1 "

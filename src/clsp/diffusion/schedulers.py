@@ -7,7 +7,29 @@ schedulers index their tables with them, and a host table indexed by a host scal
 
 from __future__ import annotations
 
-SAMPLERS = ("ddim", "ddpm", "dpmsolver++", "unipc")
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Sampler:
+    """How a sampler name becomes a diffusers scheduler and what its `step` takes."""
+
+    scheduler: str                                 # the diffusers scheduler class
+    options: dict = field(default_factory=dict)    # construction arguments besides the model's schedule
+    clips_x0: bool = False                         # takes `clip_sample` (clip the predicted x0 each step)
+    step_args: tuple[str, ...] = ()                # of "eta", "generator": what its `step` is given
+
+
+# The multistep solvers (DPM-Solver++ 2nd order, UniPC bh2) are deterministic; eta is DDIM's alone.
+SAMPLER_TABLE = {
+    "ddim": Sampler("DDIMScheduler", clips_x0=True, step_args=("eta", "generator")),
+    "ddpm": Sampler("DDPMScheduler", clips_x0=True, step_args=("generator",)),
+    "dpmsolver++": Sampler("DPMSolverMultistepScheduler", dict(algorithm_type="dpmsolver++", solver_order=2,
+                                                               thresholding=False, variance_type=None),
+                           step_args=("generator",)),
+    "unipc": Sampler("UniPCMultistepScheduler", dict(predict_x0=True, solver_type="bh2", thresholding=False)),
+}
+SAMPLERS = tuple(SAMPLER_TABLE)
 TIMESTEP_SPACINGS = ("leading", "trailing", "linspace")
 
 # DDPM (Ho et al. 2020), as in google/ddpm-cifar10-32: T = 1000, linear betas 1e-4 .. 0.02, epsilon prediction.
@@ -39,36 +61,23 @@ def make_scheduler(scheduler_config: dict, sampler: str, steps: int, timestep_sp
     990, ..., 0). DDIM keeps diffusers' DDIM defaults for what a DDPM config does not say
     (set_alpha_to_one=True, steps_offset=0), so the step from t = 9 lands on x_0 with alpha 1, as in
     the release. diffusers' DDIM takes the previous timestep as t - T // steps, which is exact only
-    when `steps` divides T (100 of 1000 does). The multistep
-    solvers (DPM-Solver++ 2nd order, UniPC bh2) are deterministic; eta applies to DDIM only.
+    when `steps` divides T (100 of 1000 does). Each sampler's class and arguments: `SAMPLER_TABLE`.
     """
-    from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler
+    import diffusers
 
-    base = _public(scheduler_config)
-    if sampler == "ddim":
-        scheduler = DDIMScheduler.from_config(base, timestep_spacing=timestep_spacing, clip_sample=clip_x0)
-    elif sampler == "ddpm":
-        scheduler = DDPMScheduler.from_config(base, timestep_spacing=timestep_spacing, clip_sample=clip_x0)
-    elif sampler == "dpmsolver++":
-        scheduler = DPMSolverMultistepScheduler.from_config(
-            base, algorithm_type="dpmsolver++", solver_order=2, thresholding=False, variance_type=None,
-            timestep_spacing=timestep_spacing)
-    elif sampler == "unipc":
-        scheduler = UniPCMultistepScheduler.from_config(
-            base, predict_x0=True, solver_type="bh2", thresholding=False, timestep_spacing=timestep_spacing)
-    else:
+    if sampler not in SAMPLER_TABLE:
         raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
+    spec = SAMPLER_TABLE[sampler]
+    options = {**spec.options, "timestep_spacing": timestep_spacing, **({"clip_sample": clip_x0} if spec.clips_x0 else {})}
+    scheduler = getattr(diffusers, spec.scheduler).from_config(_public(scheduler_config), **options)
     scheduler.set_timesteps(steps)
     return scheduler
 
 
 def step_kwargs(sampler: str, eta: float, generator) -> dict:
-    """The extra arguments of each scheduler's `step`: DDIM's eta, and the sample stream for noise."""
-    if sampler == "ddim":
-        return {"eta": eta, "generator": generator}
-    if sampler in ("ddpm", "dpmsolver++"):
-        return {"generator": generator}
-    return {}
+    """The extra arguments of the sampler's `step`: DDIM's eta, and the sample stream for noise."""
+    given = {"eta": eta, "generator": generator}
+    return {name: given[name] for name in SAMPLER_TABLE[sampler].step_args}
 
 
 def _public(config: dict) -> dict:

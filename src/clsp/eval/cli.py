@@ -133,20 +133,16 @@ ENCODER_FLAGS = {"--ckpt": ("ckpt", "encoder.safetensors written by `clsp pretra
                  "--root": ("dataset.root", "where the dataset files are (default: the registry's search path)"),
                  "--device": ("device", "auto | cpu | cuda | cuda:N"),
                  "--out": ("out_dir", "output directory (default: beside the encoder, under eval/KIND/)")}
-PROBE_FLAGS = {"--epochs": ("probe.epochs", "probe epochs"), "--batch-size": ("probe.batch_size", "probe batch"),
-               "--lr": ("probe.lr", "probe learning rate"),
-               "--milestones": ("probe.milestones", "epochs at which the lr is multiplied by 0.1"),
-               "--seed": ("probe.seed", "probe seed"),
-               "--on-the-fly": ("probe.on_the_fly", "recompute features from flipped images every step (slow; same result)")}
-
 
 def register(subparsers) -> None:
-    from clsp.cli import Flag, add_command, config_command
+    from clsp.cli import Flag, add_command, config_command, field_flags
 
     def flags(*tables: dict, **more: tuple[str, str]) -> dict:
-        merged = {k: v for t in tables for k, v in t.items()}
-        merged.update({"--" + k.replace("_", "-"): v for k, v in more.items()})
-        return {name: Flag(key, text) for name, (key, text) in merged.items()}
+        merged = {k: v if isinstance(v, Flag) else Flag(*v) for t in tables for k, v in t.items()}
+        merged.update({"--" + k.replace("_", "-"): Flag(*v) for k, v in more.items()})
+        return merged
+
+    probe_flags = field_flags(LinearProbeConfig, "probe.")
 
     ckpt = "runs/demo/pretrain/simclr-clsp"
     ev = add_command(subparsers, "eval",
@@ -158,12 +154,12 @@ def register(subparsers) -> None:
                    examples=[f"clsp eval knn --ckpt {ckpt} --dataset fashion-mnist"])
 
     p = sub.add_parser("linear", help="linear probe: SGD lr 1.0, 100 epochs, flip only; top-1 / top-5")
-    config_command(p, LinearEval, run_linear, flags=flags(ENCODER_FLAGS, PROBE_FLAGS),
+    config_command(p, LinearEval, run_linear, flags=flags(ENCODER_FLAGS, probe_flags),
                    examples=[f"clsp eval linear --ckpt {ckpt} --dataset fashion-mnist --epochs 100"])
 
     p = sub.add_parser("transfer", help="linear probe on downstream sets at the encoder's resolution")
     config_command(p, TransferEval, run_transfer, flags=flags(
-        {k: v for k, v in ENCODER_FLAGS.items() if k not in ("--dataset", "--size", "--subset")}, PROBE_FLAGS,
+        {k: v for k, v in ENCODER_FLAGS.items() if k not in ("--dataset", "--size", "--subset")}, probe_flags,
         datasets=("datasets", "comma-separated downstream sets"),
         skip_missing=("skip_missing", "report a set that is not on disk as missing and go on"),
         root=("root", "where the downstream sets are")),
@@ -198,10 +194,10 @@ def register(subparsers) -> None:
     p = add_command(subparsers, "fid")
     config_command(p, FidEval, run_fid, flags=flags(
         {k: v for k, v in ENCODER_FLAGS.items() if k in ("--dataset", "--root", "--device")},
+        field_flags(SamplerConfig, "sampler.", only=("sampler", "steps", "eta")),
         size=("dataset.size", "image side the training set is loaded at (must match the model)"),
         model=("model", "diffusion model directory (diffusers layout) from `clsp diffusion train`"),
         n=("n", "samples to generate"), inception_weights=("inception_weights", "torch-fidelity's FID Inception weights"),
-        sampler=("sampler.sampler", "sampler"), steps=("sampler.steps", "denoising steps"), eta=("sampler.eta", "DDIM eta"),
         batch_size=("sampler.batch_size", "samples per chunk (a resumable unit) and per UNet call"),
         dims=("dims", "Inception layer: 2048, 768, 192, 64"), seed=("seed", "sampling seed"),
         out=("out_dir", "output directory (default: beside the model, under eval/fid/)")),

@@ -56,13 +56,12 @@ def embed_plot(encoder_path, dataset_cfg, out_dir=None, n: int = 2000, figure=No
     from clsp.config import to_dict
     from clsp.data.config import load_split
     from clsp.errors import UserError
-    from clsp.eval.features import Encoder
-    from clsp.eval.metrics import dataset_record, default_out_dir, finish_run, previous_result, start_run, write_metrics
+    from clsp.eval.features import open_encoder
+    from clsp.eval.metrics import dataset_record, run_evaluation
 
     if n < 5:
         raise UserError(f"--n must be at least 5 for a t-SNE, got {n}")
-    encoder = Encoder(encoder_path, device)
-    out = Path(out_dir) if out_dir is not None else default_out_dir(encoder.path, "embed")
+    encoder, out = open_encoder(encoder_path, "embed", out_dir, device)
     figure_path = Path(figure) if figure is not None else out / "tsne.png"
     figure_name = str(figure_path.resolve().relative_to(out.resolve())) if figure_path.resolve().is_relative_to(out.resolve()) \
         else str(figure_path.resolve())
@@ -73,19 +72,19 @@ def embed_plot(encoder_path, dataset_cfg, out_dir=None, n: int = 2000, figure=No
     config = {"kind": "embed", "encoder": str(encoder.path), "dataset": to_dict(data_cfg), "n": n,
               "perplexity": perplexity, "seed": seed, "figure": figure_name, "max_iter": max_iter}
     inputs = {"encoder": encoder.record()["sha256"], "test": test.fingerprint}
-    if (done := previous_result(out, config, inputs, embed_table, files=[figure_path.resolve()])) is not None:
-        return done
-    start_run(out, config, inputs)
-    idx = np.sort(np.random.default_rng(seed).permutation(len(test))[:n])
-    subset = test.subset(idx) if hasattr(test, "subset") else _streamed_subset(test, idx)
-    feats = encoder.features(subset).cpu().numpy()
-    coords, kl = tsne_2d(feats, perplexity, seed, max_iter)
-    labels = np.asarray(subset.labels)
-    title = f"t-SNE of {encoder.meta.get('method', 'encoder')} features: {test.name} {test.split} (n={len(idx)})"
-    plot_embedding(coords, labels, list(test.classes), figure_path, title)
-    results = {"figure": figure_name, "n": int(len(idx)), "perplexity": perplexity, "kl_divergence": kl, "seed": seed}
-    metrics = write_metrics(out, "embed", encoder.record(), dataset_record(test), results)
-    return finish_run(out, config, inputs, metrics, embed_table(results), outputs=["metrics.json", figure_name])
+
+    def compute() -> dict:
+        idx = np.sort(np.random.default_rng(seed).permutation(len(test))[:n])
+        subset = test.subset(idx) if hasattr(test, "subset") else _streamed_subset(test, idx)
+        feats = encoder.features(subset).cpu().numpy()
+        coords, kl = tsne_2d(feats, perplexity, seed, max_iter)
+        labels = np.asarray(subset.labels)
+        title = f"t-SNE of {encoder.meta.get('method', 'encoder')} features: {test.name} {test.split} (n={len(idx)})"
+        plot_embedding(coords, labels, list(test.classes), figure_path, title)
+        return {"figure": figure_name, "n": int(len(idx)), "perplexity": perplexity, "kl_divergence": kl, "seed": seed}
+
+    return run_evaluation(out, "embed", config, inputs, compute, embed_table, encoder.record(), dataset_record(test),
+                          files=[figure_name])
 
 
 def embed_table(results: dict) -> str:

@@ -74,7 +74,7 @@ def load_inception(weights_path, device, dims: int = 2048):
 @torch.no_grad()
 def inception_features(model, images, batch_size: int = 200, device=None, progress: bool = True) -> np.ndarray:
     """(N, dims) Inception features (pool3 by default) of uint8 NHWC images (an array, a tensor or an ImageSet / StreamingImageSet)."""
-    from clsp.eval.features import default_device, image_batches
+    from clsp.features import default_device, image_batches
 
     device = default_device(device)
     batches = image_batches(images, batch_size, device)
@@ -110,7 +110,7 @@ def generate_samples(unet, scheduler_config: dict, n: int, sampler_cfg, seed: in
                      device=None, progress: bool = True) -> np.ndarray:
     """n plain samples, uint8 (n, H, W, 3); chunk i (seed derived from (seed, i)) is kept in chunk_dir."""
     from clsp.diffusion.sampler import sample
-    from clsp.eval.features import default_device
+    from clsp.features import default_device
     from clsp.io import atomic_path
     from clsp.training import step_seed
 
@@ -159,8 +159,8 @@ def fid_eval(model_dir, dataset_cfg, out_dir=None, n: int = 50000, inception_wei
     from clsp.data.config import load_split
     from clsp.diffusion.model import check_model_matches, load_model
     from clsp.diffusion.sampler import SamplerConfig
-    from clsp.eval.features import default_device
-    from clsp.eval.metrics import dataset_record, finish_run, previous_result, start_run, write_metrics
+    from clsp.features import default_device
+    from clsp.eval.metrics import dataset_record, run_evaluation
     from clsp.io import hash_directory
 
     if n < 2:
@@ -180,19 +180,18 @@ def fid_eval(model_dir, dataset_cfg, out_dir=None, n: int = 50000, inception_wei
               "sampler": to_dict(sampler_cfg), "chunk_size": batch_size}
     inputs = {"model": hash_directory(model_dir), "train": train.fingerprint,
               "inception": _file_hash(inception_weights)}
-    if (done := previous_result(out, config, inputs, fid_table)) is not None:
-        return done
-    start_run(out, config, inputs)
-    samples = generate_samples(unet.to(device), scheduler_config, n, sampler_cfg, seed, out / "samples", batch_size,
-                               device, progress)
-    fake = feature_statistics(inception_features(inception, samples, device=device, progress=progress))
-    real = real_statistics(inception, train, inputs["inception"], dims, device, progress)
-    fid = frechet_distance(*fake, *real)
-    results = {"fid": fid, "n_samples": n, "n_real": len(train), "sampler": to_dict(sampler_cfg), "seed": seed,
-               "dims": dims, "features": f"torch-fidelity inception-v3-compat, layer {dims}" + (" (pool3)" if dims == 2048 else "")}
+
+    def compute() -> dict:
+        samples = generate_samples(unet.to(device), scheduler_config, n, sampler_cfg, seed, out / "samples", batch_size,
+                                   device, progress)
+        fake = feature_statistics(inception_features(inception, samples, device=device, progress=progress))
+        real = real_statistics(inception, train, inputs["inception"], dims, device, progress)
+        return {"fid": frechet_distance(*fake, *real), "n_samples": n, "n_real": len(train),
+                "sampler": to_dict(sampler_cfg), "seed": seed, "dims": dims,
+                "features": f"torch-fidelity inception-v3-compat, layer {dims}" + (" (pool3)" if dims == 2048 else "")}
+
     model = {"path": str(model_dir), "fingerprint": inputs["model"]}
-    metrics = write_metrics(out, "fid", None, dataset_record(train), results, model=model)
-    return finish_run(out, config, inputs, metrics, fid_table(results))
+    return run_evaluation(out, "fid", config, inputs, compute, fid_table, None, dataset_record(train), model=model)
 
 
 def fid_table(results: dict) -> str:
@@ -205,9 +204,9 @@ def fid_table(results: dict) -> str:
 
 
 def _file_hash(path) -> str:
-    from clsp.eval.metrics import file_sha256
+    from clsp.io import file_sha256
 
-    return file_sha256(path)
+    return file_sha256(path)[:16]
 
 
 fid = fid_eval  # the stage function's name in docs/ARCHITECTURE.md

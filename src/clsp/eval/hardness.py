@@ -105,14 +105,13 @@ def hardness_eval(encoder_path, dataset_cfg, positives, out_dir=None, n: int = 1
     from clsp.config import to_dict
     from clsp.data.config import load_split
     from clsp.errors import UserError
-    from clsp.eval.features import Encoder
-    from clsp.eval.metrics import dataset_record, default_out_dir, finish_run, previous_result, start_run, write_metrics
+    from clsp.eval.features import open_encoder
+    from clsp.eval.metrics import dataset_record, run_evaluation
     from clsp.io import hash_json
 
     if n < 1:
         raise UserError(f"hardness needs at least 1 anchor: --n (eval.hardness_n) must be >= 1, got {n}")
-    encoder = Encoder(encoder_path, device)
-    out = Path(out_dir) if out_dir is not None else default_out_dir(encoder.path, "hardness")
+    encoder, out = open_encoder(encoder_path, "hardness", out_dir, device)
     augment = augment or encoder.meta.get("augment") or ("moco" if encoder.meta.get("method") == "moco" else "simclr")
     train = load_split(dataset_cfg, dataset_cfg.train_split)
     if store is None:
@@ -127,21 +126,21 @@ def hardness_eval(encoder_path, dataset_cfg, positives, out_dir=None, n: int = 1
     inputs = {"encoder": encoder.record()["sha256"], "train": train.fingerprint,
               "positives": hash_json({k: manifest.get(k) for k in ("dataset", "model_hash", "generation")})
               if manifest else str(positives)}
-    if (done := previous_result(out, config, inputs, hardness_table, files=["hardness.png"])) is not None:
-        return done
-    start_run(out, config, inputs)
-    anchor_idx = np.sort(np.random.default_rng(seed).permutation(len(train))[:n])
-    sims = hardness_similarities(encoder, train, store, anchor_idx, augment, seed, batch_size)
-    summary = {name: similarity_summary(sims[name]) for name in KINDS}
-    synthetic_mean = sims["synthetic"].mean(1)
-    results = {"similarity": summary, "augment": augment, "n_anchors": int(len(anchor_idx)),
-               "k": int(sims["synthetic"].shape[1]), "figure": "hardness.png",
-               # the premise, per anchor: are its synthetic positives harder (less similar) than its NN?
-               "synthetic_harder_than_nn": float((synthetic_mean < sims["nn"]).mean())}
-    title = f"{encoder.meta.get('method', 'encoder')} on {train.name}: similarity of positives to their anchor"
-    plot_hardness(sims, out / "hardness.png", title)
-    metrics = write_metrics(out, "hardness", encoder.record(), dataset_record(train), results, positives=str(positives))
-    return finish_run(out, config, inputs, metrics, hardness_table(results), outputs=["metrics.json", "hardness.png"])
+
+    def compute() -> dict:
+        anchor_idx = np.sort(np.random.default_rng(seed).permutation(len(train))[:n])
+        sims = hardness_similarities(encoder, train, store, anchor_idx, augment, seed, batch_size)
+        summary = {name: similarity_summary(sims[name]) for name in KINDS}
+        synthetic_mean = sims["synthetic"].mean(1)
+        title = f"{encoder.meta.get('method', 'encoder')} on {train.name}: similarity of positives to their anchor"
+        plot_hardness(sims, out / "hardness.png", title)
+        return {"similarity": summary, "augment": augment, "n_anchors": int(len(anchor_idx)),
+                "k": int(sims["synthetic"].shape[1]), "figure": "hardness.png",
+                # the premise, per anchor: are its synthetic positives harder (less similar) than its NN?
+                "synthetic_harder_than_nn": float((synthetic_mean < sims["nn"]).mean())}
+
+    return run_evaluation(out, "hardness", config, inputs, compute, hardness_table, encoder.record(),
+                          dataset_record(train), files=["hardness.png"], positives=str(positives))
 
 
 def hardness_table(results: dict) -> str:

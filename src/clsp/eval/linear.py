@@ -29,12 +29,12 @@ from clsp.training import step_seed
 
 @dataclass
 class LinearProbeConfig:
-    epochs: int = 100
-    batch_size: int = 256
-    lr: float = 1.0
+    epochs: int = 100               # probe epochs
+    batch_size: int = 256           # probe batch
+    lr: float = 1.0                 # probe learning rate (SGD)
     milestones: list[int] = field(default_factory=lambda: [60, 80])  # epochs where lr is multiplied by gamma
-    gamma: float = 0.1
-    seed: int = 0
+    gamma: float = 0.1              # the lr's factor at each milestone
+    seed: int = 0                   # probe seed
     on_the_fly: bool = False        # recompute features from flipped images every step (slow; for checking)
 
     def __post_init__(self) -> None:
@@ -108,7 +108,7 @@ def train_linear_probe(feats: torch.Tensor, mirror_feats: torch.Tensor, labels, 
 def train_linear_probe_on_the_fly(backbone: nn.Module, images, labels, mean, std, size: int, num_classes: int,
                                   cfg: LinearProbeConfig, device=None, progress: bool = False) -> tuple[nn.Linear, list[float]]:
     """The reference path: every step flips its batch's images and runs the frozen backbone on them."""
-    from clsp.eval.features import default_device, extract_features
+    from clsp.features import default_device, extract_features
 
     device = default_device(device)
     images = torch.as_tensor(images).to(device)  # uint8 NHWC, in memory
@@ -139,7 +139,7 @@ def topk_accuracy(layer: nn.Linear, feats: torch.Tensor, labels, ks=(1, 5), batc
 
 def features_and_mirror(encoder, dataset, batch_size: int = 512, progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Features of every image and of its mirror, in one pass over the data (streamed sets are read once)."""
-    from clsp.eval.features import image_batches
+    from clsp.features import image_batches
 
     batches = image_batches(dataset, batch_size, encoder.device)
     if progress:
@@ -200,14 +200,10 @@ def linear_table(results: dict, title: str | None = None) -> str:
 def linear_eval(encoder_path, dataset_cfg, out_dir=None, probe_cfg: LinearProbeConfig | None = None,
                 device=None, progress: bool = True) -> dict:
     """The paper's linear evaluation of an encoder on a dataset's train / test splits; writes metrics.json."""
-    from pathlib import Path
-
     from clsp.data.config import load_split
-    from clsp.eval.features import Encoder
-    from clsp.eval.metrics import default_out_dir
+    from clsp.eval.features import open_encoder
 
-    encoder = Encoder(encoder_path, device)
-    out = Path(out_dir) if out_dir is not None else default_out_dir(encoder.path, "linear")
+    encoder, out = open_encoder(encoder_path, "linear", out_dir, device)
     data_cfg = encoder.dataset_config(dataset_cfg)
     train, test = load_split(data_cfg, data_cfg.train_split), load_split(data_cfg, data_cfg.test_split)
     return evaluate_linear(encoder, train, test, out, probe_cfg or LinearProbeConfig(), progress)
@@ -216,16 +212,13 @@ def linear_eval(encoder_path, dataset_cfg, out_dir=None, probe_cfg: LinearProbeC
 def evaluate_linear(encoder, train, test, out, probe_cfg: LinearProbeConfig, progress: bool = True) -> dict:
     """Linear evaluation of a loaded `Encoder` on loaded sets, recorded in `out` (skipped when already done there)."""
     from clsp.config import to_dict
-    from clsp.eval.metrics import dataset_record, finish_run, previous_result, start_run, write_metrics
+    from clsp.eval.metrics import dataset_record, run_evaluation
 
     config = {"kind": "linear", "encoder": str(encoder.path), "dataset": train.name, "splits": [train.split, test.split],
               "image_size": encoder.size, "probe": to_dict(probe_cfg)}
     inputs = {"encoder": encoder.record()["sha256"], "train": train.fingerprint, "test": test.fingerprint}
     title = f"{train.name}: linear probe"
-    if (done := previous_result(out, config, inputs, lambda results: linear_table(results, title))) is not None:
-        return done
-    start_run(out, config, inputs)
-    results = probe(encoder, train, test, probe_cfg, progress) | {"protocol": to_dict(probe_cfg)}
-    metrics = write_metrics(out, "linear", encoder.record(), dataset_record(test), results,
-                            train_dataset=dataset_record(train))
-    return finish_run(out, config, inputs, metrics, linear_table(results, title))
+    return run_evaluation(out, "linear", config, inputs,
+                          lambda: probe(encoder, train, test, probe_cfg, progress) | {"protocol": to_dict(probe_cfg)},
+                          lambda results: linear_table(results, title), encoder.record(), dataset_record(test),
+                          train_dataset=dataset_record(train))

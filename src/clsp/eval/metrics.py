@@ -7,28 +7,19 @@ Common fields: `kind`, `encoder` (path, sha256, method, ...), `dataset` (name, s
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
-from clsp.io import read_json, write_json_atomic
+from clsp.io import file_sha256, read_json, write_json_atomic
 
 METRICS_FILE = "metrics.json"
 SCHEMA_VERSION = 1
 
 
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:16]
-
-
 def encoder_record(path: str | Path, meta: dict[str, Any]) -> dict[str, Any]:
     """What identifies the evaluated encoder: its file, content hash and how it was trained."""
     keys = ("method", "arch", "stem", "feat_dim", "image_size", "dataset", "clsp_lambda", "third_view", "epochs")
-    return {"path": str(Path(path).resolve()), "sha256": file_sha256(path), **{k: meta.get(k) for k in keys}}
+    return {"path": str(Path(path).resolve()), "sha256": file_sha256(path)[:16], **{k: meta.get(k) for k in keys}}
 
 
 def dataset_record(ds, split: str | None = None) -> dict[str, Any]:
@@ -86,6 +77,28 @@ def default_out_dir(encoder_path: str | Path, kind: str) -> Path:
     return Path(encoder_path).resolve().parent / "eval" / kind
 
 
+def run_evaluation(out_dir: str | Path, kind: str, config: dict, inputs: dict[str, str], compute: Callable[[], dict],
+                   table: Callable[[dict], str], encoder: dict | None, dataset: dict | None, files: Sequence[str] = (),
+                   reuse: bool = True, **extra: Any) -> dict:
+    """What every evaluation does around its computation, once its inputs are loaded and fingerprinted:
+
+    a finished run of exactly this config and these inputs is reused (its table printed again; `reuse=False`
+    always recomputes); else the run directory is started, `compute()` gives the results (and writes the
+    `files` it names, relative to out_dir), metrics.json gets the common fields (`encoder`, `dataset`, `extra`),
+    the table is printed and the run is marked done. Returns the metrics dict."""
+    from clsp import rundir
+
+    out = Path(out_dir)
+    if reuse and (done := previous_result(out, config, inputs, table, files)) is not None:
+        return done
+    rundir.start(out, config, inputs)
+    results = compute()
+    metrics = write_metrics(out, kind, encoder, dataset, results, **extra)
+    print(table(results), flush=True)
+    rundir.finish(out, config, inputs, {"files": [METRICS_FILE, *files]})
+    return metrics
+
+
 def previous_result(out_dir: str | Path, config: dict, inputs: dict[str, str], table=None,
                     files: Sequence[str] = ()) -> dict | None:
     """The metrics of a finished run of exactly this evaluation (same settings, same input fingerprints),
@@ -99,20 +112,4 @@ def previous_result(out_dir: str | Path, config: dict, inputs: dict[str, str], t
     if table is not None:
         print(f"{out / METRICS_FILE} is up to date for this encoder, data and settings (delete done.json to recompute)")
         print(table(metrics["results"]), flush=True)
-    return metrics
-
-
-def start_run(out_dir: str | Path, config: dict, inputs: dict[str, str]) -> None:
-    from clsp import rundir
-
-    rundir.start(out_dir, config, inputs)
-
-
-def finish_run(out_dir: str | Path, config: dict, inputs: dict[str, str], metrics: dict, table: str,
-               outputs: Sequence[str] = (METRICS_FILE,)) -> dict:
-    """Print the table and mark the run complete (done.json) once its files are written."""
-    from clsp import rundir
-
-    print(table, flush=True)
-    rundir.finish(out_dir, config, inputs, {"files": list(outputs)})
     return metrics

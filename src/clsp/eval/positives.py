@@ -278,7 +278,7 @@ def positives_eval(store_path, dataset_cfg, out_dir, cfg: PositivesEvalConfig | 
     """Judge the store made for `dataset_cfg`'s train split; writes metrics.json (+ positives.png with a sweep)."""
     from clsp.config import to_dict
     from clsp.data.config import load_split
-    from clsp.eval.metrics import dataset_record, finish_run, previous_result, require_labels, start_run, write_metrics
+    from clsp.eval.metrics import dataset_record, require_labels, run_evaluation
     from clsp.io import hash_directory, hash_json
     from clsp.positives.store import PositivesStore, identity
 
@@ -302,24 +302,25 @@ def positives_eval(store_path, dataset_cfg, out_dir, cfg: PositivesEvalConfig | 
               "positives": hash_json(identity(store.manifest)),
               "model": hash_directory(model_dir) if sweep else "none"}
     files = [FIGURE] if sweep and cfg.sweep_w else []
-    if (done := previous_result(out, config, inputs, positives_table, files=files)) is not None:
-        return done
-    start_run(out, config, inputs)
-    model, sampler = None, None
-    if sweep:
-        from clsp.diffusion.model import load_model
-        from clsp.diffusion.sampler import SamplerConfig
 
-        model = load_model(model_dir)
-        sampler = SamplerConfig(**store.manifest["generation"]["sampler"])
-    from clsp.eval.reference import reference_classifier
+    def compute() -> dict:
+        model, sampler = None, None
+        if sweep:
+            from clsp.diffusion.model import load_model
+            from clsp.diffusion.sampler import SamplerConfig
 
-    reference = reference_classifier(judge_train, judge_test, cfg.reference)
-    results = evaluate_positives(store, train, judge_test, cfg, model, sampler, reference=reference, progress=progress)
-    if files:
-        title = (f"{train.name}: fresh candidates at each w ({results['sweep'][0]['n_anchors']} anchors x "
-                 f"K = {cfg.sweep_k}, {sampler.sampler} {sampler.steps} steps, layers = {sampler.layers})")
-        plot_sweep(results, out / FIGURE, title)
-        results["figure"] = FIGURE
-    metrics = write_metrics(out, "positives", None, dataset_record(train), results, positives=str(store_path))
-    return finish_run(out, config, inputs, metrics, positives_table(results), outputs=["metrics.json", *files])
+            model = load_model(model_dir)
+            sampler = SamplerConfig(**store.manifest["generation"]["sampler"])
+        from clsp.eval.reference import reference_classifier
+
+        reference = reference_classifier(judge_train, judge_test, cfg.reference)
+        results = evaluate_positives(store, train, judge_test, cfg, model, sampler, reference=reference, progress=progress)
+        if files:
+            title = (f"{train.name}: fresh candidates at each w ({results['sweep'][0]['n_anchors']} anchors x "
+                     f"K = {cfg.sweep_k}, {sampler.sampler} {sampler.steps} steps, layers = {sampler.layers})")
+            plot_sweep(results, out / FIGURE, title)
+            results["figure"] = FIGURE
+        return results
+
+    return run_evaluation(out, "positives", config, inputs, compute, positives_table, None, dataset_record(train),
+                          files=files, positives=str(store_path))

@@ -10,7 +10,6 @@ with the sets it had finished.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Sequence
 
 from clsp.errors import UserError
@@ -48,30 +47,33 @@ def transfer_eval(encoder_path, datasets: Sequence[str] = TRANSFER_SETS, out_dir
                   progress: bool = True) -> dict:
     """Linear probes on each downstream set; writes out/metrics.json (a row per set) and out/<set>/metrics.json."""
     from clsp.config import to_dict
-    from clsp.eval.features import Encoder
-    from clsp.eval.metrics import default_out_dir, finish_run, start_run, write_metrics
+    from clsp.eval.features import open_encoder
+    from clsp.eval.metrics import run_evaluation
 
     if not datasets:
         raise UserError("no transfer sets given; pass --datasets cifar10,pets,...")
     probe_cfg = probe_cfg or LinearProbeConfig()
-    encoder = Encoder(encoder_path, device)
-    out = Path(out_dir) if out_dir is not None else default_out_dir(encoder.path, "transfer")
+    encoder, out = open_encoder(encoder_path, "transfer", out_dir, device)
     present, missing = load_sets(list(datasets), root, encoder.size, skip_missing)
     config = {"kind": "transfer", "encoder": str(encoder.path), "datasets": list(datasets), "root": root,
               "image_size": encoder.size, "probe": to_dict(probe_cfg)}
     inputs = {"encoder": encoder.record()["sha256"]}
     inputs |= {f"{name}/{ds.split}": ds.fingerprint for name, pair in present.items() for ds in pair}
-    start_run(out, config, inputs)
-    rows = []
-    for name in datasets:
-        if name in missing:
-            rows.append({"dataset": name, "status": "missing", "reason": missing[name]})
-            continue
-        train, test = present[name]
-        result = evaluate_linear(encoder, train, test, out / name, probe_cfg, progress)["results"]
-        rows.append({"dataset": name, "status": "ok", "top1": result["top1"], "top5": result["top5"],
-                     "n_train": result["n_train"], "n_test": result["n_test"], "num_classes": result["num_classes"],
-                     "train_split": train.split, "test_split": test.split, "fingerprints": [train.fingerprint, test.fingerprint]})
-    results = {"sets": rows, "image_size": encoder.size, "protocol": to_dict(probe_cfg)}
-    metrics = write_metrics(out, "transfer", encoder.record(), None, results)
-    return finish_run(out, config, inputs, metrics, transfer_table(rows))
+
+    def compute() -> dict:
+        rows = []
+        for name in datasets:
+            if name in missing:
+                rows.append({"dataset": name, "status": "missing", "reason": missing[name]})
+                continue
+            train, test = present[name]
+            result = evaluate_linear(encoder, train, test, out / name, probe_cfg, progress)["results"]
+            rows.append({"dataset": name, "status": "ok", "top1": result["top1"], "top5": result["top5"],
+                         "n_train": result["n_train"], "n_test": result["n_test"], "num_classes": result["num_classes"],
+                         "train_split": train.split, "test_split": test.split,
+                         "fingerprints": [train.fingerprint, test.fingerprint]})
+        return {"sets": rows, "image_size": encoder.size, "protocol": to_dict(probe_cfg)}
+
+    # Always recomputed: each set's probe is its own run (out/<set>/), skipped there when done.
+    return run_evaluation(out, "transfer", config, inputs, compute, lambda results: transfer_table(results["sets"]),
+                          encoder.record(), None, reuse=False)

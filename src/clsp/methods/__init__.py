@@ -1,6 +1,10 @@
-"""Self-supervised pretraining: SimCLR, MoCo v2+, NNCLR and All4One on one Lightning base, each with
-or without the CLSP term (a synthetic positive pulled towards its anchor); and SupCon, the supervised
-reference that uses the labels."""
+"""Self-supervised pretraining: SimCLR, MoCo v2+, NNCLR, All4One and BYOL on one Lightning base, each
+with or without the CLSP term (a synthetic positive pulled towards its anchor); and SupCon, the supervised
+reference that uses the labels.
+
+`METHODS` is the one list of methods: a method is its file here (its class, and its config section if it
+has one) and its line below. What the rest needs to know of it (labels, memory bank and the key of its
+size) the class declares."""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ METHODS = {
     "nnclr": "clsp.methods.nnclr:NNCLR",
     "all4one": "clsp.methods.all4one:All4One",
     "supcon": "clsp.methods.supcon:SupCon",
+    "byol": "clsp.methods.byol:BYOL",
 }
 
 

@@ -20,14 +20,38 @@ uses the online projections z1, z3.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from clsp.methods.base import ContrastiveMethod, frozen_copy, momentum_at, momentum_projections, momentum_update
-from clsp.methods.losses import feature_correlation_loss, gather, nearest_neighbours, nnclr_loss
+from clsp.config import check
+from clsp.methods.base import MomentumMethod
+from clsp.methods.losses import feature_correlation_loss, nearest_neighbours, nnclr_loss
+from clsp.methods.memory_bank import random_bank
 from clsp.models.heads import make_predictor
+
+
+@dataclass
+class All4OneConfig:
+    support_size: int = 98304         # a multiple of the global batch
+    momentum_start: float = 0.99
+    momentum_end: float = 1.0
+    predictor_hidden_dim: int = 4096
+    neighbours: int = 5               # tokens the centroid transformer summarises
+    layers: int = 3                   # centroid transformer
+    heads: int = 8
+    ff_dim: int = 512
+    dropout: float = 0.1
+    transformer_lr: float = 0.1
+    centroid_temperature: float = 0.1
+    feature_scale: float = 10.0       # the feature term's scale in the authors' code
+    nn_weight: float = 0.5
+    centroid_weight: float = 0.5
+    feature_weight: float = 0.5
+
+    def __post_init__(self) -> None:
+        check(self.neighbours >= 2, "all4one.neighbours", f"must be >= 2, got {self.neighbours}")
 
 
 def feature_axis_positions(tokens: int, dim: int) -> Tensor:
@@ -46,18 +70,19 @@ def feature_axis_positions(tokens: int, dim: int) -> Tensor:
     return table[:, :tokens].T.contiguous()
 
 
-class All4One(ContrastiveMethod):
+class All4One(MomentumMethod):
+    momentum_pairs = (("backbone", "momentum_backbone"), ("projector", "momentum_projector"))
+    memory_bank, memory_size_key = "support", "all4one.support_size"
+
     def __init__(self, cfg, *args, **kwargs) -> None:
         super().__init__(cfg, *args, **kwargs)
         c, d = cfg.all4one, cfg.projector.out_dim
         self.predictor = make_predictor(d, c.predictor_hidden_dim)
         self.centroid_predictor = make_predictor(d, c.predictor_hidden_dim)
-        self.momentum_backbone = frozen_copy(self.backbone)
-        self.momentum_projector = frozen_copy(self.projector)
         layer = nn.TransformerEncoderLayer(d, c.heads, c.ff_dim, c.dropout, batch_first=True)
         self.transformer = nn.TransformerEncoder(layer, c.layers, enable_nested_tensor=False)
         self.register_buffer("positions", feature_axis_positions(c.neighbours, d), persistent=False)
-        self.register_buffer("support", F.normalize(torch.randn(c.support_size, d), dim=1))
+        self.register_buffer("support", random_bank(c.support_size, d))
 
     def lr_overrides(self) -> dict[str, float]:
         return {"transformer": self.cfg.all4one.transformer_lr}
@@ -66,14 +91,12 @@ class All4One(ContrastiveMethod):
         """The transformer's output at the first token of each (B, k, d) sequence."""
         return self.transformer(sequences + self.positions)[:, 0]
 
-    def before_step(self, step: int) -> None:
-        c = self.cfg.all4one
-        tau = momentum_at(step, self.total_steps, c.momentum_start, c.momentum_end)
-        momentum_update([self.backbone, self.projector], [self.momentum_backbone, self.momentum_projector], tau)
+    def momentum_range(self) -> tuple[float, float]:
+        return self.cfg.all4one.momentum_start, self.cfg.all4one.momentum_end
 
     def ssl_loss(self, views: list[Tensor], z: list[Tensor]) -> tuple[Tensor, dict, Tensor]:
         c = self.cfg.all4one
-        m1, m2 = momentum_projections(self.momentum_backbone, self.momentum_projector, views[:2])
+        m1, m2 = self.target_projections(views[:2])
         z1, z2 = z[0], z[1]
         p1, p2 = self.predictor(z1), self.predictor(z2)
         c1, c2 = self.centroid_predictor(z1), self.centroid_predictor(z2)
@@ -93,10 +116,3 @@ class All4One(ContrastiveMethod):
         loss = c.nn_weight * loss_nn + c.centroid_weight * loss_centroid + c.feature_weight * loss_feature
         logs = {"train/loss_nn": loss_nn, "train/loss_centroid": loss_centroid, "train/loss_feature": loss_feature}
         return loss, logs, m1
-
-    @torch.no_grad()
-    def enqueue(self, m: Tensor, step: int) -> None:
-        m = gather(m)
-        n = len(m)
-        start = (step * n) % len(self.support)
-        self.support[start:start + n] = m.to(self.support.dtype)

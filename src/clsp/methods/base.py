@@ -9,7 +9,7 @@ and projector (one forward per view, or all views in one forward: see `views_in_
 where z3 is the projection of the third view (a synthetic candidate, or a third augmentation for the
 "+aug" control) through the same (query) branch as z1, and sg stops gradients: the online linear probe
 only watches. `loss_from_views` has no side effects (queues are written after the optimiser step, by
-`enqueue`), so it is what `torch.compile` compiles: by default on CUDA, where the host's Python and
+the memory bank), so it is what `torch.compile` compiles: by default on CUDA, where the host's Python and
 dispatch would otherwise be a step's cost once the compute is small (trainer.compile).
 Every epoch (or every N) the probe and a kNN classifier are scored on the test split.
 A non-finite loss is recorded on the device at no cost and checked every `log_every` steps and before
@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from clsp.errors import UserError
+from clsp.methods import memory_bank
 from clsp.methods.data import ViewMaker, step_rng
 from clsp.methods.lars import LARS
 from clsp.methods.losses import clsp_term
@@ -113,7 +114,8 @@ class ContrastiveMethod(L.LightningModule):
     batches, `z` the projector outputs of all views (z[0], z[1] the real views, z[2] the third view when
     there is one); a method that sets `needs_labels` gets the batch's labels as a third argument (and
     pretraining refuses data without labels for it). `logs` are extra scalars to log, `entries` what
-    `enqueue` writes into the method's queue after the optimiser step (None for none). Momentum methods update their encoders in `before_step`.
+    the base writes into the method's `memory_bank` after the optimiser step (None for none). Momentum
+    methods derive from `MomentumMethod`, which updates their target encoders before the step's forward.
 
     `views_in_one_forward` decides what BatchNorm normalises each view with. False (the default): each
     view goes through backbone and projector on its own, so batch statistics are per view and the
@@ -124,6 +126,8 @@ class ContrastiveMethod(L.LightningModule):
 
     views_in_one_forward: bool = False
     needs_labels: bool = False       # True: ssl_loss takes the batch's labels as a third argument (SupCon)
+    memory_bank: str | None = None   # the buffer (clsp.methods.memory_bank) that ssl_loss's entries are written into
+    memory_size_key: str | None = None   # its size's config key (`validate`: a multiple of the global batch)
 
     def __init__(self, cfg, data, views: ViewMaker, steps_per_epoch: int, num_classes: int = 0,
                  monitor: MonitorData | None = None) -> None:
@@ -154,9 +158,6 @@ class ContrastiveMethod(L.LightningModule):
 
     def before_step(self, step: int) -> None:
         """Work before the step's forward that must not be compiled (momentum encoders following)."""
-
-    def enqueue(self, entries: Tensor, step: int) -> None:
-        """Write this step's `entries` (from ssl_loss) into the method's queue, after the optimiser step."""
 
     def collapsed_ssl_loss(self, global_batch: int) -> float | None:
         """The SSL loss when every projection points the same way (all logits equal): a run that ends there has
@@ -216,8 +217,9 @@ class ContrastiveMethod(L.LightningModule):
 
     def optimizer_step(self, *args, **kwargs) -> None:
         super().optimizer_step(*args, **kwargs)
-        if self._entries is not None:     # after backward: the loss no longer needs the queue as it was
-            self.enqueue(self._entries[1], self._entries[0])
+        if self._entries is not None:     # after backward: the loss no longer needs the bank as it was
+            step, entries = self._entries
+            memory_bank.enqueue(getattr(self, self.memory_bank), entries, step)
             self._entries = None
 
     def encode(self, views: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
@@ -342,7 +344,7 @@ class ContrastiveMethod(L.LightningModule):
             self.results["probe_acc"] = float(acc)
             self.log("test/probe_acc", self.results["probe_acc"], on_epoch=True, sync_dist=True)
         if knn_due:
-            from clsp.eval.knn import knn_accuracy
+            from clsp.knn import knn_accuracy
 
             k = self.cfg.knn.k
             accuracy = knn_accuracy(self._features(m.train), m.train_labels, test_feats, m.test_labels, ks=[k],
@@ -352,8 +354,41 @@ class ContrastiveMethod(L.LightningModule):
             self.log("test/knn_acc", accuracy[k], on_epoch=True, sync_dist=True)
 
     def _features(self, images) -> Tensor:
-        from clsp.eval.features import extract_features
+        from clsp.features import extract_features
 
         m = self.monitor
         return extract_features(self.backbone, images, m.mean, m.std, m.size, batch_size=self.cfg.knn.batch_size,
                                 device=self.device)
+
+
+class MomentumMethod(ContrastiveMethod):
+    """A method with target encoders that follow online ones (MoCo, All4One, BYOL).
+
+    The method declares its (online, target) pairs by attribute name in `momentum_pairs`; each target
+    starts as a frozen copy of its online module and, once per step before the forward (so outside the
+    compiled loss), follows it:
+
+        target <- tau_s target + (1 - tau_s) online,    tau_s = momentum_at(s, S, *momentum_range())
+    """
+
+    momentum_pairs: tuple[tuple[str, str], ...] = ()
+
+    def __init__(self, cfg, *args, **kwargs) -> None:
+        super().__init__(cfg, *args, **kwargs)
+        for online, target in self.momentum_pairs:
+            setattr(self, target, frozen_copy(getattr(self, online)))
+
+    def momentum_range(self) -> tuple[float, float]:
+        """(tau at the first step, tau at the last)."""
+        raise NotImplementedError(f"{type(self).__name__} must define momentum_range")
+
+    def before_step(self, step: int) -> None:
+        tau = momentum_at(step, self.total_steps, *self.momentum_range())
+        momentum_update([getattr(self, online) for online, _ in self.momentum_pairs],
+                        [getattr(self, target) for _, target in self.momentum_pairs], tau)
+        self.log("train/key_momentum", tau, on_step=True, on_epoch=False, batch_size=1)
+
+    def target_projections(self, views: list[Tensor]) -> list[Tensor]:
+        """L2-normalised projections of each view by the target backbone and projector (the first two pairs)."""
+        (_, backbone), (_, projector) = self.momentum_pairs[:2]
+        return momentum_projections(getattr(self, backbone), getattr(self, projector), views)

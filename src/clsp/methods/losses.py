@@ -147,6 +147,12 @@ def nnclr_loss(nn: Tensor, p: Tensor, temperature: float = 0.2) -> Tensor:
 
 
 @fp32
+def byol_loss(p: Tensor, z: Tensor) -> Tensor:
+    """BYOL's regression of the online prediction onto the target projection: mean_i (2 - 2 cos(p_i, sg(z_i)))."""
+    return (2 - 2 * F.cosine_similarity(p, z.detach(), dim=1)).mean()
+
+
+@fp32
 def clsp_term(z1: Tensor, z3: Tensor) -> Tensor:
     """CLSP's synthetic-positive term: mean_i (2 - 2 cos(z1_i, z3_i)) = mean_i |z1_i/|z1_i| - z3_i/|z3_i||^2."""
     return (2 - 2 * F.cosine_similarity(z1, z3, dim=1)).mean()

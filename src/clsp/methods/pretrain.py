@@ -10,6 +10,7 @@ what evaluation needs to use it), metrics.json, logs/metrics.csv, tb/, checkpoin
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,17 +19,18 @@ from typing import Optional
 from clsp.config import check, check_choice, check_nonnegative, check_positive, field
 from clsp.data.config import DatasetConfig
 from clsp.errors import UserError
+from clsp.methods import METHODS, method_class
+from clsp.methods.all4one import All4OneConfig
+from clsp.methods.moco import MocoConfig
+from clsp.methods.nnclr import NNCLRConfig
 from clsp.training import TrainerConfig
 
 log = logging.getLogger("clsp.pretrain")
 
-METHOD_NAMES = ("simclr", "moco", "nnclr", "all4one", "supcon")
-LABELLED_METHODS = ("supcon",)        # methods whose loss uses the labels (their classes set `needs_labels`)
-
 
 def require_labels_for(method: str, train) -> None:
-    """A method that learns from labels cannot start on a training split without them."""
-    if method in LABELLED_METHODS and train.labels is None:
+    """A method that learns from labels (its class sets `needs_labels`) cannot start on a training split without them."""
+    if method_class(method).needs_labels and train.labels is None:
         raise UserError(f"method {method} learns from the class labels, but {train.name} split '{train.split}' has none; "
                         "use a labelled split (for a folder: one subfolder per class) or a self-supervised method")
 
@@ -51,41 +53,6 @@ class ProjectorConfig:
         check_positive(self.hidden_dim, "projector.hidden_dim")
         check_positive(self.out_dim, "projector.out_dim")
         check(self.layers >= 1, "projector.layers", f"must be >= 1, got {self.layers}")
-
-
-@dataclass
-class MocoConfig:
-    queue_size: int = 32768           # per view; a multiple of the global batch
-    momentum_start: float = 0.99      # key-encoder momentum, cosine schedule to momentum_end
-    momentum_end: float = 0.999
-
-
-@dataclass
-class NNCLRConfig:
-    support_size: int = 65536         # a multiple of the global batch
-    predictor_hidden_dim: int = 4096
-
-
-@dataclass
-class All4OneConfig:
-    support_size: int = 98304         # a multiple of the global batch
-    momentum_start: float = 0.99
-    momentum_end: float = 1.0
-    predictor_hidden_dim: int = 4096
-    neighbours: int = 5               # tokens the centroid transformer summarises
-    layers: int = 3                   # centroid transformer
-    heads: int = 8
-    ff_dim: int = 512
-    dropout: float = 0.1
-    transformer_lr: float = 0.1
-    centroid_temperature: float = 0.1
-    feature_scale: float = 10.0       # the feature term's scale in the authors' code
-    nn_weight: float = 0.5
-    centroid_weight: float = 0.5
-    feature_weight: float = 0.5
-
-    def __post_init__(self) -> None:
-        check(self.neighbours >= 2, "all4one.neighbours", f"must be >= 2, got {self.neighbours}")
 
 
 @dataclass
@@ -116,7 +83,7 @@ class KnnConfig:
 @dataclass
 class PretrainConfig:
     dataset: DatasetConfig = field(DatasetConfig)
-    method: str = "simclr"            # simclr | moco | nnclr | all4one | supcon (supervised: needs labels)
+    method: str = "simclr"            # a name in clsp.methods.METHODS (supcon is supervised: needs labels)
     backbone: BackboneConfig = field(BackboneConfig)
     projector: ProjectorConfig = field(ProjectorConfig)
     optimizer: str = "sgd"            # sgd | lars
@@ -148,7 +115,7 @@ class PretrainConfig:
     out_dir: str = "runs/pretrain"
 
     def __post_init__(self) -> None:
-        check_choice(self.method, "method", METHOD_NAMES)
+        check_choice(self.method, "method", METHODS)
         check_choice(self.optimizer, "optimizer", ["sgd", "lars"])
         check_choice(self.augment, "augment", ["simclr", "moco", "asymmetric", "flip"])
         for key in ("lr", "batch_size", "epochs", "temperature", "warmup_start_lr"):
@@ -172,10 +139,9 @@ def validate(cfg: PretrainConfig, world: int) -> None:
     """The checks that need the number of processes: queue and support-set sizes vs the global batch,
     and a CLSP weight that needs a store."""
     global_batch = cfg.batch_size * world
-    sizes = {"moco": ("moco.queue_size", cfg.moco.queue_size), "nnclr": ("nnclr.support_size", cfg.nnclr.support_size),
-             "all4one": ("all4one.support_size", cfg.all4one.support_size)}
-    if cfg.method in sizes:
-        key, size = sizes[cfg.method]
+    key = method_class(cfg.method).memory_size_key
+    if key is not None:
+        size = functools.reduce(getattr, key.split("."), cfg)
         check(size > 0 and size % global_batch == 0, key,
               f"{size} is not a multiple of the global batch {global_batch} (batch_size {cfg.batch_size} x {world} "
               f"processes); choose e.g. {max(1, size // global_batch) * global_batch}")
@@ -214,7 +180,6 @@ def _pretrain(cfg: PretrainConfig, callbacks: list | None) -> Path:
     from clsp.data.augment import make_view_augments
     from clsp.data.config import load_split
     from clsp.data.registry import ImageSet
-    from clsp.methods import method_class
     from clsp.methods.base import MonitorData
     from clsp.methods.data import ResidentBatches, StreamingBatches, ViewMaker
 

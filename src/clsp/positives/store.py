@@ -37,7 +37,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from clsp.errors import UserError
-from clsp.io import atomic_path, atomic_write, read_json, write_json_atomic
+from clsp.io import atomic_path, atomic_write, file_sha256, read_json, write_json_atomic
 
 FORMAT = "clsp-positives/1"
 MANIFEST = "manifest.json"
@@ -121,14 +121,6 @@ def chunk_problem(store: str | os.PathLike, manifest: dict, index: int, verified
 
 def chunk_is_valid(store: str | os.PathLike, manifest: dict, index: int, verified: dict | None = None) -> bool:
     return chunk_problem(store, manifest, index, verified) is None
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def read_verified(store: str | os.PathLike) -> dict:
