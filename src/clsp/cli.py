@@ -76,6 +76,11 @@ class Flag:
     help: str = ""
 
 
+# The two flags every training command (diffusion train, pretrain, pipeline) takes, for the keys its config names so.
+TRAINING_FLAGS = {"--out": Flag("out_dir", "the run directory"),
+                  "--device": Flag("trainer.accelerator", "auto | cpu | cuda")}
+
+
 def field_flags(section: type, prefix: str = "", only: Sequence[str] = ()) -> dict[str, Flag]:
     """`--field-name` for each field of config dataclass `section` (or each in `only`), setting key
     `prefix + field`, described by the comment written beside the field: a flag and its key say it once."""

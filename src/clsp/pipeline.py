@@ -646,7 +646,7 @@ def run_pipeline(cfg: PipelineConfig) -> Path:
 # -- CLI --------------------------------------------------------------------------------------------
 
 def register(subparsers) -> None:
-    from clsp.cli import Flag, add_command, config_command
+    from clsp.cli import TRAINING_FLAGS, add_command, config_command
 
     parser = add_command(
         subparsers, "pipeline",
@@ -654,8 +654,7 @@ def register(subparsers) -> None:
                     "synthesize positives, pretrain each method with and without CLSP, evaluate, write report.html. "
                     "Run it again to resume: completed stages are skipped.")
     config_command(parser, PipelineConfig, _run, check=Pipeline,
-                   flags={"--out": Flag("out_dir", "the run directory"),
-                          "--device": Flag("trainer.accelerator", "auto | cpu | cuda")},
+                   flags=TRAINING_FLAGS,
                    examples=["clsp pipeline --config demo",
                              "clsp pipeline --config demo methods=[simclr] --out runs/demo-simclr",
                              "clsp pipeline --config cifar10 pretrain.epochs=200 trainer.devices=8"])

@@ -40,18 +40,18 @@ class SampleConfig:
 
 
 def register(subparsers) -> None:
-    from clsp.cli import Flag, add_command, config_command, field_flags
+    from clsp.cli import TRAINING_FLAGS, Flag, add_command, config_command, field_flags
     from clsp.diffusion.train import DiffusionTrainConfig
 
     parser = add_command(subparsers, "diffusion")
     actions = parser.add_subparsers(dest="diffusion_command", metavar="ACTION", required=True)
 
-    train = actions.add_parser("train", help="train an unconditional DDPM (resumes from OUT_DIR/checkpoints/last.ckpt)",
-                               description="Presets: configs/diffusion/*.yaml (tiny-digits, demo, fashion-mnist, "
-                                           "cifar10, cifar100, stl10).")
+    train = actions.add_parser("train", help="train a DDPM, unconditional or class-conditional (conditional=true); "
+                                             "resumes from OUT_DIR/checkpoints/last.ckpt",
+                               description="Presets: configs/diffusion/*.yaml (tiny-digits, demo, fashion-mnist-16, "
+                                           "fashion-mnist, cifar10, cifar100, stl10, and *-conditional).")
     config_command(train, DiffusionTrainConfig, _train, presets="diffusion",
-                   flags={"--out": Flag("out_dir", "the run directory"),
-                          "--device": Flag("trainer.accelerator", "auto | cpu | cuda")},
+                   flags=TRAINING_FLAGS,
                    examples=["clsp diffusion train --config tiny-digits max_steps=20 --out runs/diffusion-digits",
                              "clsp diffusion train --config cifar10 trainer.devices=4 max_steps=100000"])
 

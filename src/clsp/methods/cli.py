@@ -6,7 +6,7 @@ import os
 
 
 def register(subparsers) -> None:
-    from clsp.cli import Flag, add_command, config_command
+    from clsp.cli import TRAINING_FLAGS, add_command, config_command
     from clsp.methods.pretrain import PretrainConfig
 
     parser = add_command(
@@ -15,8 +15,7 @@ def register(subparsers) -> None:
                     "cifar10-simclr-clsp). Set clsp.positives=STORE for CLSP runs. An interrupted run "
                     "resumes from OUT_DIR/checkpoints/last.ckpt; a finished one is skipped.")
     config_command(parser, PretrainConfig, run, presets="pretrain",
-                   flags={"--out": Flag("out_dir", "the run directory"),
-                          "--device": Flag("trainer.accelerator", "auto | cpu | cuda")},
+                   flags=TRAINING_FLAGS,
                    examples=["clsp pretrain --config demo epochs=1 --out runs/pretrain-demo",
                              "clsp pretrain --config cifar10-simclr-clsp clsp.positives=runs/positives trainer.devices=8"])
 
