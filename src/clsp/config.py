@@ -101,7 +101,7 @@ def load_config(schema: type[T], preset: str | Path | None = None, overrides: Se
     except ConfigKeyError as e:
         raise ConfigError(_unknown_key(_key(e), structured, assignments, preset)) from None
     except ValidationError as e:
-        raise ConfigError(f"config key '{_key(e)}': {_first_line(e)}") from None
+        raise ConfigError(f"config key '{_key(e)}': {_first_line(e)}{_quoting_hint(_key(e), assignments)}") from None
     except OmegaConfBaseException as e:
         raise ConfigError(f"config: {_first_line(e)}") from None
     try:
@@ -112,6 +112,16 @@ def load_config(schema: type[T], preset: str | Path | None = None, overrides: Se
         raise ConfigError(f"config key '{_key(e)}': {_first_line(e)}") from None
     except OmegaConfBaseException as e:
         raise ConfigError(f"config: {_first_line(e)}") from None
+
+
+def _quoting_hint(key: str, assignments: Sequence[str]) -> str:
+    """A key=value override whose text has ': ' or braces is read as YAML (a mapping); say how to pass text."""
+    for item in assignments:
+        name, _, value = item.partition("=")
+        if name == key and (": " in value or value.lstrip().startswith(("{", "["))):
+            return (f". The value of {key}= was read as YAML (a mapping or list); to pass it as text, quote it "
+                    f"inside the argument, e.g. {key}='\"...\"', or avoid ': ' in it")
+    return ""
 
 
 def _remove(layers: list[dict], key: str, structured: DictConfig) -> None:

@@ -205,3 +205,12 @@ def test_a_training_run_prints_stage_result_and_where_it_went_without_library_no
     assert done.endswith(f"-> {tmp_path / 'run' / 'encoder.safetensors'}")
     assert all(len(score.split(".")[1]) == 3 for score in re.findall(r"\d+\.\d+%", done))  # two decimals and %
     assert proc.stdout.strip() == str(tmp_path / "run" / "encoder.safetensors")
+
+
+def test_a_text_value_with_a_colon_says_how_to_quote_it(capsys):
+    """`note=a: b` is YAML for a mapping: the message says so and how to pass text; the quoted form works."""
+    assert main(["pipeline", "--config", "demo", "note=what it shows: positives", "--print-config"]) == 2
+    err = capsys.readouterr().err
+    assert "config key 'note'" in err and "quote it" in err and "note='\"...\"'" in err
+    assert main(["pipeline", "--config", "demo", 'note="what it shows: positives"', "--print-config"]) == 0
+    assert "note: 'what it shows: positives'" in capsys.readouterr().out
