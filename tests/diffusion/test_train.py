@@ -142,16 +142,9 @@ def test_fine_tuning_starts_from_the_init_model(tmp_path, saved_tiny_model):
         train_diffusion(config(tmp_path / "ft2", f"init_from={saved_tiny_model}", "n_sample_grid=0"))
 
 
-HOSTILE = """
-import os, sys, torch
-class Hostile:
-    def __reduce__(self):
-        return (os.system, ("touch " + sys.argv[2],))
-torch.save({"global_step": 4, "state_dict": {}, "payload": Hostile()}, sys.argv[1])
-"""
-
-
 def test_a_hostile_checkpoint_is_refused_without_running_its_code(tmp_path, monkeypatch):
+    from hostile_checkpoint import write_hostile_checkpoint
+
     """An interrupted run whose last.ckpt was replaced by a malicious pickle (it would `touch` a marker).
     torch < 2.6, which our bounds allow, unpickles anything unless weights_only=True is passed: the
     variable below gives the installed torch that default."""
@@ -177,7 +170,7 @@ def test_a_hostile_checkpoint_is_refused_without_running_its_code(tmp_path, monk
 
     marker = tmp_path / "marker"
     last = tmp_path / "run" / "checkpoints" / "last.ckpt"
-    subprocess.run([sys.executable, "-c", HOSTILE, str(last), str(marker)], check=True)
+    write_hostile_checkpoint(last, marker)
     monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
     with pytest.raises(UserError, match=r"last\.ckpt asks to run code"):
         train_diffusion(config(tmp_path / "run", *overrides))

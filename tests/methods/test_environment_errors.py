@@ -85,7 +85,7 @@ def test_a_preset_that_is_not_utf8(tmp_path, capsys):
 
 
 def test_a_hostile_checkpoint(tmp_path, capsys):
-    from test_resume_safety import write_hostile_checkpoint
+    from hostile_checkpoint import write_hostile_checkpoint
 
     out = tmp_path / "run"
     assert main(pretrain_argv(tmp_path, out, "epochs=2", "trainer.checkpoint_every=2")) == 0

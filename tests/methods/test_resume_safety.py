@@ -12,6 +12,7 @@ import signal
 import lightning as L
 import pytest
 import torch
+from hostile_checkpoint import write_hostile_checkpoint
 from methods_helpers import tiny_config
 
 from clsp.errors import UserError
@@ -86,24 +87,6 @@ def test_resume_skips_a_checkpoint_that_does_not_load_and_says_so(tmp_path, whol
     assert f"{last} does not load" in said and "resuming from step00000004.ckpt (step 4) instead" in said
     same_weights(load_checkpoint(whole / "checkpoints" / "last.ckpt")["state_dict"],
                  load_checkpoint(last)["state_dict"])
-
-
-HOSTILE = """
-import os, sys, torch
-class Hostile:
-    def __reduce__(self):
-        return (os.system, ("touch " + sys.argv[2],))
-torch.save({"global_step": 4, "state_dict": {}, "payload": Hostile()}, sys.argv[1])
-"""
-
-
-def write_hostile_checkpoint(path, marker):
-    """A real malicious pickle: loading it without weights_only runs `touch marker`."""
-    import subprocess
-    import sys
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run([sys.executable, "-c", HOSTILE, str(path), str(marker)], check=True)
 
 
 def test_the_hostile_pickle_runs_code_when_loaded_the_unsafe_way(tmp_path):
