@@ -176,6 +176,13 @@ def test_a_model_of_another_size_is_refused_before_the_store_is_made(tiny_model,
     assert not (tmp_path / "store").exists()
 
 
+def test_guidance_with_an_unconditional_model_is_refused_before_the_store_is_made(tiny_model, tmp_path):
+    out = tmp_path / "store"
+    with pytest.raises(UserError, match="guidance = 1.8 needs a class-conditional diffusion model"):
+        synthesize(config(tiny_model, out, "sampler.guidance=1.8"))
+    assert not out.exists()                                   # no manifest, no lock, no folder
+
+
 def test_cli_flags_map_onto_the_config():
     cfg = resolve_config(["synthesize", "--model", "m", "--dataset", "digits", "--split", "test", "--k", "4",
                           "--w", "0.3", "--steps", "7", "--eta", "0", "--sampler", "ddpm", "--batch-size", "16",

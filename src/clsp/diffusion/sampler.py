@@ -338,12 +338,17 @@ def _denoise(unet, scheduler_config: dict, n: int, cfg: SamplerConfig, seed: int
     return to_uint8(x, clip=cfg.clip_final).cpu()
 
 
+def check_guidance(unet, cfg: SamplerConfig) -> None:
+    """Guidance needs a class-conditional model: checked before a command writes anything."""
+    if cfg.guidance is not None and not is_conditional(unet):
+        raise UserError(f"sampler.guidance = {cfg.guidance} needs a class-conditional diffusion model, and this one "
+                        "is unconditional; unset guidance, or train one with conditional=true")
+
+
 def _conditioning(unet, cfg: SamplerConfig, labels: torch.Tensor | None, n: int, device: torch.device):
     """(class inputs (n,), null class inputs (n,), guidance g) on the device; (None, None, 0) for an unconditional UNet."""
+    check_guidance(unet, cfg)
     if not is_conditional(unet):
-        if cfg.guidance is not None:
-            raise UserError(f"sampler.guidance = {cfg.guidance} needs a class-conditional diffusion model, and this one "
-                            "is unconditional; unset guidance, or train one with conditional=true")
         return None, None, 0.0
     classes = null_class(unet)
     labels = torch.as_tensor(labels, dtype=torch.long)

@@ -142,6 +142,7 @@ def _synthesize(cfg: SynthesizeConfig) -> Path:
 
     from clsp.data.config import load_split
     from clsp.diffusion.model import check_model_matches, load_model
+    from clsp.diffusion.sampler import check_guidance
     from clsp.io import hash_directory
     from clsp.positives.store import StoreWriter, anchor_images, chunk_bounds, dataset_record, new_manifest
     from clsp.rundir import git_commit, package_versions
@@ -151,6 +152,7 @@ def _synthesize(cfg: SynthesizeConfig) -> Path:
     dataset = load_split(cfg.dataset, cfg.split)
     unet, scheduler_config = load_model(cfg.model)
     check_model_matches(unet, dataset.shape[0], channels=dataset.shape[2])
+    check_guidance(unet, cfg.sampler)
     labels = anchor_labels(unet, dataset, cfg)
     generation = {"k": cfg.k, "seed": cfg.seed, "chunk_size": cfg.chunk_size, "sampler": to_dict(cfg.sampler)}
     sources = {"model_dir": str(Path(cfg.model).resolve()), "dataset_config": to_dict(cfg.dataset), "split": cfg.split}
