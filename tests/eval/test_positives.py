@@ -93,7 +93,11 @@ def test_pixel_shares_and_measures_by_hand():
     grey = np.zeros((2, 2, 2, 1), np.uint8)
     grey[0] = 255                                              # one white image, one black: both flat
     shares = pixel_shares(grey)
-    assert shares == {"at_0": 50.0, "at_255": 50.0, "constant": 100.0, "channel_spread": 0.0, "n": 2}
+    assert shares == {"at_0": 50.0, "at_255": 50.0, "near_0": 50.0, "near_255": 50.0, "constant": 100.0,
+                      "channel_spread": 0.0, "n": 2}
+    levels = np.array([0, 3, 4, 5, 250, 251, 254, 255], np.uint8).reshape(1, 2, 4, 1)   # 8 pixels, by hand:
+    near = pixel_shares(levels)                                # <= 4: 0, 3, 4; >= 251: 251, 254, 255
+    assert (near["at_0"], near["near_0"], near["at_255"], near["near_255"]) == (12.5, 37.5, 12.5, 37.5)
     rgb = np.zeros((1, 1, 2, 3), np.uint8)
     rgb[0, 0, 0] = (0, 30, 60)                                 # |0-30|, |30-60|, |0-60| -> 40 on one pixel of two
     assert pixel_shares(rgb)["channel_spread"] == pytest.approx(20.0)

@@ -481,6 +481,7 @@ def positives_quality(run: RunDirectory, page: Page) -> str:
              real.get("frechet_test_vs_train"), None),
             ("pixels at 0 (%)", px.get("at_0"), rpx.get("at_0"), None),
             ("pixels at 255 (%)", px.get("at_255"), rpx.get("at_255"), None),
+            ("pixels within 4 levels of 0: looks black (%)", px.get("near_0"), rpx.get("near_0"), None),
             ("flat images (%)", px.get("constant"), rpx.get("constant"), None),
             ("diversity: cosine distance between candidates / between 2 augmentations", s.get("diversity"),
              s.get("augmentation_distance"), None),
