@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from clsp.io import file_sha256, read_json, write_json_atomic
+from clsp.layout import METRICS_FILE
 
-METRICS_FILE = "metrics.json"
 SCHEMA_VERSION = 1
 
 
