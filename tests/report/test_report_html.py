@@ -9,7 +9,7 @@ import re
 import pytest
 
 from clsp.errors import UserError
-from clsp.report import build_report
+from clsp.report.html import build_report
 from clsp.report import paper
 from report_helpers import make_run_dir
 
