@@ -162,9 +162,13 @@ class RunLayout:
     def report(self) -> Path:
         return self.root / "report.html"
 
+    @property
+    def stages(self) -> Path:
+        return self.root / "stages"
+
     def stage_record(self, stage: str, suffix: str = ".json") -> Path:
         """stages/pretrain__simclr.json for stage 'pretrain/simclr' (suffix .yaml: the config it ran with)."""
-        return self.root / "stages" / (stage.replace("/", "__") + suffix)
+        return self.stages / (stage.replace("/", "__") + suffix)
 
     # stage 1: the diffusion model
     @property
