@@ -91,6 +91,17 @@ def read_json(path: str | os.PathLike) -> Any:
         return json.load(f)
 
 
+def read_json_object(path: str | os.PathLike) -> dict | None:
+    """The JSON object in `path`, or None when the file is absent, unreadable or holds something else: for
+    records that are only a hint (a cache, a stage's record, a figure's numbers), whose loss means redoing
+    or showing less, never failing."""
+    try:
+        found = read_json(path)
+    except (OSError, ValueError):
+        return None
+    return found if isinstance(found, dict) else None
+
+
 def hash_json(obj: Any) -> str:
     """A stable hash of a JSON-able object (keys sorted)."""
     text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)

@@ -1,4 +1,5 @@
-"""The runs of a pipeline and their names: one definition, read by the pipeline, the report and the tests.
+"""The runs of a pipeline, their names and where each piece of the run directory lives: one definition,
+read by the pipeline that writes a run, the report that reads it and the tests.
 
 A pipeline trains one encoder per (method, variant, seed), plus one per value of a swept setting
 (the paper's ablations: w, K or the CLSP weight lambda) and, as the floor every method must clear,
@@ -12,11 +13,13 @@ RUN/pretrain/ and RUN/eval/:
 
 The group of a run is its name without the seed: the report averages over a group's seeds.
 A w or K sweep needs its own positives store (RUN/positives-w0.3/); the main store is RUN/positives/.
+`RunLayout` spells every path of the run directory (docs/ARCHITECTURE.md draws it).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional, Sequence
 
 VARIANT_SUFFIX = {"clsp": "-clsp", "aug": "-aug"}
@@ -24,6 +27,11 @@ VARIANT_LABEL = {"base": "baseline", "clsp": "+ CLSP", "aug": "+ aug (control)",
 FLOOR = "no-pretraining"
 SWEEPABLE = ("w", "k", "weight")          # synthesis w, candidates K, CLSP weight lambda
 STORE_SWEEPS = ("w", "k")                 # the settings that need a store of their own
+
+ENCODER_FILE = "encoder.safetensors"      # what pretraining leaves and evaluation reads (clsp.models.encoder)
+METRICS_FILE = "metrics.json"             # a pretraining run's summary; every evaluation's results (docs/metrics.md)
+TRAINING_LOG = "logs/metrics.csv"         # the training curves of a run (clsp.training's CSV logger)
+POSITIVES_FIGURE = "positives.png"        # agreement and hardness against w, beside a store's evaluation
 
 
 def value_text(value: float) -> str:
@@ -109,3 +117,108 @@ def runs_from_config(config: dict) -> list[RunSpec]:
     return plan_runs(config.get("methods") or [], config.get("variants") or [], config.get("seeds") or [0],
                      sweep.get("setting") or "", sweep.get("values") or [], sweep.get("methods") or [],
                      sweep.get("seeds") or [], main_values, bool(config.get("floor", False)))
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """Where each piece of a pipeline run directory lives: the only place that spells these paths.
+
+        config.yaml env.json log.txt done.json     the pipeline's own run records (clsp.rundir)
+        data.json timings.json report.html         the splits used; the stages' times; the report
+        stages/<stage>.json (.yaml)                each stage's record (and, run as its own command, its config)
+        diffusion/ model/ samples/                 stage 1
+        positives/ positives-w0.3/ figures/        stage 2: the stores; anchors.png, w_sweep.png, the report's plots
+        pretrain/<run>/                            stage 3: encoder.safetensors, metrics.json, logs/metrics.csv
+        eval/<run>/<kind>/ eval/<store>/           stage 4: each evaluation of an encoder; each store's
+    """
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
+    def relative(self, path: Path) -> str:
+        """`path` as the report names it: relative to the run, with forward slashes."""
+        return Path(path).relative_to(self.root).as_posix()
+
+    # the run's own files
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def env(self) -> Path:
+        return self.root / "env.json"
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data.json"
+
+    @property
+    def timings(self) -> Path:
+        return self.root / "timings.json"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report.html"
+
+    @property
+    def stages(self) -> Path:
+        return self.root / "stages"
+
+    def stage_record(self, stage: str, suffix: str = ".json") -> Path:
+        """stages/pretrain__simclr.json for stage 'pretrain/simclr' (suffix .yaml: the config it ran with)."""
+        return self.stages / (stage.replace("/", "__") + suffix)
+
+    # stage 1: the diffusion model
+    @property
+    def diffusion(self) -> Path:
+        return self.root / "diffusion"
+
+    @property
+    def model(self) -> Path:
+        return self.diffusion / "model"
+
+    @property
+    def samples(self) -> Path:
+        return self.diffusion / "samples"
+
+    # stage 2: the stores and the figures
+    def store(self, name: str = "positives") -> Path:
+        """A positives store by its name (RunSpec.store, store_name(sweep))."""
+        return self.root / name
+
+    def figure(self, name: str) -> Path:
+        return self.root / "figures" / f"{name}.png"
+
+    # stage 3: the encoders
+    @property
+    def pretrain_root(self) -> Path:
+        return self.root / "pretrain"
+
+    def pretrain(self, run: str) -> Path:
+        return self.pretrain_root / run
+
+    def encoder(self, run: str) -> Path:
+        return self.pretrain(run) / ENCODER_FILE
+
+    def pretrain_metrics(self, run: str) -> Path:
+        return self.pretrain(run) / METRICS_FILE
+
+    def training_log(self, run: str) -> Path:
+        return self.pretrain(run) / TRAINING_LOG
+
+    # stage 4: the evaluations
+    def evaluation(self, run: str, kind: str) -> Path:
+        """eval/<run>/<kind>/: an evaluation (knn, linear, embed, hardness, transfer) of a run's encoder."""
+        return self.root / "eval" / run / kind
+
+    def store_evaluation(self, store: str = "positives") -> Path:
+        """eval/<store>/: the positives evaluation of a store."""
+        return self.root / "eval" / store
+
+    def eval_metrics(self, run: str, kind: str) -> Path:
+        return self.evaluation(run, kind) / METRICS_FILE
+
+    def store_metrics(self, store: str = "positives") -> Path:
+        return self.store_evaluation(store) / METRICS_FILE

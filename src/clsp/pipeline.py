@@ -10,7 +10,7 @@
     4 eval        kNN, linear, t-SNE, hardness, transfer of each encoder
     5 report      report.html
 
-Run names and stores come from `clsp.layout` (the report reads the same plan).
+Run names, stores and every path of the run directory come from `clsp.layout` (the report reads the same plan).
 
 The pipeline composes each stage's own config dataclass from one PipelineConfig and calls the stage's
 library function (on several devices, each training stage runs as its own `clsp` command instead, so
@@ -37,7 +37,7 @@ from clsp.diffusion.sampler import SamplerConfig
 from clsp.diffusion.train import DiffusionTrainConfig
 from clsp.errors import ConfigError, UserError
 from clsp.eval.linear import LinearProbeConfig
-from clsp.layout import SWEEPABLE, VARIANT_SUFFIX, RunSpec, plan_runs, store_name
+from clsp.layout import SWEEPABLE, VARIANT_SUFFIX, RunLayout, RunSpec, plan_runs, store_name
 from clsp.methods import METHODS
 from clsp.methods.pretrain import PretrainConfig, require_labels_for
 from clsp.report.paper import PAPER_RUNS
@@ -166,10 +166,11 @@ class PipelineConfig:
         check_positive(self.figure_anchors, "figure_anchors")
         check(bool(self.out_dir), "out_dir", "must name the run directory")
         # The stage sections' dataset, trainer and out_dir are the pipeline's: record them as such.
+        layout = RunLayout(Path(self.out_dir))
         self.diffusion = dataclasses.replace(self.diffusion, dataset=self.dataset, trainer=self.trainer,
-                                             out_dir=str(Path(self.out_dir) / "diffusion"))
+                                             out_dir=str(layout.diffusion))
         self.pretrain = dataclasses.replace(self.pretrain, dataset=self.dataset, trainer=self.trainer,
-                                            out_dir=str(Path(self.out_dir) / "pretrain"))
+                                            out_dir=str(layout.pretrain_root))
         check(self.trainer.num_nodes == 1, "trainer.num_nodes",
               "the pipeline runs on one node (any number of devices); on several nodes run the stage commands "
               "(clsp diffusion train, torchrun ... clsp synthesize, clsp pretrain) on every node with trainer.num_nodes")
@@ -197,8 +198,8 @@ class PipelineConfig:
 
 # -- composing each stage's config ------------------------------------------------------------------
 
-def diffusion_config(cfg: PipelineConfig, run: Path) -> DiffusionTrainConfig:
-    return dataclasses.replace(cfg.diffusion, dataset=cfg.dataset, out_dir=str(run / "diffusion"), trainer=cfg.trainer)
+def diffusion_config(cfg: PipelineConfig, run: RunLayout) -> DiffusionTrainConfig:
+    return dataclasses.replace(cfg.diffusion, dataset=cfg.dataset, out_dir=str(run.diffusion), trainer=cfg.trainer)
 
 
 def synthesize_config(cfg: PipelineConfig, model_dir: Path, store: Path, sweep: Optional[tuple[str, float]] = None):
@@ -217,7 +218,7 @@ def synthesize_config(cfg: PipelineConfig, model_dir: Path, store: Path, sweep: 
                             progress=cfg.trainer.progress)
 
 
-def pretrain_config(cfg: PipelineConfig, spec: RunSpec, run: Path) -> PretrainConfig:
+def pretrain_config(cfg: PipelineConfig, spec: RunSpec, run: RunLayout) -> PretrainConfig:
     """The shared pretrain section <- the method's overrides <- the variant <- the swept value <- what the
     pipeline owns (dataset, trainer, seed, out_dir, the store)."""
     from omegaconf import OmegaConf
@@ -225,13 +226,13 @@ def pretrain_config(cfg: PipelineConfig, spec: RunSpec, run: Path) -> PretrainCo
     from clsp.config import load_config
 
     method, variant = spec.method, spec.variant
-    store = str(run / spec.store) if spec.store else None
+    store = str(run.store(spec.store)) if spec.store else None
     variant_layer = {"base": {"clsp": {"weight": 0.0, "positives": None}},
                      "clsp": {"clsp": {"positives": store, "third_view": "synthetic"}},
                      "aug": {"clsp": {"positives": None, "third_view": "augment"}}}[variant]
     sweep_layer = {"clsp": {"weight": spec.sweep[1]}} if spec.sweep is not None and spec.sweep[0] == "weight" else {}
     owned = {"method": method, "dataset": to_dict(cfg.dataset), "trainer": to_dict(cfg.trainer), "seed": spec.seed,
-             "out_dir": str(run / "pretrain" / spec.name)}
+             "out_dir": str(run.pretrain(spec.name))}
     layers = [to_dict(cfg.pretrain), cfg.method_overrides.get(method) or {}, variant_layer, sweep_layer, owned]
     merged = OmegaConf.to_container(OmegaConf.merge(*[OmegaConf.create(layer) for layer in layers]))
     try:
@@ -244,10 +245,10 @@ def pretrain_config(cfg: PipelineConfig, spec: RunSpec, run: Path) -> PretrainCo
     return pre
 
 
-def floor_config(cfg: PipelineConfig, spec: RunSpec, run: Path) -> PretrainConfig:
+def floor_config(cfg: PipelineConfig, spec: RunSpec, run: RunLayout) -> PretrainConfig:
     """The untrained encoder of a seed: the first method's pretraining config, never trained."""
     first = pretrain_config(cfg, RunSpec(cfg.methods[0], "base", spec.seed), run)
-    return dataclasses.replace(first, out_dir=str(run / "pretrain" / spec.name))
+    return dataclasses.replace(first, out_dir=str(run.pretrain(spec.name)))
 
 
 # -- stage records ----------------------------------------------------------------------------------
@@ -265,32 +266,22 @@ class StageRecords:
     """RUN/stages/<stage>.json: the fingerprint a completed stage was made from, and RUN/timings.json."""
 
     def __init__(self, run: Path) -> None:
-        self.run = run
-        self.dir = run / "stages"
-
-    def _path(self, name: str) -> Path:
-        return self.dir / (name.replace("/", "__") + ".json")
+        self.layout = RunLayout(run)
 
     def is_complete(self, name: str, fingerprint: str, output: Optional[Path] = None) -> bool:
         """The stage ran from the same inputs and its output is still there (a deleted output is remade)."""
-        from clsp.io import read_json
+        from clsp.rundir import record_matches
 
-        path = self._path(name)
-        if output is not None and not output.is_file():
-            return False
-        try:
-            return path.is_file() and read_json(path).get("fingerprint") == fingerprint
-        except (OSError, ValueError):
-            return False
+        return record_matches(self.layout.stage_record(name), fingerprint, [output] if output is not None else [])
 
     def complete(self, name: str, fingerprint: str, seconds: float, cpu_seconds: float) -> None:
-        from clsp.io import read_json, write_json_atomic
+        from clsp.io import read_json_object, write_json_atomic
 
         finished = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-        write_json_atomic(self._path(name), {"stage": name, "fingerprint": fingerprint, "seconds": seconds,
-                                             "finished_at": finished})
-        timings_path = self.run / "timings.json"
-        timings = read_json(timings_path) if timings_path.is_file() else {"stages": {}}
+        write_json_atomic(self.layout.stage_record(name), {"stage": name, "fingerprint": fingerprint, "seconds": seconds,
+                                                           "finished_at": finished})
+        timings_path = self.layout.timings
+        timings = read_json_object(timings_path) or {"stages": {}}
         timings["stages"][name] = {"seconds": round(seconds, 2), "cpu_seconds": round(cpu_seconds, 2),
                                    "finished_at": finished, "device": _device_name()}
         timings["total_seconds"] = round(sum(s["seconds"] for s in timings["stages"].values()), 2)
@@ -319,18 +310,18 @@ class Pipeline:
 
     def __init__(self, cfg: PipelineConfig) -> None:
         self.cfg = cfg
-        self.run = Path(cfg.out_dir).resolve()
-        self.store = self.run / store_name(None)
+        self.layout = RunLayout(Path(cfg.out_dir).resolve())
+        self.store = self.layout.store()
         from clsp.diffusion.model import resolve_model_dir
 
-        self.model_dir = resolve_model_dir(cfg.model_dir).resolve() if cfg.model_dir else self.run / "diffusion" / "model"
+        self.model_dir = resolve_model_dir(cfg.model_dir).resolve() if cfg.model_dir else self.layout.model
         self._train_set = None
-        self.diffusion = None if cfg.model_dir else diffusion_config(cfg, self.run)
+        self.diffusion = None if cfg.model_dir else diffusion_config(cfg, self.layout)
         self.specs = {spec.name: spec for spec in cfg.planned_runs()}
-        self.runs = {name: (floor_config if spec.method == "none" else pretrain_config)(cfg, spec, self.run)
+        self.runs = {name: (floor_config if spec.method == "none" else pretrain_config)(cfg, spec, self.layout)
                      for name, spec in self.specs.items()}
         for method in set(cfg.method_overrides) - set(cfg.methods):  # not run: its overrides must still be valid keys
-            pretrain_config(cfg, RunSpec(method, "base"), self.run)
+            pretrain_config(cfg, RunSpec(method, "base"), self.layout)
         self.skipped_evals: Dict[str, str] = {}      # evaluation kind -> why it is not run (set by preflight)
         from clsp.methods.pretrain import validate
         from clsp.training import world_size
@@ -361,9 +352,8 @@ class Pipeline:
 
     def encoder_hash(self, name: str) -> str:
         from clsp.io import file_sha256
-        from clsp.models.encoder import ENCODER_FILE
 
-        path = self.run / "pretrain" / name / ENCODER_FILE
+        path = self.layout.encoder(name)
         return file_sha256(path)[:16] if path.is_file() else "absent"
 
     # the stages -----------------------------------------------------------------------------------
@@ -374,7 +364,7 @@ class Pipeline:
 
             out.append(Stage("diffusion", self.diffusion, lambda: {"dataset": self.dataset_fingerprint()},
                              self._training("diffusion", ["diffusion", "train"], self.diffusion, train_diffusion),
-                             self.run / "diffusion" / "done.json"))
+                             self.layout.diffusion / "done.json"))
         if cfg.needs_positives:
             out += self.synthesis_stages()
         for name, pre in self.runs.items():
@@ -385,18 +375,19 @@ class Pipeline:
 
     def synthesis_stages(self) -> list[Stage]:
         """One synthesis per store; the figures of the main store; the positives evaluation of every store."""
+        from clsp.positives.store import MANIFEST
         from clsp.positives.synthesize import synthesize
 
         cfg, out = self.cfg, []
         for sweep in cfg.stores():
-            store = self.run / store_name(sweep)
+            store = self.layout.store(store_name(sweep))
             name = store_name(sweep).replace("positives", "synthesis", 1)
             synth = synthesize_config(cfg, self.model_dir, store, sweep)
             out.append(Stage(name, synth, lambda: {"dataset": self.dataset_fingerprint(), "model": self.model_hash()},
-                             self._training(name, ["synthesize"], synth, synthesize, torchrun=True), store / "manifest.json"))
+                             self._training(name, ["synthesize"], synth, synthesize, torchrun=True), store / MANIFEST))
         figures = {"anchors": cfg.figure_anchors, "w_sweep": list(cfg.w_sweep), "synthesis": to_dict(cfg.synthesis)}
         out.append(Stage("figures", figures, lambda: {"store": self.store_hash(), "model": self.model_hash()},
-                         self.draw_figures, self.run / "figures" / "anchors.png"))
+                         self.draw_figures, self.layout.figure("anchors")))
         if cfg.eval.positives and "positives" not in self.skipped_evals:
             for sweep in cfg.stores():
                 out.append(self.positives_stage(sweep))
@@ -406,15 +397,14 @@ class Pipeline:
         """`clsp eval positives` on one store; the main store's also samples the w_sweep afresh."""
         from clsp.eval.positives import PositivesEvalConfig, positives_eval
 
-        ev, store = self.cfg.eval, self.run / store_name(sweep)
+        ev, store = self.cfg.eval, self.layout.store(store_name(sweep))
         settings = PositivesEvalConfig(n=ev.positives_n, sweep_w=list(self.cfg.w_sweep) if sweep is None else [],
                                        sweep_n=ev.positives_sweep_n, seed=ev.seed)
-        name = f"eval/{store_name(sweep)}"
         config = {"dataset": to_dict(self.cfg.dataset), **to_dict(settings)}
-        return Stage(name, config, lambda: {"store": self.store_hash(store), "model": self.model_hash()},
-                     lambda: positives_eval(store, self.cfg.dataset, self.run / name, settings,
+        return Stage(f"eval/{store.name}", config, lambda: {"store": self.store_hash(store), "model": self.model_hash()},
+                     lambda: positives_eval(store, self.cfg.dataset, self.layout.store_evaluation(store.name), settings,
                                             model_dir=self.model_dir if settings.sweep_w else None,
-                                            progress=self.cfg.trainer.progress), self.run / name / "metrics.json")
+                                            progress=self.cfg.trainer.progress), self.layout.store_metrics(store.name))
 
     def pretrain_stage(self, name: str, pre: PretrainConfig) -> Stage:
         spec = self.specs[name]
@@ -423,7 +413,7 @@ class Pipeline:
 
             return Stage(f"pretrain/{name}", {"backbone": to_dict(pre.backbone), "seed": pre.seed, "untrained": True},
                          lambda: {"dataset": self.dataset_fingerprint()}, lambda: untrained_encoder(pre),
-                         self.run / "pretrain" / name / "encoder.safetensors")
+                         self.layout.encoder(name))
         from clsp.methods.pretrain import pretrain
 
         def inputs() -> Dict[str, str]:
@@ -432,7 +422,7 @@ class Pipeline:
                 found["positives"] = self.store_hash(Path(pre.clsp.positives))
             return found
         return Stage(f"pretrain/{name}", pre, inputs, self._training(f"pretrain/{name}", ["pretrain"], pre, pretrain),
-                     self.run / "pretrain" / name / "metrics.json")
+                     self.layout.pretrain_metrics(name))
 
     def _training(self, name: str, command: list[str], config: Any, function: Callable[[Any], Any],
                   torchrun: bool = False) -> Callable[[], Any]:
@@ -452,7 +442,7 @@ class Pipeline:
             from clsp.config import to_yaml
             from clsp.io import write_text_atomic
 
-            resolved = self.run / "stages" / (name.replace("/", "__") + ".yaml")
+            resolved = self.layout.stage_record(name, ".yaml")
             write_text_atomic(resolved, to_yaml(config))
             launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={world}"] \
                 if torchrun else [sys.executable]
@@ -473,12 +463,17 @@ class Pipeline:
         """kNN and linear for every encoder; t-SNE, hardness and transfer for the first seed of each main run
         (the figures would repeat themselves over seeds; the floor and the swept runs are read in the tables)."""
         cfg, ev, spec = self.cfg, self.cfg.eval, self.specs[name]
-        encoder = self.run / "pretrain" / name
-        out_dir = self.run / "eval" / name
+        encoder = self.layout.pretrain(name)
         data = self.eval_data()
         figures = spec.method != "none" and spec.sweep is None and spec.seed == cfg.seeds[0]
-        store = self.run / (spec.store or store_name(None))
+        store = self.layout.store(spec.store or store_name(None))
         stages = []
+
+        def out_dir(kind: str) -> Path:
+            return self.layout.evaluation(name, kind)
+
+        def output(kind: str) -> Path:
+            return self.layout.eval_metrics(name, kind)
 
         def inputs(with_store: bool = False) -> Callable[[], Dict[str, str]]:
             return lambda: {"encoder": self.encoder_hash(name), **({"positives": self.store_hash(store)} if with_store else {})}
@@ -487,35 +482,35 @@ class Pipeline:
             from clsp.eval.knn import knn_eval
 
             stages.append(Stage(f"eval/{name}/knn", {"dataset": to_dict(data), "temperature": ev.knn_temperature}, inputs(),
-                                lambda: knn_eval(encoder, data, out_dir / "knn", temperature=ev.knn_temperature),
-                                out_dir / "knn" / "metrics.json"))
+                                lambda: knn_eval(encoder, data, out_dir("knn"), temperature=ev.knn_temperature),
+                                output("knn")))
         if ev.linear and "linear" not in self.skipped_evals:
             from clsp.eval.linear import linear_eval
 
             stages.append(Stage(f"eval/{name}/linear", {"dataset": to_dict(data), "probe": to_dict(ev.linear_probe)}, inputs(),
-                                lambda: linear_eval(encoder, data, out_dir / "linear", ev.linear_probe),
-                                out_dir / "linear" / "metrics.json"))
+                                lambda: linear_eval(encoder, data, out_dir("linear"), ev.linear_probe),
+                                output("linear")))
         if ev.embed and figures and "embed" not in self.skipped_evals:
             from clsp.eval.embed import embed_plot
 
             stages.append(Stage(f"eval/{name}/embed", {"dataset": to_dict(data), "n": ev.embed_n, "seed": ev.seed}, inputs(),
-                                lambda: embed_plot(encoder, data, out_dir / "embed", n=ev.embed_n, seed=ev.seed),
-                                out_dir / "embed" / "metrics.json"))
+                                lambda: embed_plot(encoder, data, out_dir("embed"), n=ev.embed_n, seed=ev.seed),
+                                output("embed")))
         if ev.hardness and figures:
             from clsp.eval.hardness import hardness_eval
 
             stages.append(Stage(f"eval/{name}/hardness", {"dataset": to_dict(cfg.dataset), "n": ev.hardness_n, "seed": ev.seed},
                                 inputs(with_store=True),
-                                lambda: hardness_eval(encoder, cfg.dataset, store, out_dir / "hardness", n=ev.hardness_n,
-                                                      seed=ev.seed), out_dir / "hardness" / "metrics.json"))
+                                lambda: hardness_eval(encoder, cfg.dataset, store, out_dir("hardness"), n=ev.hardness_n,
+                                                      seed=ev.seed), output("hardness")))
         if ev.transfer and spec.sweep is None:
             from clsp.eval.transfer import transfer_eval
 
             stages.append(Stage(f"eval/{name}/transfer", {"sets": list(ev.transfer), "root": ev.transfer_root,
                                                           "probe": to_dict(ev.linear_probe)}, inputs(),
-                                lambda: transfer_eval(encoder, list(ev.transfer), out_dir / "transfer", root=ev.transfer_root,
+                                lambda: transfer_eval(encoder, list(ev.transfer), out_dir("transfer"), root=ev.transfer_root,
                                                       probe_cfg=ev.linear_probe, skip_missing=ev.skip_missing_transfer),
-                                out_dir / "transfer" / "metrics.json"))
+                                output("transfer")))
         return stages
 
     def draw_figures(self) -> None:
@@ -533,7 +528,7 @@ class Pipeline:
         store = PositivesStore.open(self.store, train)
         indices = torch.arange(n)
         anchors = torch.from_numpy(train.images[:n])
-        grids.save_png(self.run / "figures" / "anchors.png", grids.candidates_grid(anchors, store.candidates(indices)))
+        grids.save_png(self.layout.figure("anchors"), grids.candidates_grid(anchors, store.candidates(indices)))
         if not self.cfg.w_sweep:
             return
         unet, scheduler_config = load_model(self.model_dir)
@@ -546,7 +541,7 @@ class Pipeline:
                                         seed=self.cfg.synthesis.seed, device=device, anchor_labels=labels))
                  for w in self.cfg.w_sweep]
         title = f"interpolation weight w ({self.cfg.synthesis.sampler.sampler}, {self.cfg.synthesis.sampler.steps} steps)"
-        grids.save_png(self.run / "figures" / "w_sweep.png", grids.w_sweep_image(few, sweep, title=title))
+        grids.save_png(self.layout.figure("w_sweep"), grids.w_sweep_image(few, sweep, title=title))
 
     def preflight(self) -> None:
         """What the stages will need, checked before the first one runs: the model directory, the training
@@ -590,7 +585,7 @@ class Pipeline:
         """Run the stages, holding the run directory's lock (a second pipeline on it stops at once)."""
         from clsp.lock import run_lock
 
-        with run_lock(self.run):
+        with run_lock(self.layout.root):
             return self._execute()
 
     def _execute(self) -> Path:
@@ -600,13 +595,14 @@ class Pipeline:
 
         self.preflight()
         stages = self.stages()
-        rundir.start(self.run, self.cfg)
-        write_json_atomic(self.run / "data.json", self.data_record)
+        run = rundir.Stage(self.layout.root, self.cfg)
+        run.start()
+        write_json_atomic(self.layout.data, self.data_record)
         if self.skipped_evals:
             kinds = ", ".join(EVAL_NAMES[k] for k in self.skipped_evals)
             log.info(f"pipeline: {kinds} skipped: {next(iter(self.skipped_evals.values()))}")
-        records = StageRecords(self.run)
-        log.info(f"pipeline: {len(stages)} stages -> {self.run}")
+        records = StageRecords(self.layout.root)
+        log.info(f"pipeline: {len(stages)} stages -> {self.layout.root}")
         for i, stage in enumerate(stages, 1):
             key = fingerprint(stage.config, stage.inputs())
             if records.is_complete(stage.name, key, stage.output):
@@ -620,13 +616,13 @@ class Pipeline:
             log.info(f"pipeline: [{i}/{len(stages)}] {stage.name}: done in {seconds:.1f} s")
         report = None
         if self.cfg.report:
-            from clsp.report import build_report
+            from clsp.report.html import build_report
 
             started = time.perf_counter()
-            report = build_report(self.run)
+            report = build_report(self.layout.root)
             log.info(f"pipeline: report written in {time.perf_counter() - started:.1f} s")
-        rundir.finish(self.run, self.cfg, {}, {"report": str(report) if report else None})
-        return report or self.run
+        run.done({"report": str(report) if report else None})
+        return report or self.layout.root
 
 
 def _describe(ds) -> Dict[str, Any]:

@@ -4,6 +4,9 @@ A run directory holds config.yaml (the resolved config), env.json (package versi
 command line, host), inputs.json (fingerprints of the inputs), log.txt, the outputs, and, once the
 work is complete, done.json. A later stage, or a re-run of the pipeline, trusts an output only
 when done.json's fingerprint equals the fingerprint of the config and inputs it would use now.
+
+`Stage` is the one sequence every stage function follows around its work: skip when complete, check
+what an interrupted run was started with before resuming it, start, mark done.
 """
 
 from __future__ import annotations
@@ -16,10 +19,12 @@ import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
+
+import yaml
 
 from clsp.config import to_dict, to_yaml
-from clsp.io import hash_json, read_json, write_json_atomic, write_text_atomic
+from clsp.io import hash_json, read_json, read_json_object, write_json_atomic, write_text_atomic
 
 PACKAGES = ("clsp", "torch", "torchvision", "lightning", "diffusers", "kornia", "numpy", "omegaconf", "scikit-learn")
 log = logging.getLogger("clsp")
@@ -84,13 +89,52 @@ def finish(run_dir: str | Path, config: Any, inputs: dict[str, str] | None = Non
 
 
 def is_complete(run_dir: str | Path, config: Any, inputs: dict[str, str] | None = None) -> bool:
-    done = Path(run_dir) / "done.json"
-    if not done.is_file():
-        return False
-    try:
-        return read_json(done).get("fingerprint") == fingerprint(config, dict(inputs or {}))
-    except (OSError, ValueError):
-        return False
+    return record_matches(Path(run_dir) / "done.json", fingerprint(config, dict(inputs or {})))
+
+
+def record_matches(record: Path, key: str, outputs: Sequence[Path] = ()) -> bool:
+    """What counts as complete, for a stage's done.json and for the pipeline's stage records alike: the
+    record holds this fingerprint and every output is still there (a deleted output is made again)."""
+    return all(Path(p).exists() for p in outputs) and (read_json_object(record) or {}).get("fingerprint") == key
+
+
+class Stage:
+    """A stage's run directory for one config and the fingerprints of its inputs.
+
+        stage = Stage(out, cfg, inputs, outputs=["model"])
+        if stage.complete:               # done.json holds this fingerprint and the outputs are there
+            return ...                   # what the finished run made
+        ...                              # a resumed run checks stage.recorded_config() / _inputs()
+        stage.start()                    # config.yaml, inputs.json, env.json; log into log.txt
+        ...                              # the work
+        stage.done({...})                # done.json (with what was made); stop logging into log.txt
+
+    An interrupted stage has no done.json, so the next call resumes it: nothing here undoes a start."""
+
+    def __init__(self, out: str | Path, config: Any, inputs: dict[str, str] | None = None,
+                 outputs: Sequence[str] = ()) -> None:
+        self.out, self.config, self.inputs = Path(out), config, dict(inputs or {})
+        self.outputs = tuple(outputs)              # files or folders (relative to out) a complete run leaves
+
+    @property
+    def complete(self) -> bool:
+        return record_matches(self.out / "done.json", fingerprint(self.config, self.inputs),
+                              [self.out / name for name in self.outputs])
+
+    def recorded_config(self) -> dict:
+        """The config an earlier start recorded (OSError or yaml.YAMLError when absent or unreadable)."""
+        config = yaml.safe_load((self.out / "config.yaml").read_text())
+        return config if isinstance(config, dict) else {}
+
+    def recorded_inputs(self) -> dict:
+        """The inputs an earlier start recorded (OSError or ValueError when absent or unreadable)."""
+        return read_json(self.out / "inputs.json")
+
+    def start(self) -> Path:
+        return start(self.out, self.config, self.inputs)
+
+    def done(self, outputs: dict[str, Any] | None = None) -> None:
+        finish(self.out, self.config, self.inputs, outputs)
 
 
 def outputs(run_dir: str | Path) -> dict[str, Any]:

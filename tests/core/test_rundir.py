@@ -91,3 +91,38 @@ def test_an_atomic_write_gets_the_mode_a_plain_write_would(tmp_path):
     write_json_atomic(tmp_path / "atomic.json", {})
     mode = lambda p: os.stat(p).st_mode & 0o777          # noqa: E731
     assert mode(tmp_path / "atomic.json") == mode(tmp_path / "plain.json")       # not mkstemp's 0600
+
+
+def test_a_stage_is_complete_for_its_fingerprint_with_its_outputs_and_reads_back_its_records(tmp_path):
+    """rundir.Stage reads the records start / finish write (a run made before Stage existed is complete for it);
+    a missing output, another config or other inputs make it incomplete."""
+    run = tmp_path / "run"
+    rundir.start(run, Cfg(), {"dataset": "abc"})
+    (run / "model").mkdir()
+    stage = rundir.Stage(run, Cfg(), {"dataset": "abc"}, outputs=["model"])
+    assert not stage.complete
+    assert stage.recorded_config() == {"steps": 3} and stage.recorded_inputs() == {"dataset": "abc"}
+    rundir.finish(run, Cfg(), {"dataset": "abc"}, {"model": "m"})
+    assert stage.complete
+    assert not rundir.Stage(run, Cfg(steps=4), {"dataset": "abc"}).complete
+    assert not rundir.Stage(run, Cfg(), {"dataset": "abd"}).complete
+    assert not rundir.Stage(run, Cfg(), {"dataset": "abc"}, outputs=["model", "samples"]).complete
+    (run / "model").rmdir()
+    assert not stage.complete
+
+
+def test_a_stage_writes_what_start_and_finish_write(tmp_path):
+    stage = rundir.Stage(tmp_path / "run", Cfg(), {"dataset": "abc"})
+    stage.start()
+    stage.done({"model": "m"})
+    done = json.loads((tmp_path / "run" / "done.json").read_text())
+    assert set(done) == {"fingerprint", "outputs", "finished_at"} and done["outputs"] == {"model": "m"}
+    assert done["fingerprint"] == rundir.fingerprint({"steps": 3}, {"dataset": "abc"})
+    assert (tmp_path / "run" / "config.yaml").read_text() == "steps: 3\n"
+    assert rundir.is_complete(tmp_path / "run", Cfg(), {"dataset": "abc"})
+
+
+def test_a_damaged_record_is_not_complete(tmp_path):
+    for damage in ("{", "[1, 2]", '"text"'):
+        (tmp_path / "done.json").write_text(damage)
+        assert not rundir.is_complete(tmp_path, Cfg())

@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 
 from clsp.cli import main
+from clsp.layout import RunLayout
 
 MICRO = Path(__file__).with_name("micro.yaml")
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
@@ -77,13 +78,13 @@ def test_a_labelled_folder_gets_a_stratified_held_out_test_split(folders, tmp_pa
     labelled, flat = folders
     run = tmp_path / "run"
     assert main(["pipeline", *at_micro_size(readme_commands()[0][1:], labelled, flat, run)]) == 0
-    data = json.loads((run / "data.json").read_text())
+    data = json.loads(RunLayout(run).data.read_text())
     held = round(0.2 * PER_CLASS)                                   # 5 of each class's 24
     assert data["train"]["n"] == CLASSES * (PER_CLASS - held) and data["eval"]["test"]["n"] == CLASSES * held
     assert "20% of each class held out with seed 0, dataset.holdout=0.2" in data["eval"]["test"]["source"]
-    knn = json.loads((run / "eval" / "simclr-clsp" / "knn" / "metrics.json").read_text())
+    knn = json.loads(RunLayout(run).eval_metrics("simclr-clsp", "knn").read_text())
     assert knn["results"]["n_test"] == CLASSES * held and knn["results"]["n_train"] == CLASSES * (PER_CLASS - held)
-    report = (run / "report.html").read_text()
+    report = RunLayout(run).report.read_text()
     assert "Every expected piece is present" in report and "20% of each class held out" in report
     assert f"{CLASSES * (PER_CLASS - held)} training images, tested on {CLASSES * held}" in report
     shown = sorted(p.name for p in run.iterdir() if not p.name.startswith("."))   # .lock: the run lock's file
@@ -109,10 +110,10 @@ def test_a_flat_folder_without_a_labelled_set_skips_what_needs_labels_and_says_s
         assert main(["pipeline", *at_micro_size(words[1:], labelled, flat, run)]) == 0
     assert ("pipeline: kNN, linear probe, t-SNE, positives evaluation skipped: folder:" in caplog.text
             and "has no labels; to evaluate, name a labelled set with eval.dataset.name=NAME" in caplog.text)
-    assert sorted(json.loads((run / "data.json").read_text())["skipped"]) == ["embed", "knn", "linear", "positives"]
-    assert not (run / "eval" / "simclr" / "knn").exists()
-    assert (run / "eval" / "simclr-clsp" / "hardness" / "metrics.json").is_file()  # needs no labels
-    report = (run / "report.html").read_text()
+    assert sorted(json.loads(RunLayout(run).data.read_text())["skipped"]) == ["embed", "knn", "linear", "positives"]
+    assert not RunLayout(run).evaluation("simclr", "knn").exists()
+    assert RunLayout(run).eval_metrics("simclr-clsp", "hardness").is_file()  # needs no labels
+    report = RunLayout(run).report.read_text()
     assert "Every expected piece is present" in report and "Not run: folder:" in report
 
 
@@ -121,9 +122,9 @@ def test_a_flat_folder_is_evaluated_on_the_labelled_set_it_names(folders, tmp_pa
     run = tmp_path / "run"
     cheap = ["variants=[base]", "eval.linear=false", "eval.embed=false", "eval.hardness=false"]  # pretrain + kNN only
     assert main(["pipeline", *at_micro_size(readme_commands()[1][1:], labelled, flat, run), *cheap]) == 0
-    knn = json.loads((run / "eval" / "simclr" / "knn" / "metrics.json").read_text())
+    knn = json.loads(RunLayout(run).eval_metrics("simclr", "knn").read_text())
     assert knn["dataset"]["name"] == f"folder:{labelled}" and knn["results"]["n_test"] == CLASSES * round(0.2 * PER_CLASS)
-    assert json.loads((run / "data.json").read_text())["train"]["labelled"] is False
+    assert json.loads(RunLayout(run).data.read_text())["train"]["labelled"] is False
 
 
 @pytest.mark.parametrize("overrides, message", [

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from clsp.layout import RunLayout
+
 MICRO = Path(__file__).with_name("micro.yaml")
 
 
@@ -50,11 +52,12 @@ def test_sigkill_during_a_stage_then_rerun_resumes_and_a_third_run_only_reports(
     import html as html_module
 
     run = tmp_path / "run"
+    at = RunLayout(run)
     first_log = tmp_path / "first.log"
     # Kill during the second seed of simclr, once it has written a checkpoint (everything before is complete).
     with open(first_log, "w") as out:
         proc = subprocess.Popen(pipeline_command(run), stdout=out, stderr=subprocess.STDOUT, env=child_env())
-    checkpoint = run / "pretrain" / "simclr-seed1" / "checkpoints" / "last.ckpt"
+    checkpoint = at.pretrain("simclr-seed1") / "checkpoints" / "last.ckpt"
     deadline = time.monotonic() + 600
     while not checkpoint.is_file():
         assert proc.poll() is None, "the pipeline ended before it could be killed:\n" + first_log.read_text()[-3000:]
@@ -63,10 +66,10 @@ def test_sigkill_during_a_stage_then_rerun_resumes_and_a_third_run_only_reports(
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL
-    assert not (run / "report.html").exists() and not (run / "done.json").exists()
-    done_before = sorted(p.name for p in (run / "stages").iterdir())
-    assert "pretrain__simclr-seed0.json" in done_before and "pretrain__simclr-seed1.json" not in done_before
-    model_bytes = (run / "diffusion" / "model" / "unet" / "diffusion_pytorch_model.safetensors").read_bytes()
+    assert not at.report.exists() and not (run / "done.json").exists()
+    done_before = sorted(at.stages.iterdir())
+    assert at.stage_record("pretrain/simclr-seed0") in done_before and at.stage_record("pretrain/simclr-seed1") not in done_before
+    model_bytes = (at.model / "unet" / "diffusion_pytorch_model.safetensors").read_bytes()
 
     second = run_to_end(run, tmp_path / "second.log")
     assert stage_lines(second, "skipped") == [
@@ -74,23 +77,23 @@ def test_sigkill_during_a_stage_then_rerun_resumes_and_a_third_run_only_reports(
         "eval/positives-w1", "pretrain/no-pretraining-seed0", "pretrain/no-pretraining-seed1", "pretrain/simclr-seed0"]
     assert stage_lines(second, "running")[0] == "pretrain/simclr-seed1"
     assert "pretrain: resuming from" in second  # the interrupted stage resumed from its checkpoint
-    assert (run / "diffusion" / "model" / "unet" / "diffusion_pytorch_model.safetensors").read_bytes() == model_bytes
+    assert (at.model / "unet" / "diffusion_pytorch_model.safetensors").read_bytes() == model_bytes
     for name in ("simclr-seed0", "simclr-clsp-seed0"):
         for kind in ("knn", "linear", "embed", "hardness"):
-            assert (run / "eval" / name / kind / "metrics.json").is_file(), (name, kind)
+            assert at.eval_metrics(name, kind).is_file(), (name, kind)
     # the sweep: one encoder per w, each trained on the store made with its w
     for w in ("0", "1"):
-        record = (run / "pretrain" / f"simclr-clsp-w{w}-seed0" / "config.yaml").read_text()
-        assert f"positives: {run / f'positives-w{w}'}" in record
-        store = json.loads((run / f"positives-w{w}" / "manifest.json").read_text())
+        record = (at.pretrain(f"simclr-clsp-w{w}-seed0") / "config.yaml").read_text()
+        assert f"positives: {at.store(f'positives-w{w}')}" in record
+        store = json.loads((at.store(f"positives-w{w}") / "manifest.json").read_text())
         assert store["generation"]["sampler"]["w"] == float(w)
-        assert (run / "pretrain" / f"simclr-clsp-w{w}-seed0" / "encoder.safetensors").is_file()
-    assert (run / "report.html").is_file() and (run / "done.json").is_file()
-    assert f"report: {run / 'report.html'}" in second
-    timings = json.loads((run / "timings.json").read_text())["stages"]
+        assert at.encoder(f"simclr-clsp-w{w}-seed0").is_file()
+    assert at.report.is_file() and (run / "done.json").is_file()
+    assert f"report: {at.report}" in second
+    timings = json.loads(at.timings.read_text())["stages"]
     assert len(timings) == STAGES and all(t["seconds"] > 0 for t in timings.values())
 
-    page = (run / "report.html").read_text()
+    page = at.report.read_text()
     table = re.search(r'<table id="results">(.*?)</table>', page, re.S).group(1)
     rows = {name: [html_module.unescape(re.sub(r"<[^>]+>", "", c)).strip() for c in re.findall(r"<td[^>]*>(.*?)</td>", body, re.S)]
             for name, body in re.findall(r'<tr data-run="([^"]+)"[^>]*>(.*?)</tr>', table, re.S)}
@@ -98,17 +101,17 @@ def test_sigkill_during_a_stage_then_rerun_resumes_and_a_third_run_only_reports(
     assert [rows[g][3] for g in rows] == ["2", "2", "2", "1", "1"]                  # seeds behind each row
     assert "\u00b1" in rows["simclr"][4] and "\u00b1" not in rows["simclr-clsp-w0"][4]  # a std needs two seeds
 
-    report_before = (run / "report.html").stat().st_mtime_ns
+    report_before = at.report.stat().st_mtime_ns
     third = run_to_end(run, tmp_path / "third.log")
     assert stage_lines(third, "running") == []
     assert len(stage_lines(third, "skipped")) == STAGES
     assert "pipeline: report written" in third
-    assert (run / "report.html").stat().st_mtime_ns > report_before
+    assert at.report.stat().st_mtime_ns > report_before
 
     # A deleted output is remade, whatever the stage record says; nothing else runs again.
     import shutil
 
-    shutil.rmtree(run / "eval" / "simclr-seed0" / "knn")
+    shutil.rmtree(at.evaluation("simclr-seed0", "knn"))
     fourth = run_to_end(run, tmp_path / "fourth.log")
     assert stage_lines(fourth, "running") == ["eval/simclr-seed0/knn"]
-    assert (run / "eval" / "simclr-seed0" / "knn" / "metrics.json").is_file()
+    assert at.eval_metrics("simclr-seed0", "knn").is_file()

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from clsp.layout import RunLayout
 from report_helpers import dump_dom, screenshot
 
 MICRO = Path(__file__).parents[1] / "pipeline" / "micro.yaml"
@@ -23,12 +24,12 @@ def micro_run(tmp_path_factory):
     cfg = load_config(PipelineConfig, MICRO, [f"out_dir={run}", "variants=[base,clsp,aug]", "eval.embed=false",
                                               "trainer.checkpoint_every=100"])
     report = run_pipeline(cfg)
-    assert report == run / "report.html"
+    assert report == RunLayout(run).report
     return run
 
 
 def test_every_figure_loads_and_the_table_has_a_row_per_run(micro_run, chromium, tmp_path):
-    dom = dump_dom(chromium, micro_run / "report.html", tmp_path / "profile")
+    dom = dump_dom(chromium, RunLayout(micro_run).report, tmp_path / "profile")
     status = re.search(r'<span id="img-status" data-loaded="(\d+)" data-total="(\d+)"', dom)
     assert status, "the page's figure check did not run"
     loaded, total = int(status.group(1)), int(status.group(2))
@@ -38,5 +39,5 @@ def test_every_figure_loads_and_the_table_has_a_row_per_run(micro_run, chromium,
     assert re.findall(r'<tr data-run="([^"]+)"', table) == ["no-pretraining", "simclr", "simclr-clsp", "simclr-aug"]
     assert '<table id="positives-quality"' in dom
     assert "Missing: embed evaluation (not enabled in this pipeline's eval section)" in dom  # stated, not dropped
-    shot = screenshot(chromium, micro_run / "report.html", tmp_path / "report.png", tmp_path / "profile")
+    shot = screenshot(chromium, RunLayout(micro_run).report, tmp_path / "report.png", tmp_path / "profile")
     assert shot.stat().st_size > 10_000

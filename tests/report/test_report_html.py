@@ -9,9 +9,10 @@ import re
 import pytest
 
 from clsp.errors import UserError
-from clsp.report import build_report
+from clsp.layout import RunLayout
 from clsp.report import paper
-from report_helpers import make_run_dir
+from clsp.report.html import build_report
+from report_helpers import make_run_dir, write_encoder_stub, write_json
 
 
 def results_rows(page: str) -> dict[str, list[str]]:
@@ -61,7 +62,7 @@ def test_text_from_data_is_escaped_and_figures_are_embedded(tmp_path):
     assert len(re.findall(r"<script", page)) == 1  # only the report's own figure check
     sources = re.findall(r'<img [^>]*src="([^"]*)"', page)
     assert sources and all(s.startswith("data:image/png;base64,") for s in sources)
-    assert (run / "figures" / "curves_simclr.png").is_file()
+    assert RunLayout(run).figure("curves_simclr").is_file()
 
 
 def test_a_directory_that_is_not_a_run_is_a_user_error(tmp_path):
@@ -74,20 +75,16 @@ def test_report_command_writes_and_prints_the_path(tmp_path, capsys):
 
     run = make_run_dir(tmp_path, methods=("simclr",), variants=("base",))
     assert main(["report", str(run)]) == 0
-    assert f"report: {run / 'report.html'}" in capsys.readouterr().out
+    assert f"report: {RunLayout(run).report}" in capsys.readouterr().out
     assert main(["report", str(tmp_path / "nothing")]) == 2
 
 
 def test_transfer_table_in_the_configs_order_with_missing_sets_stated(tmp_path):
-    import json
-
     run = make_run_dir(tmp_path, methods=("simclr",), variants=("clsp",), paper="transfer",
                        config_extra={"eval": {"knn": True, "linear": True, "transfer": ["dtd", "pets", "aircraft"]}})
     rows = [{"dataset": "dtd", "status": "ok", "top1": 41.5}, {"dataset": "pets", "status": "ok", "top1": 50.25},
             {"dataset": "aircraft", "status": "missing", "reason": "not found in /data"}]
-    path = run / "eval" / "simclr-clsp" / "transfer" / "metrics.json"
-    path.parent.mkdir(parents=True)
-    path.write_text(json.dumps({"kind": "transfer", "results": {"sets": rows}}))
+    write_json(RunLayout(run).eval_metrics("simclr-clsp", "transfer"), {"kind": "transfer", "results": {"sets": rows}})
     page = build_report(run).read_text()
     table = re.search(r'<table id="transfer">(.*?)</table>', page, re.S).group(1)
     assert re.findall(r"<th>([^<]+)</th>", table) == ["run", "dtd", "pets", "aircraft"]
@@ -100,12 +97,9 @@ def test_transfer_table_in_the_configs_order_with_missing_sets_stated(tmp_path):
 def test_seeds_give_mean_std_and_differences_beyond_two_standard_errors(tmp_path):
     """Three seeds per run (seed s adds s to every accuracy): mean +- std with the count, a difference that is
     large against its standard error is coloured, and a linear probe that diverged is 'failed', not a number."""
-    import json
-
     run = make_run_dir(tmp_path, methods=("simclr",), variants=("base", "clsp", "aug"), seeds=(0, 1, 2))
-    bad = run / "eval" / "simclr-aug-seed2" / "linear" / "metrics.json"
-    bad.write_text(json.dumps({"kind": "linear", "results": {"top1": 11.0, "fit": {"status": "diverged",
-                                                                                "reason": "training loss 1e4 > 2 log C"}}}))
+    write_json(RunLayout(run).eval_metrics("simclr-aug-seed2", "linear"),
+               {"kind": "linear", "results": {"top1": 11.0, "fit": {"status": "diverged", "reason": "training loss 1e4 > 2 log C"}}})
     page = build_report(run).read_text()
     rows = results_rows(page)
     assert list(rows) == ["simclr", "simclr-clsp", "simclr-aug"]
@@ -120,23 +114,17 @@ def test_seeds_give_mean_std_and_differences_beyond_two_standard_errors(tmp_path
 
 
 def test_the_floor_and_a_sweep_have_their_rows_and_their_figure(tmp_path):
-    import json
-
     run = make_run_dir(tmp_path, methods=("simclr",), variants=("base", "clsp"),
                        config_extra={"floor": True, "sweep": {"setting": "w", "values": [0.0, 1.0]},
                                      "synthesis": {"k": 2, "sampler": {"w": 0.1}}})
+    at = RunLayout(run)
     for name, top1 in (("no-pretraining", 40.0), ("simclr-clsp-w0", 74.0), ("simclr-clsp-w1", 69.0)):
         for kind, results in (("knn", {"best": top1, "best_k": 5, "fixed": top1}), ("linear", {"top1": top1})):
-            path = run / "eval" / name / kind / "metrics.json"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps({"kind": kind, "results": results}))
-        (run / "pretrain" / name).mkdir(parents=True, exist_ok=True)
-        (run / "pretrain" / name / "encoder.safetensors").write_bytes(b"w")
+            write_json(at.eval_metrics(name, kind), {"kind": kind, "results": results})
+        write_encoder_stub(at, name)
     for store, agree in (("positives", 60.0), ("positives-w0", 70.0), ("positives-w1", 10.0)):
-        path = run / "eval" / store / "metrics.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"kind": "positives", "results": {"store": {"agreement": agree}, "chance": 10.0,
-                                                                      "ceiling": 90.0}}))
+        write_json(at.store_metrics(store), {"kind": "positives", "results": {"store": {"agreement": agree}, "chance": 10.0,
+                                                                               "ceiling": 90.0}})
     page = build_report(run).read_text()
     rows = results_rows(page)
     assert list(rows)[0] == "no-pretraining" and rows["no-pretraining"][2] == "no pretraining"
@@ -145,4 +133,4 @@ def test_the_floor_and_a_sweep_have_their_rows_and_their_figure(tmp_path):
     cells = [html.unescape(re.sub(r"<[^>]+>", "", c)).strip() for c in re.findall(r"<td[^>]*>(.*?)</td>", sweep)]
     assert cells[0::6] == ["0", "0.1", "1"]                              # the main run stands at w = 0.1
     assert cells[5::6] == ["70.00", "60.00", "10.00"]                     # each value's own store
-    assert (run / "figures" / "sweep_w.png").is_file()
+    assert at.figure("sweep_w").is_file()

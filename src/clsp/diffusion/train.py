@@ -251,7 +251,7 @@ def _train_diffusion(cfg: DiffusionTrainConfig) -> Path:
     from clsp.data.registry import ImageSet
     from clsp.diffusion.model import check_model_matches, load_model, resolve_model_dir, save_model
     from clsp.diffusion.unet import check_image_size, make_unet
-    from clsp.io import hash_directory, read_json, remove_temporaries
+    from clsp.io import hash_directory, remove_temporaries
     from clsp.training import StepLoader, apply_threads, fit, last_checkpoint, make_trainer, uses_gpu, world_size
 
     apply_threads(cfg.trainer)
@@ -263,13 +263,14 @@ def _train_diffusion(cfg: DiffusionTrainConfig) -> Path:
                         "dataset (resize it with dataset.size=... to one that fits)")
     inputs = {"dataset": train_set.fingerprint,
               "init_model": hash_directory(resolve_model_dir(cfg.init_from)) if cfg.init_from else "none"}
-    if rundir.is_complete(out, cfg, inputs) and model_dir.is_dir():
+    stage = rundir.Stage(out, cfg, inputs, outputs=[model_dir.name])
+    if stage.complete:
         log.info("diffusion: %s is complete for this config and data; reusing %s", out, model_dir)
         return model_dir
     if rank_zero_only.rank == 0 and out.is_dir():
         remove_temporaries(out)                                 # a model directory a kill left half-written
     resume = last_checkpoint(out)
-    if resume is not None and (out / "inputs.json").is_file() and read_json(out / "inputs.json") != inputs:
+    if resume is not None and (out / "inputs.json").is_file() and stage.recorded_inputs() != inputs:
         raise UserError(f"{out} holds a diffusion run on other data or another init model; "
                         "choose another out_dir or delete it")
     world = world_size(cfg.trainer)
@@ -302,7 +303,7 @@ def _train_diffusion(cfg: DiffusionTrainConfig) -> Path:
         unet.to(memory_format=torch.channels_last)
 
     if rank_zero_only.rank == 0:
-        rundir.start(out, cfg, inputs)
+        stage.start()
     labels = torch.from_numpy(train_set.labels).long() if cfg.conditional else None
     module = _lightning_module()(cfg, unet, scheduler_config, torch.from_numpy(train_set.images), labels)
     if cfg.trainer.compile and uses_gpu(cfg.trainer):
@@ -316,5 +317,5 @@ def _train_diffusion(cfg: DiffusionTrainConfig) -> Path:
     if trainer.is_global_zero:
         save_model(model_dir, module.ema.module, scheduler_config)
         log.info("diffusion: EMA model -> %s", model_dir)
-        rundir.finish(out, cfg, inputs, outputs={"model": str(model_dir), "steps": int(trainer.global_step)})
+        stage.done({"model": str(model_dir), "steps": int(trainer.global_step)})
     return model_dir

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from clsp.io import file_sha256, read_json, write_json_atomic
+from clsp.layout import METRICS_FILE
 
-METRICS_FILE = "metrics.json"
 SCHEMA_VERSION = 1
 
 
@@ -89,27 +89,15 @@ def run_evaluation(out_dir: str | Path, kind: str, config: dict, inputs: dict[st
     from clsp import rundir
 
     out = Path(out_dir)
-    if reuse and (done := previous_result(out, config, inputs, table, files)) is not None:
-        return done
-    rundir.start(out, config, inputs)
+    stage = rundir.Stage(out, config, inputs, outputs=[METRICS_FILE, *files])
+    if reuse and stage.complete:
+        print(f"{out / METRICS_FILE} is up to date for this encoder, data and settings (delete done.json to recompute)")
+        metrics = read_metrics(out)
+        print(table(metrics["results"]), flush=True)
+        return metrics
+    stage.start()
     results = compute()
     metrics = write_metrics(out, kind, encoder, dataset, results, **extra)
     print(table(results), flush=True)
-    rundir.finish(out, config, inputs, {"files": [METRICS_FILE, *files]})
-    return metrics
-
-
-def previous_result(out_dir: str | Path, config: dict, inputs: dict[str, str], table=None,
-                    files: Sequence[str] = ()) -> dict | None:
-    """The metrics of a finished run of exactly this evaluation (same settings, same input fingerprints),
-    with its table printed again (`table(results) -> str`); None when it must be (re)computed."""
-    from clsp import rundir
-
-    out = Path(out_dir)
-    if not rundir.is_complete(out, config, inputs) or not all((out / f).is_file() for f in (METRICS_FILE, *files)):
-        return None
-    metrics = read_metrics(out)
-    if table is not None:
-        print(f"{out / METRICS_FILE} is up to date for this encoder, data and settings (delete done.json to recompute)")
-        print(table(metrics["results"]), flush=True)
+    stage.done({"files": [METRICS_FILE, *files]})
     return metrics

@@ -33,8 +33,7 @@ import torch
 
 from clsp.config import check, check_positive, field
 from clsp.eval.reference import Reference, ReferenceConfig
-
-FIGURE = "positives.png"
+from clsp.layout import POSITIVES_FIGURE as FIGURE
 
 
 @dataclass

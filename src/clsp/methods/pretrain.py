@@ -200,15 +200,15 @@ def _pretrain(cfg: PretrainConfig, callbacks: list | None) -> Path:
         store = PositivesStore.open(cfg.clsp.positives, train)
     source = train if cfg.crop_source_size in (None, train.image_size) else \
         load_split(dataclasses.replace(cfg.dataset, size=cfg.crop_source_size), cfg.dataset.train_split)
-    inputs = run_inputs(train, store, source)
-    if rundir.is_complete(out, cfg, inputs):
+    stage = rundir.Stage(out, cfg, run_inputs(train, store, source))
+    if stage.complete:
         log.info(f"pretrain: {out} already holds this run (done.json matches); skipping")
         return out
     resume = training.last_checkpoint(out)
     if resume is not None:
-        check_resumable(out, cfg, inputs)
+        check_resumable(stage)
     test = load_split(cfg.dataset, cfg.dataset.test_split) if train.labels is not None else None
-    rundir.start(out, cfg, inputs)
+    stage.start()
 
     torch.manual_seed(cfg.seed)  # initial weights and queues
     resident = isinstance(source, ImageSet)
@@ -258,7 +258,7 @@ def _pretrain(cfg: PretrainConfig, callbacks: list | None) -> Path:
 
     save_encoder(out / ENCODER_FILE, module.backbone, encoder_meta(cfg, train, module.feat_dim))
     write_json_atomic(out / "metrics.json", metrics)
-    rundir.finish(out, cfg, inputs, {"encoder": ENCODER_FILE, "metrics": metrics})
+    stage.done({"encoder": ENCODER_FILE, "metrics": metrics})
     scores = ", ".join(f"{name} {value:.2f}%" for name, value in (("online probe", metrics["probe_test_acc"]),
                                                                   ("online kNN", metrics["knn_acc"])) if value is not None)
     log.info(f"pretrain: done in {wall:.0f} s{'; ' + scores if scores else ''} -> {out / ENCODER_FILE}")
@@ -304,39 +304,38 @@ def untrained_encoder(cfg: PretrainConfig) -> Path:
     out = Path(cfg.out_dir)
     train = load_split(cfg.dataset, cfg.dataset.train_split)
     record = {"untrained": True, "arch": cfg.backbone.arch, "stem": cfg.backbone.stem, "seed": cfg.seed}
-    inputs = {"dataset": train.fingerprint}
-    if rundir.is_complete(out, record, inputs):
+    stage = rundir.Stage(out, record, {"dataset": train.fingerprint})
+    if stage.complete:
         return out
-    rundir.start(out, record, inputs)
+    stage.start()
     torch.manual_seed(cfg.seed)                      # as pretrain() seeds the model it builds
     backbone, feat_dim = make_backbone(cfg.backbone.arch, cfg.backbone.stem, cfg.backbone.width)
     meta = encoder_meta(cfg, train, feat_dim) | {"method": "none", "clsp_lambda": 0.0, "third_view": None, "epochs": 0}
     save_encoder(out / ENCODER_FILE, backbone, meta)
     metrics = {"method": "none", "untrained": True, "seed": cfg.seed, "steps": 0, "epochs": 0}
     write_json_atomic(out / "metrics.json", metrics)
-    rundir.finish(out, record, inputs, {"encoder": ENCODER_FILE, "metrics": metrics})
+    stage.done({"encoder": ENCODER_FILE, "metrics": metrics})
     log.info(f"pretrain: the untrained {cfg.backbone.arch} of seed {cfg.seed} (the no-pretraining floor) -> {out}")
     return out
 
 
-def check_resumable(out: Path, cfg: PretrainConfig, inputs: dict[str, str]) -> None:
-    """An interrupted run resumes only with the settings it was started with (the trainer section,
-    e.g. the number of devices, may change)."""
+def check_resumable(stage) -> None:
+    """An interrupted run (a rundir.Stage) resumes only with the settings it was started with (the trainer
+    section, e.g. the number of devices, may change)."""
     import yaml
 
     from clsp.config import to_dict
-    from clsp.io import read_json
 
+    out = stage.out
     try:
-        before = yaml.safe_load((out / "config.yaml").read_text())
-        inputs_before = read_json(out / "inputs.json")
+        before, inputs_before = stage.recorded_config(), stage.recorded_inputs()
     except (OSError, ValueError, yaml.YAMLError):
         raise UserError(f"{out} holds a checkpoint but no readable run record (config.yaml, inputs.json); "
                         f"use another out_dir or delete {out}") from None
-    now = to_dict(cfg)
+    now = to_dict(stage.config)
     changed = sorted(key for key in set(before) | set(now)
                      if key not in ("trainer", "out_dir") and before.get(key) != now.get(key))
-    if changed or inputs_before != inputs:
+    if changed or inputs_before != stage.inputs:
         what = ", ".join(changed) if changed else "the inputs (dataset or positives store)"
         raise UserError(f"{out} holds an interrupted run made with other settings ({what} differ); resume it with "
                         f"its own config ({out / 'config.yaml'}), or use another out_dir, or delete {out}")

@@ -16,8 +16,8 @@ from torch import nn
 
 from clsp.errors import UserError
 from clsp.io import atomic_path
+from clsp.layout import ENCODER_FILE
 
-ENCODER_FILE = "encoder.safetensors"
 REQUIRED_META = ("arch", "stem", "feat_dim", "image_size", "mean", "std")
 
 

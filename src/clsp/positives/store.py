@@ -37,7 +37,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from clsp.errors import UserError
-from clsp.io import atomic_path, atomic_write, file_sha256, read_json, write_json_atomic
+from clsp.io import atomic_path, atomic_write, file_sha256, read_json, read_json_object, write_json_atomic
 
 FORMAT = "clsp-positives/1"
 MANIFEST = "manifest.json"
@@ -125,11 +125,7 @@ def chunk_is_valid(store: str | os.PathLike, manifest: dict, index: int, verifie
 
 def read_verified(store: str | os.PathLike) -> dict:
     """The verification cache: chunk file name -> [size, mtime_ns, sha256] when last found intact."""
-    try:
-        cache = read_json(Path(store) / VERIFIED)
-        return cache if isinstance(cache, dict) else {}
-    except (OSError, ValueError):
-        return {}
+    return read_json_object(Path(store) / VERIFIED) or {}
 
 
 def write_verified(store: str | os.PathLike, cache: dict) -> None:

@@ -27,7 +27,7 @@ def register(subparsers) -> None:
 
 
 def run(cfg: ReportConfig) -> int:
-    from clsp.report import build_report
+    from clsp.report.html import build_report
 
     path = build_report(cfg.run_dir)
     print(f"report: {path}")

@@ -18,8 +18,8 @@ from typing import Any
 import yaml
 
 from clsp.errors import UserError
-from clsp.io import read_json, write_bytes_atomic, write_text_atomic
-from clsp.layout import FLOOR, VARIANT_LABEL, RunSpec, run_name, runs_from_config
+from clsp.io import read_json_object, write_bytes_atomic, write_text_atomic
+from clsp.layout import FLOOR, POSITIVES_FIGURE, TRAINING_LOG, VARIANT_LABEL, RunLayout, RunSpec, run_name, runs_from_config, store_name
 from clsp.report import figures, paper, study
 
 EVAL_KINDS = ("knn", "linear", "embed", "hardness", "transfer")
@@ -59,43 +59,46 @@ class RunDirectory:
     expected_evals: list[str] = field(default_factory=list)
     data: dict = field(default_factory=dict)            # data.json: the splits the run used, evaluations skipped
 
+    @property
+    def layout(self) -> RunLayout:
+        return RunLayout(self.path)
+
     @classmethod
     def read(cls, run_dir: str | Path) -> "RunDirectory":
         path = Path(run_dir)
-        if not (path / "config.yaml").is_file():
+        layout = RunLayout(path)
+        if not layout.config.is_file():
             raise UserError(f"{run_dir} is not a pipeline run directory (no config.yaml); "
                             "give the out_dir of `clsp pipeline`")
-        config = _read_run_config(path / "config.yaml")
+        config = _read_run_config(layout.config)
         if not {"methods", "variants", "synthesis"} <= set(config):
             raise UserError(f"{run_dir} is a run directory, but not of `clsp pipeline` (its config.yaml has no methods, "
                             "variants and synthesis); give the out_dir of a pipeline run")
-        run = cls(path, config, _read_json_or_empty(path / "env.json"), _read_json_or_empty(path / "timings.json"))
+        run = cls(path, config, read_json_object(layout.env) or {}, read_json_object(layout.timings) or {})
         run.specs = {spec.name: spec for spec in runs_from_config(config)}
-        found = sorted(p.name for p in (path / "pretrain").iterdir() if p.is_dir()) if (path / "pretrain").is_dir() else []
+        pretrain = layout.pretrain_root
+        found = sorted(p.name for p in pretrain.iterdir() if p.is_dir()) if pretrain.is_dir() else []
         for name in found:                                  # runs the config no longer plans are still shown
             if name not in run.specs:
                 run.specs[name] = spec_of_name(name)
         run.runs = list(run.specs)
         evals = config.get("eval") or {}
-        run.data = _read_json_or_empty(path / "data.json")
+        run.data = read_json_object(layout.data) or {}
         skipped = run.data.get("skipped") or {}
         run.expected_evals = [k for k in EVAL_KINDS if _eval_enabled(evals, k) and k not in skipped]
         return run
 
     def pretrain_metrics(self, name: str) -> dict | None:
-        return _read_json_or_none(self.path / "pretrain" / name / "metrics.json")
+        return read_json_object(self.layout.pretrain_metrics(name))
 
     def curves(self, name: str) -> list[dict[str, str]]:
-        return figures.read_metrics_csv(self.path / "pretrain" / name / "logs" / "metrics.csv")
-
-    def eval_dir(self, name: str, kind: str) -> Path:
-        return self.path / "eval" / name / kind
+        return figures.read_metrics_csv(self.layout.training_log(name))
 
     def eval_metrics(self, name: str, kind: str) -> dict | None:
-        return _read_json_or_none(self.eval_dir(name, kind) / "metrics.json")
+        return read_json_object(self.layout.eval_metrics(name, kind))
 
     def eval_figure(self, name: str, kind: str) -> Path | None:
-        pngs = sorted(self.eval_dir(name, kind).glob("*.png"))
+        pngs = sorted(self.layout.evaluation(name, kind).glob("*.png"))
         return pngs[0] if pngs else None
 
     @property
@@ -106,8 +109,8 @@ class RunDirectory:
         return study.run_numbers(self.specs[name], self.eval_metrics(name, "knn"), self.eval_metrics(name, "linear"),
                                  self.pretrain_metrics(name))
 
-    def positives_metrics(self, store: str = "positives") -> dict | None:
-        return _read_json_or_none(self.path / "eval" / store / "metrics.json")
+    def positives_metrics(self, store: str = store_name(None)) -> dict | None:
+        return read_json_object(self.layout.store_metrics(store))
 
 
 def spec_of_name(name: str) -> RunSpec:
@@ -140,17 +143,6 @@ def _eval_enabled(evals: dict, kind: str) -> bool:
     if isinstance(value, list):
         return bool(value)
     return bool(value)
-
-
-def _read_json_or_none(path: Path) -> dict | None:
-    try:
-        return read_json(path) if path.is_file() else None
-    except (OSError, ValueError):
-        return None
-
-
-def _read_json_or_empty(path: Path) -> dict:
-    return _read_json_or_none(path) or {}
 
 
 # -- HTML pieces -------------------------------------------------------------------------------------
@@ -238,11 +230,11 @@ def results_section(run: RunDirectory, page: Page) -> str:
     if not run.runs:
         body += page.lack("pretraining runs (no pretrain/<name>/ directory and no methods in the config)")
     for name in run.runs:
-        if not (run.path / "pretrain" / name / "encoder.safetensors").is_file():
-            body += page.lack(f"pretraining run {name}: no encoder (pretrain/{name}/encoder.safetensors)")
+        if not run.layout.encoder(name).is_file():
+            body += page.lack(f"pretraining run {name}: no encoder ({run.layout.relative(run.layout.encoder(name))})")
         for kind in ("knn", "linear"):
             if kind in run.expected_evals and run.eval_metrics(name, kind) is None:
-                body += page.lack(f"{kind} evaluation of {name} (eval/{name}/{kind}/metrics.json)")
+                body += page.lack(f"{kind} evaluation of {name} ({run.layout.relative(run.layout.eval_metrics(name, kind))})")
     table = ('<table id="results"><thead><tr>' + "".join(f"<th>{h}</th>" for h in headers) + "</tr></thead><tbody>"
              + "".join(rows) + "</tbody></table>")
     n_seeds = sorted({max(s.n + s.failed for s in summary.values()) for summary in groups.values()})
@@ -369,7 +361,7 @@ def sweep_section(run: RunDirectory, page: Page) -> str | None:
     pm = run.positives_metrics() or {}
     png = figures.sweep_figure(setting, figure_lines, refs, agreement_points, _num(_get(pm, "results.chance")),
                                _num(_get(pm, "results.ceiling")))
-    write_bytes_atomic(run.path / "figures" / f"sweep_{setting}.png", png)
+    write_bytes_atomic(run.layout.figure(f"sweep_{setting}"), png)
     body += (f"<figure>{img(png, f'accuracy against {setting}')}<figcaption>Left: top-1 of the CLSP runs at each {e(setting)} "
              "(mean &plusmn; std over seeds), the baseline and +aug means as dashed lines with their &plusmn; std bands. "
              f"Right: the share of each {e(setting)}'s stored candidates that a reference classifier puts in their anchor's "
@@ -379,12 +371,10 @@ def sweep_section(run: RunDirectory, page: Page) -> str | None:
 
 def _store_agreement(run: RunDirectory, setting: str, values: list[float], main_value) -> dict[float, float]:
     """value -> class agreement of the store made with it (the main store for the main value)."""
-    from clsp.layout import store_name
-
     out = {}
     for value in values:
-        store = "positives" if main_value is not None and float(value) == float(main_value) or setting == "weight" \
-            else store_name((setting, float(value)))
+        main = main_value is not None and float(value) == float(main_value) or setting == "weight"
+        store = store_name(None if main else (setting, float(value)))
         agreement = _num(_get(run.positives_metrics(store) or {}, "results.store.agreement"))
         if agreement is not None:
             out[float(value)] = agreement
@@ -419,7 +409,7 @@ def transfer_section(run: RunDirectory, page: Page) -> str | None:
     out += "<p class=\"note\">Linear evaluation top-1 (%) on each downstream set's test split.</p>" + lacking
     for name, values in per_run.items():
         if not values:
-            out += page.lack(f"transfer evaluation of {name} (eval/{name}/transfer/metrics.json)")
+            out += page.lack(f"transfer evaluation of {name} ({run.layout.relative(run.layout.eval_metrics(name, 'transfer'))})")
     return out
 
 
@@ -438,28 +428,28 @@ def transfer_rows(m: dict | None) -> dict[str, float | str]:
 def diffusion_figure(run: RunDirectory, page: Page) -> str:
     """The latest grid of unconditional samples from the diffusion model's EMA weights."""
     model_dir = run.config.get("model_dir")
-    samples = sorted((run.path / "diffusion" / "samples").glob("step*.png"))
+    samples = sorted(run.layout.samples.glob("step*.png"))
     if samples:
         step = samples[-1].stem.removeprefix("step").lstrip("0") or "0"
         return (f"<figure>{img(samples[-1], 'diffusion samples')}<figcaption>Unconditional samples from the diffusion "
                 f"model's EMA weights after {e(step)} training steps.</figcaption></figure>")
     if model_dir:
         return f'<p class="note">Diffusion model given (not trained here): <code>{e(model_dir)}</code>.</p>'
-    return page.lack("diffusion sample grid (diffusion/samples/step*.png)")
+    return page.lack(f"diffusion sample grid ({run.layout.relative(run.layout.samples)}/step*.png)")
 
 
 def positives_section(run: RunDirectory, page: Page) -> str:
     body = diffusion_figure(run, page)
-    anchors = run.path / "figures" / "anchors.png"
+    anchors = run.layout.figure("anchors")
     body += ("<figure>" + img(anchors, "anchors beside their synthetic candidates") +
              "<figcaption>Each row: a training image (left, the anchor) and the K candidates generated from it by "
              "interpolating " + _interpolated(run) + " with the anchor's (w = " + e(_synthesis_w(run)) + ").</figcaption></figure>"
-             if anchors.is_file() else page.lack("anchors figure (figures/anchors.png)"))
-    sweep = run.path / "figures" / "w_sweep.png"
+             if anchors.is_file() else page.lack(f"anchors figure ({run.layout.relative(anchors)})"))
+    sweep = run.layout.figure("w_sweep")
     body += ("<figure>" + img(sweep, "w sweep") +
              "<figcaption>The same anchors and seeds, one row per interpolation weight w: w = 1 is plain unconditional "
              "sampling; smaller w keeps more of the anchor's content.</figcaption></figure>"
-             if sweep.is_file() else page.lack("w sweep figure (figures/w_sweep.png)"))
+             if sweep.is_file() else page.lack(f"w sweep figure ({run.layout.relative(sweep)})"))
     return body + positives_quality(run, page)
 
 
@@ -472,7 +462,7 @@ def positives_quality(run: RunDirectory, page: Page) -> str:
         return f'<p class="note">Positives evaluation not run: {e(skipped)}</p>'
     m = run.positives_metrics()
     if m is None:
-        return page.lack("positives evaluation (eval/positives/metrics.json)")
+        return page.lack(f"positives evaluation ({run.layout.relative(run.layout.store_metrics())})")
     r = m.get("results") or {}
     s, real = r.get("store") or {}, r.get("real") or {}
     sim, px, rpx = s.get("similarity") or {}, s.get("pixels") or {}, real.get("pixels") or {}
@@ -499,7 +489,7 @@ def positives_quality(run: RunDirectory, page: Page) -> str:
     verdict = positives_verdict(r)
     if verdict:
         out += f'<p class="note"><b>Reading:</b> {e(verdict)}</p>'
-    figure = run.path / "eval" / "positives" / "positives.png"
+    figure = run.layout.store_evaluation() / POSITIVES_FIGURE
     if figure.is_file():
         out += ("<figure>" + img(figure, "agreement and hardness against w") + "<figcaption>Fresh candidates at each w of the "
                 "w sweep: class agreement (left) is what the anchor's content is worth; cosine similarity to the anchor "
@@ -562,15 +552,15 @@ def curves_section(run: RunDirectory, page: Page) -> str:
         if rows:
             by_method.setdefault(method, {})[name] = (variant, rows)
         else:
-            body += page.lack(f"training log of {name} (pretrain/{name}/logs/metrics.csv)")
+            body += page.lack(f"training log of {name} ({run.layout.relative(run.layout.training_log(name))})")
     for method, runs in by_method.items():
         png, missing_panels = figures.curves_figure(method, runs)
-        write_bytes_atomic(run.path / "figures" / f"curves_{method}.png", png)
+        write_bytes_atomic(run.layout.figure(f"curves_{method}"), png)
         body += f"<figure>{img(png, f'training curves of {method}')}</figure>"
         if (run.data.get("train") or {}).get("labelled") is False:
             missing_panels = []  # unlabelled training images: the online probe and kNN monitor do not run
         for panel in missing_panels:
-            body += page.lack(f"{panel} for {method} (not in its logs/metrics.csv)")
+            body += page.lack(f"{panel} for {method} (not in its {TRAINING_LOG})")
     return body
 
 
@@ -592,7 +582,7 @@ def per_run_figures(run: RunDirectory, page: Page, kind: str, caption: str) -> s
     for name in figure_runs(run):
         png = run.eval_figure(name, kind)
         if png is None:
-            lacking += page.lack(f"{kind} figure of {name} (eval/{name}/{kind}/*.png)")
+            lacking += page.lack(f"{kind} figure of {name} ({run.layout.relative(run.layout.evaluation(name, kind))}/*.png)")
             continue
         stats = hardness_table(run.eval_metrics(name, kind)) if kind == "hardness" else ""
         body += f"<figure>{img(png, f'{kind} of {name}')}<figcaption><code>{e(name)}</code> &mdash; {caption}</figcaption>{stats}</figure>"
@@ -658,7 +648,7 @@ def provenance_section(run: RunDirectory) -> str:
     facts = [("git commit", run.env.get("git_commit")), ("host", run.env.get("host")), ("GPU", run.env.get("cuda") or "none"),
              ("started", run.env.get("started_at")), ("command", " ".join(run.env.get("argv") or []))]
     fact_rows = "".join(f"<tr><td>{e(k)}</td><td><code>{e(v)}</code></td></tr>" for k, v in facts if v)
-    config_text = (run.path / "config.yaml").read_text(encoding="utf-8")
+    config_text = run.layout.config.read_text(encoding="utf-8")
     return (f'<div class="row"><table class="small"><tbody>{fact_rows}{rows}</tbody></table></div>'
             f"<details><summary>resolved config (config.yaml)</summary><pre>{e(config_text)}</pre></details>")
 
@@ -769,7 +759,7 @@ def data_note(run: RunDirectory) -> str:
 def build_report(run_dir: str | Path) -> Path:
     """Write run_dir/report.html (atomically) and return its path."""
     run = RunDirectory.read(run_dir)
-    out = run.path / "report.html"
+    out = run.layout.report
     write_text_atomic(out, render(run))
     return out
 
