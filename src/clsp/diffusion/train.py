@@ -248,7 +248,6 @@ def _train_diffusion(cfg: DiffusionTrainConfig) -> Path:
 
     from clsp import rundir
     from clsp.data.config import load_split
-    from clsp.data.registry import ImageSet
     from clsp.diffusion.model import check_model_matches, load_model, resolve_model_dir, save_model
     from clsp.diffusion.unet import check_image_size, make_unet
     from clsp.io import hash_directory, read_json, remove_temporaries
@@ -258,7 +257,7 @@ def _train_diffusion(cfg: DiffusionTrainConfig) -> Path:
     out = Path(cfg.out_dir)
     model_dir = out / "model"
     train_set = load_split(cfg.dataset, cfg.dataset.train_split)
-    if not isinstance(train_set, ImageSet):
+    if not train_set.resident:
         raise UserError(f"dataset '{cfg.dataset.name}' streams from disk; diffusion training needs an in-memory "
                         "dataset (resize it with dataset.size=... to one that fits)")
     inputs = {"dataset": train_set.fingerprint,

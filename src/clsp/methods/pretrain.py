@@ -179,7 +179,6 @@ def _pretrain(cfg: PretrainConfig, callbacks: list | None) -> Path:
     from clsp import rundir, training
     from clsp.data.augment import make_view_augments
     from clsp.data.config import load_split
-    from clsp.data.registry import ImageSet
     from clsp.methods.base import MonitorData
     from clsp.methods.data import ResidentBatches, StreamingBatches, ViewMaker
 
@@ -211,7 +210,7 @@ def _pretrain(cfg: PretrainConfig, callbacks: list | None) -> Path:
     rundir.start(out, cfg, inputs)
 
     torch.manual_seed(cfg.seed)  # initial weights and queues
-    resident = isinstance(source, ImageSet)
+    resident = source.resident
     if resident:
         images, labels = source.tensors("cpu")
         data = ResidentBatches(images, labels, cfg.batch_size, cfg.seed)
@@ -223,7 +222,7 @@ def _pretrain(cfg: PretrainConfig, callbacks: list | None) -> Path:
     monitor, num_classes = None, 0
     if test is not None:
         num_classes = len(train.classes)
-        as_tensor = lambda ds: ds.tensors("cpu")[0] if isinstance(ds, ImageSet) else ds  # noqa: E731
+        as_tensor = lambda ds: ds.tensors("cpu")[0] if ds.resident else ds  # noqa: E731
         monitor = MonitorData(as_tensor(train), torch.from_numpy(train.labels), as_tensor(test),
                               torch.from_numpy(test.labels), tuple(train.mean), tuple(train.std), size)
     steps_per_epoch = data.steps_per_epoch(world)
