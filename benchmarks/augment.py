@@ -17,13 +17,13 @@ import torch
 
 from clsp.benchmark import RESULTS, device_name, record, stamp, timed
 from clsp.data.augment import make_augment
-from clsp.data.registry import NORMALIZATION
+from clsp.data.cifar import LAYOUTS
 
 GOAL_SHARE = 0.15
 
 
 def augment_step(batch: int, size: int, views: int, device: torch.device):
-    mean, std = NORMALIZATION["cifar10"]
+    mean, std = LAYOUTS["cifar10"]["mean"], LAYOUTS["cifar10"]["std"]
     augment = make_augment("simclr", size, mean, std).to(device)
     images = torch.randint(0, 256, (batch, size, size, 3), dtype=torch.uint8, device=device)
     return lambda: [augment(images) for _ in range(views)]

@@ -31,10 +31,10 @@ from clsp.benchmark import RESULTS, device_name, matmul_peak_tflops, record, sta
 from clsp.config import load_config  # noqa: E402
 from clsp.data.augment import make_augment  # noqa: E402
 from clsp.methods import method_class  # noqa: E402
-from clsp.methods.data import ResidentBatches, ViewMaker  # noqa: E402
+from clsp.methods.data import ViewMaker  # noqa: E402
 from clsp.methods.pretrain import PretrainConfig  # noqa: E402
 from clsp.positives.store import PositivesStore  # noqa: E402
-from clsp.training import make_trainer  # noqa: E402
+from clsp.training import ResidentBatches, make_trainer  # noqa: E402
 
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 

@@ -193,9 +193,9 @@ def run_method(method: str, steps: int, warmup: int, compile_step: bool | None, 
     from clsp.data import load_dataset
     from clsp.data.augment import make_augment
     from clsp.methods import method_class
-    from clsp.methods.data import ResidentBatches, ViewMaker
+    from clsp.methods.data import ViewMaker
     from clsp.positives.store import PositivesStore
-    from clsp.training import make_trainer
+    from clsp.training import ResidentBatches, make_trainer
 
     import clsp.data.augment as augment_module
 

@@ -26,7 +26,7 @@ def default_device(device: str | torch.device | None = None) -> torch.device:
 
 
 def image_batches(images, batch_size: int, device: torch.device) -> Iterator[torch.Tensor]:
-    """uint8 NHWC batches, in order, from an array, a tensor, or an ImageSet / StreamingImageSet."""
+    """uint8 NHWC batches, in order, from an array, a tensor, or an ImageSource (clsp.data.sets)."""
     if hasattr(images, "batches"):
         for batch, _ in images.batches(batch_size, shuffle=False, device=device):
             yield batch

@@ -527,7 +527,7 @@ class Pipeline:
         train, n = self._train_set, min(self.cfg.figure_anchors, len(self._train_set))
         store = PositivesStore.open(self.store, train)
         indices = torch.arange(n)
-        anchors = torch.from_numpy(train.images[:n])
+        anchors = torch.from_numpy(train.images_at(indices.numpy()))
         grids.save_png(self.layout.figure("anchors"), grids.candidates_grid(anchors, store.candidates(indices)))
         if not self.cfg.w_sweep:
             return
@@ -549,7 +549,6 @@ class Pipeline:
         and labelled train and test splits for kNN, linear and t-SNE. Those three are skipped, and said so,
         when the training set has no labels (a flat folder) and no labelled set is named (eval.dataset)."""
         from clsp.data.config import load_split
-        from clsp.data.registry import ImageSet
         from clsp.training import world_size
 
         cfg, ev = self.cfg, self.cfg.eval
@@ -558,7 +557,7 @@ class Pipeline:
                             "(unet/ + scheduler/, or a flat one), or leave model_dir unset to train one")
         self.dataset_fingerprint()
         train = self._train_set
-        if self.diffusion is not None and not isinstance(train, ImageSet):
+        if self.diffusion is not None and not train.resident:
             raise UserError(f"dataset {cfg.dataset.name} streams from disk, so the pipeline cannot train a diffusion "
                             "model on it; give a trained local diffusers model with model_dir=DIR")
         for name, pre in self.runs.items():

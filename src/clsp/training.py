@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import functools
 import hashlib
+import itertools
 import logging
 import os
 import re
@@ -26,6 +27,7 @@ from typing import Iterator, Optional
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 from clsp.config import check, check_choice, check_positive
 from clsp.errors import UserError
@@ -461,18 +463,72 @@ def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
     return perm
 
 
-class StepLoader:
-    """A stand-in DataLoader for GPU-resident data: yields only the step number within the epoch.
+def rank_and_world() -> tuple[int, int]:
+    """(rank, world size) of this process; (0, 1) outside torch.distributed."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
 
-    The LightningModule gathers its batch from tensors already on the device using
-    `epoch_batch_indices(global_step, ...)`; no worker processes, no host-to-device copies.
+
+def checkpoint_step(path: str | Path | None) -> int:
+    """The global step a checkpoint was saved at (0 without one): where a resumed run's batches continue."""
+    if path is None:
+        return 0
+    return int(load_checkpoint(path, map_location="cpu", mmap=True)["global_step"])
+
+
+class ResidentBatches:
+    """The batch path of a training set held on the device (uint8 NHWC images, int64 labels or None).
+
+    The batch of global step s is `epoch_batch_indices(s)`: a fresh seeded permutation per epoch, whole
+    batches only, split across ranks, gathered on the device (no worker, no host copy of pixels). Being a
+    function of the step, `from_step(s)` yields exactly the batches an uninterrupted run yields from step
+    s on. `loader(world, start_step)` is Lightning's train loader over it: one epoch per `iter()`, the
+    first from `start_step` (the resumed checkpoint's) to the end of its epoch.
     """
 
-    def __init__(self, steps_per_epoch: int) -> None:
-        self.steps_per_epoch = max(1, steps_per_epoch)
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor | None, batch_size: int, seed: int) -> None:
+        self.images, self.labels, self.batch_size, self.seed = images, labels, batch_size, seed
+
+    def to(self, device: torch.device | str) -> "ResidentBatches":
+        self.images = self.images.to(device)
+        self.labels = None if self.labels is None else self.labels.to(device)
+        return self
+
+    def steps_per_epoch(self, world: int) -> int:
+        return len(self.images) // (self.batch_size * world)
+
+    def from_step(self, step: int, rank: int = 0, world: int = 1) -> Iterator[tuple]:
+        """(dataset indices, uint8 images, labels or None) of this rank's share of each global step from
+        `step` on, endlessly, on the images' device."""
+        device = self.images.device
+        while True:
+            index = torch.from_numpy(epoch_batch_indices(len(self.images), self.batch_size, step, self.seed, rank, world))
+            if device.type == "cuda":                 # no host sync: pinned source, asynchronous copy
+                index = index.pin_memory()
+            index = index.to(device, non_blocking=True)
+            yield index, self.images[index], None if self.labels is None else self.labels[index]
+            step += 1
+
+    def loader(self, world: int, start_step: int = 0) -> "_EpochLoader":
+        return _EpochLoader(self, world, start_step)
+
+
+class _EpochLoader:
+    """`ResidentBatches.from_step` cut into epochs for Lightning, each `iter()` continuing where the last one
+    stopped. Lightning counts the batches a resumed epoch has done, so the first epoch ends with it."""
+
+    def __init__(self, batches: ResidentBatches, world: int, start_step: int) -> None:
+        self.batches, self.next_step = batches, start_step
+        self.steps_per_epoch = max(1, batches.steps_per_epoch(world))
 
     def __len__(self) -> int:
         return self.steps_per_epoch
 
-    def __iter__(self) -> Iterator[int]:
-        return iter(range(self.steps_per_epoch))
+    def __iter__(self) -> Iterator[tuple]:
+        rank, world = rank_and_world()
+        first = self.next_step
+        stop = (first // self.steps_per_epoch + 1) * self.steps_per_epoch
+        for batch in itertools.islice(self.batches.from_step(first, rank, world), stop - first):
+            self.next_step += 1
+            yield batch

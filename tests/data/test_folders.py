@@ -9,7 +9,7 @@ from dataset_writers import random_images, write_image_folder, write_jpg, write_
 from clsp.data import load_dataset
 from clsp.data.folder import read_image
 from clsp.data.imagenet100 import CLASSES, IMAGENET100_WNIDS
-from clsp.data.registry import ImageSet, StreamingImageSet
+from clsp.data.sets import ImageSet, StreamingImageSet
 from clsp.errors import UserError
 
 
@@ -32,6 +32,19 @@ def test_image_folder_streams_the_same_pixels(tmp_path):
     np.testing.assert_array_equal(np.concatenate([x.numpy() for x, _ in batches]), memory.images)
     assert np.concatenate([y.numpy() for _, y in batches]).tolist() == memory.labels.tolist()
     assert stream.fingerprint == load_dataset(f"folder:{tmp_path / 'pics'}", "all", size=8, max_memory_mb=0).fingerprint
+
+
+def test_both_forms_give_the_images_at_given_indices(tmp_path):
+    """The ImageSource contract: in memory or streamed, the same images in the order asked, and `resident` says which."""
+    pixels = write_image_folder(tmp_path / "pics", {"a": 2, "b": 3})
+    every = np.stack(pixels["a"] + pixels["b"])
+    memory = load_dataset(f"folder:{tmp_path / 'pics'}", "all")
+    stream = load_dataset(f"folder:{tmp_path / 'pics'}", "all", max_memory_mb=0)
+    assert (memory.resident, stream.resident) == (True, False)
+    for ds in (memory, stream):
+        np.testing.assert_array_equal(ds.images_at(np.array([4, 0, 2])), every[[4, 0, 2]])
+        np.testing.assert_array_equal(ds.images_at([1]), every[1:2])
+        assert ds.images_at(np.arange(0)).shape == (0, 16, 16, 3) and ds.images_at([]).dtype == np.uint8
 
 
 def test_corrupt_image_is_an_error_naming_its_path(tmp_path):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from clsp.data import load_dataset
-from clsp.data.registry import ImageSet
+from clsp.data.sets import ImageSet
 from clsp.errors import UserError
 
 from dataset_writers import idx_bytes, write_cifar10, write_cifar100, write_fashion_mnist, write_stl10

@@ -9,7 +9,7 @@ import pytest
 from dataset_writers import write_jpg
 
 from clsp.data import load_dataset
-from clsp.data.registry import ImageSet
+from clsp.data.sets import ImageSet
 from clsp.errors import UserError
 
 

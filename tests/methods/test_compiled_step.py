@@ -19,8 +19,8 @@ from torch import nn
 
 from clsp.methods import method_class
 from clsp.methods.base import compile_step, frozen_copy
-from clsp.methods.data import ResidentBatches, ViewMaker
-from clsp.training import TrainerConfig
+from clsp.methods.data import ViewMaker
+from clsp.training import ResidentBatches, TrainerConfig
 
 pytestmark = pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")
 

@@ -11,9 +11,10 @@ from methods_helpers import tiny_config
 
 from clsp.methods import method_class
 from clsp.methods.base import momentum_at
-from clsp.methods.data import ResidentBatches, ViewMaker
+from clsp.methods.data import ViewMaker
 from clsp.methods.losses import byol_loss
 from clsp.methods.memory_bank import enqueue, random_bank
+from clsp.training import ResidentBatches
 
 pytestmark = pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")
 

@@ -176,7 +176,7 @@ def test_streaming_path_trains_exactly_like_the_resident_path(tmp_path, monkeypa
     import clsp.data.config
     from clsp.data import load_dataset
     from clsp.data.folder import load_folder
-    from clsp.data.registry import StreamingImageSet
+    from clsp.data.sets import StreamingImageSet
 
     digits = {split: load_dataset("digits", split) for split in ("train", "test")}
     for split, ds in digits.items():

@@ -14,8 +14,9 @@ from methods_helpers import tiny_config
 
 from clsp.config import CONFIG_DIR, load_config
 from clsp.methods import METHODS, method_class
-from clsp.methods.data import ResidentBatches, ViewMaker
+from clsp.methods.data import ViewMaker
 from clsp.methods.pretrain import PretrainConfig, pretrain
+from clsp.training import ResidentBatches
 
 pytestmark = pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")
 

@@ -74,7 +74,8 @@ def test_lars_without_clipping_is_the_plain_trust_ratio():
 
 def test_param_groups_probe_and_lars_exclusions(tmp_path):
     from clsp.methods import method_class
-    from clsp.methods.data import ResidentBatches, ViewMaker
+    from clsp.methods.data import ViewMaker
+    from clsp.training import ResidentBatches
     from methods_helpers import tiny_config
 
     cfg = tiny_config(tmp_path, "method=all4one", "optimizer=lars")

@@ -10,9 +10,10 @@ from PIL import Image
 
 from clsp.errors import UserError
 from clsp.methods import method_class
-from clsp.methods.data import ResidentBatches, ViewMaker
+from clsp.methods.data import ViewMaker
 from clsp.methods.losses import clsp_term, supcon
 from clsp.methods.pretrain import pretrain
+from clsp.training import ResidentBatches
 
 pytestmark = pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")
 

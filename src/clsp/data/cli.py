@@ -68,11 +68,9 @@ def register(subparsers) -> None:
 
 def describe(ds) -> dict:
     """The facts `data info` prints, as a dict."""
-    from clsp.data.registry import ImageSet
-
     return {
         "name": ds.name, "split": ds.split, "count": len(ds), "shape": list(ds.shape),
-        "storage": "in memory" if isinstance(ds, ImageSet) else "streamed from disk",
+        "storage": "in memory" if ds.resident else "streamed from disk",
         "labels": ds.labels is not None, "num_classes": len(ds.classes), "classes": list(ds.classes),
         "fingerprint": ds.fingerprint, "source": ds.source,
     }
@@ -121,7 +119,7 @@ def preview_grid(ds, recipe: str, n: int = 8, views: int = 4, seed: int = 0):
 
     size = ds.shape[0]
     idx = np.sort(np.random.default_rng(seed).choice(len(ds), size=min(n, len(ds)), replace=False))
-    images = torch.from_numpy(np.stack([ds.images[i] if hasattr(ds, "images") else ds[int(i)][0] for i in idx]))
+    images = torch.from_numpy(ds.images_at(idx))
     mean, std = torch.tensor(ds.mean).view(1, 3, 1, 1), torch.tensor(ds.std).view(1, 3, 1, 1)
     augment = make_augment(recipe, size, ds.mean, ds.std)
     torch.manual_seed(seed)

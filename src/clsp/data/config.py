@@ -37,14 +37,14 @@ def load_split(cfg: DatasetConfig, split: str, require_labels: bool = False):
     `require_labels`: evaluation needs labels; an unlabelled split (a flat folder) is then an error.
     A subset larger than the split is the whole split, and said so.
     """
-    from clsp.data.registry import ImageSet, load_dataset
+    from clsp.data.catalogue import load_dataset
 
     options = {"holdout": cfg.holdout} if cfg.name.startswith("folder:") else {}
     ds = load_dataset(cfg.name, split=split, root=cfg.root, size=cfg.size, require_labels=require_labels, **options)
     if cfg.subset and cfg.subset >= len(ds):
         if cfg.subset > len(ds):
             log.warning(f"dataset.subset={cfg.subset}, but {cfg.name} split '{split}' has {len(ds)} images: using all {len(ds)}")
-    elif cfg.subset and isinstance(ds, ImageSet):
+    elif cfg.subset and ds.resident:
         idx = np.sort(np.random.default_rng(0).permutation(len(ds))[: cfg.subset])
         ds = ds.subset(idx)
     return ds

@@ -49,7 +49,7 @@ def fetch(name: str, root: str | Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from clsp.data.registry import cache_dir
+    from clsp.data.sets import cache_dir
 
     parser = argparse.ArgumentParser(prog="python -m clsp.data.fetch", description=__doc__.splitlines()[0])
     parser.add_argument("name", help=", ".join(DOWNLOADABLE))

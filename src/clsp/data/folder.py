@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from clsp.data.registry import (IMAGENET_MEAN, IMAGENET_STD, ImageSet, StreamingImageSet, fingerprint_cache_key,
-                                register)
+from clsp.data.registry import register
+from clsp.data.sets import IMAGENET_MEAN, IMAGENET_STD, ImageSet, ImageSource, StreamingImageSet, fingerprint_cache_key
 from clsp.errors import UserError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -118,7 +118,7 @@ def scan_folder(folder: Path) -> tuple[list[tuple[str, int]], list[str], bool]:
 
 def image_list_set(name: str, split: str, items: list[tuple[str, int]], classes: list[str], source: str,
                    size: int, labelled: bool = True, max_memory_mb: int = DEFAULT_MAX_MEMORY_MB,
-                   mean=IMAGENET_MEAN, std=IMAGENET_STD, stream: bool | None = None) -> ImageSet | StreamingImageSet:
+                   mean=IMAGENET_MEAN, std=IMAGENET_STD, stream: bool | None = None) -> ImageSource:
     """In memory when the decoded set fits in `max_memory_mb` (or `stream=False`), else streamed from disk."""
     if not items:
         raise UserError(f"{source}: no images for split '{split}'")
@@ -184,7 +184,7 @@ def holdout_split(labels: np.ndarray, share: float, seed: int = 0) -> np.ndarray
 
 @register("folder")
 def load_folder(path: str, split: str = "train", root=None, size: int | None = None, holdout: float = 0.2,
-                max_memory_mb: int = DEFAULT_MAX_MEMORY_MB, stream: bool | None = None) -> ImageSet | StreamingImageSet:
+                max_memory_mb: int = DEFAULT_MAX_MEMORY_MB, stream: bool | None = None) -> ImageSource:
     """`folder:PATH`: an ImageFolder or a flat folder; size None = the first image's shorter side.
     `holdout`: the share of each class of a labelled folder without split subfolders that is its test split."""
     if not path:

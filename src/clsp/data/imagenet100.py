@@ -13,7 +13,8 @@ import os
 from pathlib import Path
 
 from clsp.data.folder import DEFAULT_MAX_MEMORY_MB, image_list_set, list_images
-from clsp.data.registry import IMAGENET_MEAN, IMAGENET_STD, ImageSet, StreamingImageSet, cache_dir, check_split, register
+from clsp.data.registry import check_split, register
+from clsp.data.sets import IMAGENET_MEAN, IMAGENET_STD, ImageSource, cache_dir
 from clsp.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ def find_imagenet(root: str | os.PathLike | None) -> Path | None:
 
 @register("imagenet100")
 def load_imagenet100(split: str = "train", root=None, size: int | None = None,
-                     max_memory_mb: int = DEFAULT_MAX_MEMORY_MB, stream: bool | None = True) -> ImageSet | StreamingImageSet:
+                     max_memory_mb: int = DEFAULT_MAX_MEMORY_MB, stream: bool | None = True) -> ImageSource:
     """Splits train (~126 700 images) and val (5 000; also called test); streams by default."""
     check_split("imagenet100", split, tuple(SPLIT_FOLDERS))
     where = find_imagenet(root)

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from clsp.data.registry import (NORMALIZATION, ImageSet, cache_dir, check_split, fingerprint_cache_key, pad_to, register,
-                                resize, to_grey_uint8)
+from clsp.data.arrays import pad_to, resize, to_grey_uint8
+from clsp.data.registry import check_split, register
+from clsp.data.sets import ImageSet, cache_dir, fingerprint_cache_key
 from clsp.errors import UserError
 
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
@@ -18,6 +19,8 @@ FASHION_FILES = {
     "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
 }
 DEBIAN_FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+FASHION_MEAN, FASHION_STD = (0.2190,) * 3, (0.3318,) * 3  # of the 32x32 zero-padded images
+DIGITS_MEAN, DIGITS_STD = (0.3055,) * 3, (0.3759,) * 3
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
@@ -76,9 +79,9 @@ def load_fashion_mnist(split: str = "train", root=None, size: int | None = None,
     grey = to_grey_uint8(images)
     size = 32 if size is None else size
     grey = pad_to(grey, size) if size >= grey.shape[1] else resize(grey, size)
-    mean, std = NORMALIZATION["fashion-mnist"]
     key = fingerprint_cache_key("fashion-mnist", split, size, [image_file, label_file])
-    return ImageSet("fashion-mnist", split, grey, labels, list(FASHION_CLASSES), str(where), mean, std, cache_key=key)
+    return ImageSet("fashion-mnist", split, grey, labels, list(FASHION_CLASSES), str(where), FASHION_MEAN, FASHION_STD,
+                    cache_key=key)
 
 
 def _download_fashion_mnist() -> Path | None:
@@ -109,5 +112,5 @@ def load_digits(split: str = "train", root=None, size: int | None = None) -> Ima
     grey = to_grey_uint8(images[idx])
     if size is not None:
         grey = resize(grey, size)
-    mean, std = NORMALIZATION["digits"]
-    return ImageSet("digits", split, grey, labels[idx], [str(i) for i in range(10)], "sklearn.datasets.load_digits", mean, std)
+    return ImageSet("digits", split, grey, labels[idx], [str(i) for i in range(10)], "sklearn.datasets.load_digits",
+                    DIGITS_MEAN, DIGITS_STD)

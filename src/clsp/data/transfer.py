@@ -26,7 +26,8 @@ from typing import Callable
 import numpy as np
 
 from clsp.data.folder import DEFAULT_MAX_MEMORY_MB, image_list_set
-from clsp.data.registry import IMAGENET_MEAN, IMAGENET_STD, cache_dir, check_split, register
+from clsp.data.registry import check_split, register
+from clsp.data.sets import IMAGENET_MEAN, IMAGENET_STD, cache_dir
 from clsp.errors import UserError
 
 DEFAULT_SIZE = 64

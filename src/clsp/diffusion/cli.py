@@ -134,14 +134,11 @@ def _sample(cfg: SampleConfig) -> int:
 
 
 def _load_anchors(dataset: DatasetConfig, split: str, n: int):
-    """The first n images of a split as uint8 (n, H, W, C): in memory, or read one by one when streamed."""
+    """The first n images of a split as uint8 (n, H, W, C)."""
     import numpy as np
     import torch
 
     from clsp.data.config import load_split
-    from clsp.data.registry import ImageSet
 
     data = load_split(dataset, split)
-    if isinstance(data, ImageSet):
-        return torch.from_numpy(data.images[:n].copy())
-    return torch.from_numpy(np.stack([data[i][0] for i in range(min(n, len(data)))]))
+    return torch.from_numpy(data.images_at(np.arange(min(n, len(data)))))

@@ -130,13 +130,12 @@ def _lightning_module():
     from clsp.diffusion.sampler import SamplerConfig, null_class, sample, to_unit_range
     from clsp.diffusion.schedulers import training_scheduler
     from clsp.grids import image_grid, save_png
-    from clsp.training import epoch_batch_indices, step_seed
+    from clsp.training import ResidentBatches, step_seed
 
     class DiffusionModule(L.LightningModule):
         """The UNet, its EMA (in the checkpoint, never trained), and the device-resident images."""
 
-        def __init__(self, cfg: DiffusionTrainConfig, unet, scheduler_config: dict, images: torch.Tensor,
-                     labels: torch.Tensor | None = None) -> None:
+        def __init__(self, cfg: DiffusionTrainConfig, unet, scheduler_config: dict, data: ResidentBatches) -> None:
             super().__init__()
             self.cfg, self.scheduler_config = cfg, scheduler_config
             self.unet = unet
@@ -144,34 +143,25 @@ def _lightning_module():
             self.ema.requires_grad_(False)
             self._ema_decay = cfg.ema_decay
             self.noise_schedule = training_scheduler(scheduler_config)
-            self.images = images                     # uint8 (N, H, W, C); moved to the device at fit start
-            self.labels = labels                     # (N,) class indices of a conditional run, else None
+            self.data = data                         # uint8 images (and the labels of a conditional run)
             self.grid_images, self.grid_steps = sample_grid_size(cfg)
 
         def on_fit_start(self) -> None:
-            self.images = self.images.to(self.device)
-            self.labels = None if self.labels is None else self.labels.to(self.device)
+            self.data.to(self.device)
 
         def training_step(self, batch, batch_idx):
+            _, images, labels = batch                     # this step's, on the device (ResidentBatches)
             step, rank = self.global_step, self.global_rank
             torch.manual_seed(step_seed(self.cfg.seed, step, rank, "diffusion"))   # flip, t, noise, dropout
-            idx = epoch_batch_indices(len(self.images), self.cfg.batch_size, step, self.cfg.seed, rank,
-                                      self.trainer.world_size)
-            x0 = random_flip(self._gather(idx))
-            labels = None
-            if self.labels is not None:
-                labels = drop_labels(self.labels[torch.from_numpy(idx).to(self.device)], self.cfg.label_dropout,
-                                     null_class(self.unet))
+            x0 = to_unit_range(images)
+            if self.device.type == "cuda":
+                x0 = x0.contiguous(memory_format=torch.channels_last)
+            x0 = random_flip(x0)
+            if labels is not None:
+                labels = drop_labels(labels, self.cfg.label_dropout, null_class(self.unet))
             loss = diffusion_loss(self.unet, self.noise_schedule, x0, labels)
             self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False)
             return loss
-
-        def _gather(self, idx) -> torch.Tensor:
-            index = torch.from_numpy(idx)
-            if self.device.type == "cuda":                # no host sync: pinned source, asynchronous copy
-                index = index.pin_memory()
-            x = to_unit_range(self.images[index.to(self.device, non_blocking=True)])
-            return x.contiguous(memory_format=torch.channels_last) if self.device.type == "cuda" else x
 
         def optimizer_step(self, *args, **kwargs) -> None:
             super().optimizer_step(*args, **kwargs)
@@ -195,7 +185,7 @@ def _lightning_module():
             """A grid from the EMA weights with a fixed seed, so that grids show the model's progress."""
             sampler = SamplerConfig(sampler="ddim", steps=self.grid_steps, eta=0.0, batch_size=self.cfg.batch_size)
             classes = None                            # a conditional model: every class in turn, without guidance
-            if self.labels is not None:
+            if self.data.labels is not None:
                 classes = torch.arange(self.grid_images) % null_class(self.ema.module)
             images = sample(self.ema.module, self.scheduler_config, self.grid_images, sampler, self.cfg.seed, self.device,
                             class_labels=classes)
@@ -248,17 +238,17 @@ def _train_diffusion(cfg: DiffusionTrainConfig) -> Path:
 
     from clsp import rundir
     from clsp.data.config import load_split
-    from clsp.data.registry import ImageSet
     from clsp.diffusion.model import check_model_matches, load_model, resolve_model_dir, save_model
     from clsp.diffusion.unet import check_image_size, make_unet
     from clsp.io import hash_directory, remove_temporaries
-    from clsp.training import StepLoader, apply_threads, fit, last_checkpoint, make_trainer, uses_gpu, world_size
+    from clsp.training import (ResidentBatches, apply_threads, checkpoint_step, fit, last_checkpoint, make_trainer, uses_gpu,
+                               world_size)
 
     apply_threads(cfg.trainer)
     out = Path(cfg.out_dir)
     model_dir = out / "model"
     train_set = load_split(cfg.dataset, cfg.dataset.train_split)
-    if not isinstance(train_set, ImageSet):
+    if not train_set.resident:
         raise UserError(f"dataset '{cfg.dataset.name}' streams from disk; diffusion training needs an in-memory "
                         "dataset (resize it with dataset.size=... to one that fits)")
     inputs = {"dataset": train_set.fingerprint,
@@ -305,15 +295,15 @@ def _train_diffusion(cfg: DiffusionTrainConfig) -> Path:
     if rank_zero_only.rank == 0:
         stage.start()
     labels = torch.from_numpy(train_set.labels).long() if cfg.conditional else None
-    module = _lightning_module()(cfg, unet, scheduler_config, torch.from_numpy(train_set.images), labels)
+    data = ResidentBatches(torch.from_numpy(train_set.images), labels, cfg.batch_size, cfg.seed)
+    module = _lightning_module()(cfg, unet, scheduler_config, data)
     if cfg.trainer.compile and uses_gpu(cfg.trainer):
         unet.compile()                                          # after the EMA copy; state_dict keys unchanged
     trainer = make_trainer(cfg.trainer, out, max_steps=cfg.max_steps, gradient_clip_val=cfg.grad_clip)
-    steps_per_epoch = len(train_set) // (cfg.batch_size * world)
     log.info("diffusion: %s UNet (%.1fM parameters) on %d images of %dpx, %d steps%s", cfg.model if not cfg.init_from else cfg.init_from,
              sum(p.numel() for p in unet.parameters()) / 1e6, len(train_set), train_set.image_size, cfg.max_steps,
              f", resuming from {resume}" if resume else "")
-    fit(trainer, module, train_dataloaders=StepLoader(steps_per_epoch), ckpt_path=str(resume) if resume else None)
+    fit(trainer, module, train_dataloaders=data.loader(world, checkpoint_step(resume)), ckpt_path=str(resume) if resume else None)
     if trainer.is_global_zero:
         save_model(model_dir, module.ema.module, scheduler_config)
         log.info("diffusion: EMA model -> %s", model_dir)

@@ -75,7 +75,7 @@ def embed_plot(encoder_path, dataset_cfg, out_dir=None, n: int = 2000, figure=No
 
     def compute() -> dict:
         idx = np.sort(np.random.default_rng(seed).permutation(len(test))[:n])
-        subset = test.subset(idx) if hasattr(test, "subset") else _streamed_subset(test, idx)
+        subset = _in_memory(test, idx)
         feats = encoder.features(subset).cpu().numpy()
         coords, kl = tsne_2d(feats, perplexity, seed, max_iter)
         labels = np.asarray(subset.labels)
@@ -94,9 +94,8 @@ def embed_table(results: dict) -> str:
                                              ["figure", results["figure"]]])
 
 
-def _streamed_subset(ds, idx: np.ndarray):
-    """An in-memory ImageSet of a few images of a streaming set."""
-    from clsp.data.registry import ImageSet
+def _in_memory(ds, idx: np.ndarray):
+    """An in-memory ImageSet of a few images of a set (read from disk when it streams)."""
+    from clsp.data.sets import ImageSet
 
-    images = np.stack([ds[int(i)][0] for i in idx])
-    return ImageSet(ds.name, ds.split, images, ds.labels[idx], list(ds.classes), ds.source, ds.mean, ds.std)
+    return ImageSet(ds.name, ds.split, ds.images_at(idx), ds.labels[idx], list(ds.classes), ds.source, ds.mean, ds.std)

@@ -90,7 +90,7 @@ def inception_features(model, images, batch_size: int = 200, device=None, progre
 def real_statistics(inception, train, weights_hash: str, dims: int, device, progress: bool = True):
     """(mu, sigma) of the training images' features, cached in the data cache by (data, weights, layer):
     every model trained on the same images is compared against the same statistics, computed once."""
-    from clsp.data.registry import cache_dir
+    from clsp.data.sets import cache_dir
     from clsp.io import atomic_path
 
     path = cache_dir() / "fid-stats" / f"{train.name}-{train.split}-{train.fingerprint}-{weights_hash}-{dims}.npz"

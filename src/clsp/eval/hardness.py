@@ -32,7 +32,7 @@ def hardness_similarities(encoder, train_set, store, anchor_idx: np.ndarray, aug
     anchor_idx = np.asarray(anchor_idx)
     bank = F.normalize(encoder.features(train_set, batch_size=batch_size, progress=progress), dim=1)  # (N, d)
     anchors = bank[torch.as_tensor(anchor_idx, device=bank.device)]
-    anchor_images = _images_at(train_set, anchor_idx)
+    anchor_images = train_set.images_at(anchor_idx)
 
     # (a) another augmentation of itself; seeded views, without touching the caller's RNG state
     devices = [bank.device] if bank.device.type == "cuda" else []
@@ -151,9 +151,3 @@ def hardness_table(results: dict) -> str:
              f"{100 * results['synthetic_harder_than_nn']:.1f}% of anchors)")
     return format_table(["positive", "mean", "q25", "median", "q75", "n"], rows, title, digits=3)
 
-
-def _images_at(ds, idx: np.ndarray) -> np.ndarray:
-    """uint8 (n, H, W, 3) images of an in-memory or streaming set."""
-    if hasattr(ds, "images"):
-        return np.ascontiguousarray(ds.images[idx])
-    return np.stack([ds[int(i)][0] for i in idx])

@@ -162,7 +162,7 @@ def probe(encoder, train_set, test_set, cfg: LinearProbeConfig, progress: bool =
     num_classes = len(train_set.classes)
     test_feats = encoder.features(test_set, progress=progress)
     if cfg.on_the_fly:
-        if not hasattr(train_set, "images"):
+        if not train_set.resident:
             raise UserError(f"--on-the-fly needs an in-memory dataset; {train_set.name} streams from disk")
         layer, losses = train_linear_probe_on_the_fly(encoder.backbone, train_set.images, train_set.labels, encoder.mean,
                                                       encoder.std, encoder.size, num_classes, cfg, encoder.device, progress)

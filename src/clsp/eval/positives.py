@@ -117,14 +117,14 @@ class _Judge:
         self.reference, self.train = reference, train
         rng = np.random.default_rng(cfg.seed)
         self.real_idx = np.sort(rng.permutation(len(train))[: cfg.real_n])
-        real = train.images[self.real_idx]
+        real = train.images_at(self.real_idx)
         self.real_pred, self.real_feats = reference.predict(real)
         self.real_raw = reference.raw_features(real)
-        test_pred, _ = reference.predict(test.images)
+        test_pred, _ = reference.predict(test.images_at(np.arange(len(test))))
         self.test_agreement = agreement(test_pred, test.labels)
-        self.test_raw = reference.raw_features(test.images[: cfg.real_n])
+        self.test_raw = reference.raw_features(test.images_at(np.arange(min(cfg.real_n, len(test)))))
         self.real_pixels = pixel_shares(real)
-        self.channels = int(train.images.shape[-1])
+        self.channels = train.channels
 
     def judge(self, anchor_idx: np.ndarray, candidates: np.ndarray, seed: int, with_nn: bool = True) -> dict:
         """Every measure for candidates (n, K, H, W, C) of the anchors at `anchor_idx`."""
@@ -132,7 +132,7 @@ class _Judge:
         labels = self.train.labels[anchor_idx]
         flat = candidates.reshape(n * k, *candidates.shape[2:])
         pred, feats = self.reference.predict(flat)
-        _, anchor_feats = self.reference.predict(self.train.images[anchor_idx])
+        _, anchor_feats = self.reference.predict(self.train.images_at(anchor_idx))
         feats = feats.reshape(n, k, -1)
         out = {
             "agreement": agreement(pred, np.repeat(labels, k)),
@@ -159,7 +159,7 @@ class _Judge:
         own recipe already gives, the yardstick of the candidates' diversity."""
         from clsp.data.augment import make_augment
 
-        images = torch.from_numpy(np.ascontiguousarray(self.train.images[anchor_idx]))
+        images = torch.from_numpy(self.train.images_at(anchor_idx))
         augment = make_augment("simclr", images.shape[1], (0.5,) * 3, (0.5,) * 3)    # -> [-1, 1], 3 channels
         with torch.random.fork_rng():
             torch.manual_seed(seed)
@@ -210,7 +210,7 @@ def _fresh(judge: _Judge, anchor_idx: np.ndarray, model, sampler, cfg: Positives
 
     unet, scheduler_config = model
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    anchors = torch.from_numpy(np.ascontiguousarray(judge.train.images[anchor_idx]))
+    anchors = torch.from_numpy(judge.train.images_at(anchor_idx))
     labels = torch.from_numpy(judge.train.labels[anchor_idx])            # a class-conditional model samples them
     candidates = generate_positives(unet, scheduler_config, anchors, cfg.sweep_k, sampler, seed=cfg.seed, device=device,
                                     anchor_labels=labels)

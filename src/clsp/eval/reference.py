@@ -129,7 +129,7 @@ def train_reference(train, test, cfg: ReferenceConfig) -> Reference:
     idx = np.arange(len(train))
     if len(idx) > cfg.max_train:
         idx = np.sort(np.random.default_rng(cfg.seed).permutation(len(idx))[: cfg.max_train])
-    images = torch.from_numpy(np.ascontiguousarray(train.images[idx]))
+    images = torch.from_numpy(train.images_at(idx))
     labels = torch.from_numpy(train.labels[idx])
     net = ReferenceNet(images.shape[-1], len(train.classes), cfg.width)
     steps_per_epoch = max(1, len(images) // cfg.batch_size)
@@ -161,7 +161,7 @@ def train_reference(train, test, cfg: ReferenceConfig) -> Reference:
 
 def reference_classifier(train, test, cfg: ReferenceConfig | None = None, cache: bool = True) -> Reference:
     """The reference classifier for this labelled train / test pair: from the cache, else trained and cached."""
-    from clsp.data.registry import cache_dir
+    from clsp.data.sets import cache_dir
 
     cfg = cfg or ReferenceConfig()
     key = reference_key(train, test, cfg)

@@ -182,9 +182,9 @@ class ContrastiveMethod(L.LightningModule):
             self.compiled_step = True
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
-        step, rank, world = self.global_step, self.global_rank, self.trainer.world_size
+        step, rank = self.global_step, self.global_rank
+        indices, images, labels = batch          # on the device (ResidentBatches / StreamingBatches)
         with step_rng(self.cfg.seed, step, rank, self.device):
-            indices, images, labels = self.data.batch(batch, step, rank, world)
             views = self.views(images, indices, step, rank)
             self.before_step(step)
             loss, logs, entries = self.step_loss(views, labels)

@@ -1,12 +1,13 @@
 """The batch path of pretraining: which images a step trains on, and their views, made on the device.
 
-Small sets (CIFAR, STL at 64 px, Fashion-MNIST) and their positives live on the device as uint8. The
-loader yields only step numbers; a step gathers its images by `epoch_batch_indices(global step)` and
-draws one synthetic candidate per image, so no DataLoader worker and no host-to-device copy of
-pixels is involved. Large sets (StreamingImageSet) come through a DataLoader whose batch sampler uses
-the same step-derived indices. Either way, all randomness of a step (augmentation, candidate choice,
-dropout) is seeded from (seed, global step, rank): a resumed run replays exactly what an
-uninterrupted one does.
+Small sets (CIFAR, STL at 64 px, Fashion-MNIST) and their positives live on the device as uint8: their
+loader is clsp.training.ResidentBatches, shared with diffusion training, which gathers each step's
+images by `epoch_batch_indices(global step)` on the device, so no DataLoader worker and no
+host-to-device copy of pixels is involved; a step then draws one synthetic candidate per image. Large
+sets (StreamingImageSet) come through a DataLoader whose batch sampler uses the same step-derived
+indices. Either way a batch is (dataset indices, uint8 images, labels or None), and all randomness of
+a step (augmentation, candidate choice, dropout) is seeded from (seed, global step, rank): a resumed
+run replays exactly what an uninterrupted one does.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from clsp.training import StepLoader, epoch_batch_indices, step_seed
+from clsp.training import epoch_batch_indices, rank_and_world, step_seed
 
 
 @contextlib.contextmanager
@@ -28,34 +29,6 @@ def step_rng(seed: int, step: int, rank: int, device: torch.device) -> Iterator[
     with torch.random.fork_rng(devices=devices, device_type="cuda"):
         torch.manual_seed(step_seed(seed, step, rank))
         yield
-
-
-class ResidentBatches:
-    """Training images (uint8 NHWC) and labels held on the device; a batch is chosen by the step."""
-
-    def __init__(self, images: Tensor, labels: Tensor | None, batch_size: int, seed: int) -> None:
-        self.images, self.labels, self.batch_size, self.seed = images, labels, batch_size, seed
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def to(self, device: torch.device) -> "ResidentBatches":
-        self.images = self.images.to(device)
-        self.labels = None if self.labels is None else self.labels.to(device)
-        return self
-
-    def steps_per_epoch(self, world: int) -> int:
-        return len(self) // (self.batch_size * world)
-
-    def loader(self, world: int) -> StepLoader:
-        return StepLoader(self.steps_per_epoch(world))
-
-    def batch(self, loader_item, step: int, rank: int, world: int) -> tuple[Tensor, Tensor, Tensor | None]:
-        """(dataset indices, uint8 images, labels or None) of this rank's share of a global step."""
-        idx = epoch_batch_indices(len(self), self.batch_size, step, self.seed, rank, world)
-        indices = torch.from_numpy(idx).to(self.images.device, non_blocking=True)
-        labels = None if self.labels is None else self.labels[indices]
-        return indices, self.images[indices], labels
 
 
 class StepBatchSampler:
@@ -69,19 +42,14 @@ class StepBatchSampler:
         self.n, self.batch_size, self.seed = n, batch_size, seed
         self.epoch, self.start_step = 0, 0
 
-    def _world(self) -> tuple[int, int]:
-        from clsp.methods.losses import world
-
-        return world()
-
     def __len__(self) -> int:
-        return self.n // (self.batch_size * self._world()[1])
+        return self.n // (self.batch_size * rank_and_world()[1])
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __iter__(self) -> Iterator[list[int]]:
-        rank, size = self._world()
+        rank, size = rank_and_world()
         per_epoch = len(self)
         first = max(self.epoch * per_epoch, self.start_step)
         for step in range(first, (self.epoch + 1) * per_epoch):
@@ -101,28 +69,31 @@ class _Indexed(torch.utils.data.Dataset):
 
 
 class StreamingBatches:
-    """A StreamingImageSet read by a DataLoader (workers decode) that yields (indices, uint8, labels)."""
+    """A StreamingImageSet read by a DataLoader (workers decode) that yields (indices, uint8, labels or None)."""
 
     def __init__(self, dataset, batch_size: int, seed: int, workers: int = 8) -> None:
         self.dataset, self.batch_size, self.seed, self.workers = dataset, batch_size, seed, workers
         self.sampler = StepBatchSampler(len(dataset), batch_size, seed)
 
-    def __len__(self) -> int:
-        return len(self.dataset)
-
     def to(self, device: torch.device) -> "StreamingBatches":
         return self
 
     def steps_per_epoch(self, world: int) -> int:
-        return len(self) // (self.batch_size * world)
+        return len(self.dataset) // (self.batch_size * world)
 
-    def loader(self, world: int) -> torch.utils.data.DataLoader:
+    def loader(self, world: int, start_step: int = 0) -> torch.utils.data.DataLoader:
+        """Lightning's train loader; `start_step` (a resumed checkpoint's) skips the steps already done."""
+        self.sampler.start_step = start_step
+        collate = None if self.dataset.labels is not None else _without_labels
         return torch.utils.data.DataLoader(_Indexed(self.dataset), batch_sampler=self.sampler, num_workers=self.workers,
-                                           pin_memory=torch.cuda.is_available(), persistent_workers=self.workers > 0)
+                                           collate_fn=collate, pin_memory=torch.cuda.is_available(),
+                                           persistent_workers=self.workers > 0)
 
-    def batch(self, loader_item, step: int, rank: int, world: int) -> tuple[Tensor, Tensor, Tensor | None]:
-        indices, images, labels = loader_item
-        return indices, images, labels if self.dataset.labels is not None else None
+
+def _without_labels(items: list) -> tuple[Tensor, Tensor, None]:
+    """Collate an unlabelled set's items: its placeholder labels become None, as a resident set's are."""
+    indices, images, _ = torch.utils.data.default_collate(items)
+    return indices, images, None
 
 
 class ViewMaker:

@@ -15,6 +15,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
 
+from clsp.training import rank_and_world
+
 
 def fp32(loss):
     """Compute a loss in float32 even inside a bf16 autocast region (logits / 0.2 need the precision)."""
@@ -30,13 +32,6 @@ def fp32(loss):
         with torch.autocast("cuda", enabled=False), torch.autocast("cpu", enabled=False):
             return loss(*(as_float(a) for a in args), **{k: as_float(v) for k, v in kwargs.items()})
     return wrapper
-
-
-def world() -> tuple[int, int]:
-    """(rank, world size); (0, 1) outside torch.distributed."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 class _GatherWithGrad(torch.autograd.Function):
@@ -58,7 +53,7 @@ class _GatherWithGrad(torch.autograd.Function):
 
 def gather(x: Tensor) -> Tensor:
     """x from every rank, concatenated in rank order (identity on one process)."""
-    return _GatherWithGrad.apply(x) if world()[1] > 1 else x
+    return _GatherWithGrad.apply(x) if rank_and_world()[1] > 1 else x
 
 
 @fp32
@@ -72,7 +67,7 @@ def nt_xent(z: list[Tensor] | tuple[Tensor, ...] | Tensor, temperature: float = 
     """
     views = list(z) if isinstance(z, (list, tuple)) else list(z.chunk(2))
     n_views, b = len(views), views[0].shape[0]
-    rank, size = world() if gather_negatives else (0, 1)
+    rank, size = rank_and_world() if gather_negatives else (0, 1)
     local = [F.normalize(v, dim=1) for v in views]
     columns = torch.cat([gather(v) if size > 1 else v for v in local])       # (V * size * B, d), view-major
     logits = torch.cat(local) @ columns.T / temperature                         # (V * B, V * size * B)
@@ -101,7 +96,7 @@ def supcon(z: list[Tensor] | tuple[Tensor, ...], labels: Tensor, temperature: fl
     """
     views = list(z)
     n_views, b = len(views), views[0].shape[0]
-    rank, size = world()
+    rank, size = rank_and_world()
     local = [F.normalize(v, dim=1) for v in views]
     columns = torch.cat([gather(v) if size > 1 else v for v in local])       # (V * size * B, d), view-major
     logits = torch.cat(local) @ columns.T / temperature                         # (V * B, V * size * B)
@@ -140,7 +135,7 @@ def nnclr_loss(nn: Tensor, p: Tensor, temperature: float = 0.2) -> Tensor:
     the predictions of the other images of the global batch are the negatives:
         -log exp(NN(z_i).p_i/t) / sum_j exp(NN(z_i).p_j/t)."""
     nn, p = F.normalize(nn, dim=1), F.normalize(p, dim=1)
-    rank, _ = world()
+    rank, _ = rank_and_world()
     logits = nn @ gather(p).T / temperature
     labels = torch.arange(len(nn), device=nn.device) + rank * len(nn)
     return F.cross_entropy(logits, labels)

@@ -179,9 +179,8 @@ def _pretrain(cfg: PretrainConfig, callbacks: list | None) -> Path:
     from clsp import rundir, training
     from clsp.data.augment import make_view_augments
     from clsp.data.config import load_split
-    from clsp.data.registry import ImageSet
     from clsp.methods.base import MonitorData
-    from clsp.methods.data import ResidentBatches, StreamingBatches, ViewMaker
+    from clsp.methods.data import StreamingBatches, ViewMaker
 
     world = training.world_size(cfg.trainer)
     validate(cfg, world)
@@ -211,10 +210,10 @@ def _pretrain(cfg: PretrainConfig, callbacks: list | None) -> Path:
     stage.start()
 
     torch.manual_seed(cfg.seed)  # initial weights and queues
-    resident = isinstance(source, ImageSet)
+    resident = source.resident
     if resident:
         images, labels = source.tensors("cpu")
-        data = ResidentBatches(images, labels, cfg.batch_size, cfg.seed)
+        data = training.ResidentBatches(images, labels, cfg.batch_size, cfg.seed)
     else:
         data = StreamingBatches(source, cfg.batch_size, cfg.seed, cfg.workers)
     size = train.image_size                # the views' side, whatever side they are cropped from
@@ -223,7 +222,7 @@ def _pretrain(cfg: PretrainConfig, callbacks: list | None) -> Path:
     monitor, num_classes = None, 0
     if test is not None:
         num_classes = len(train.classes)
-        as_tensor = lambda ds: ds.tensors("cpu")[0] if isinstance(ds, ImageSet) else ds  # noqa: E731
+        as_tensor = lambda ds: ds.tensors("cpu")[0] if ds.resident else ds  # noqa: E731
         monitor = MonitorData(as_tensor(train), torch.from_numpy(train.labels), as_tensor(test),
                               torch.from_numpy(test.labels), tuple(train.mean), tuple(train.std), size)
     steps_per_epoch = data.steps_per_epoch(world)
@@ -234,12 +233,11 @@ def _pretrain(cfg: PretrainConfig, callbacks: list | None) -> Path:
                                     callbacks=list(callbacks or []), use_distributed_sampler=False)
     if resume is not None:
         log.info(f"pretrain: resuming from {resume}")
-    if not resident:
-        data.sampler.start_step = _checkpoint_step(resume)
     log.info(f"pretrain: {cfg.method}{' + CLSP' if cfg.third_view == 'synthetic' else ' + aug' if cfg.third_view else ''}"
              f" on {cfg.dataset.name} ({len(train)} images, {steps_per_epoch} steps/epoch x {cfg.epochs} epochs, "
              f"global batch {global_batch}) -> {out}")
-    training.fit(trainer, module, train_dataloaders=data.loader(world), ckpt_path=str(resume) if resume else None)
+    training.fit(trainer, module, train_dataloaders=data.loader(world, training.checkpoint_step(resume)),
+                 ckpt_path=str(resume) if resume else None)
     trainer.save_checkpoint(out / "checkpoints" / "last.ckpt", weights_only=False)  # the final state, queues included
     if not trainer.is_global_zero:
         return out
@@ -341,9 +339,3 @@ def check_resumable(stage) -> None:
                         f"its own config ({out / 'config.yaml'}), or use another out_dir, or delete {out}")
 
 
-def _checkpoint_step(path: Path | None) -> int:
-    if path is None:
-        return 0
-    from clsp.training import load_checkpoint
-
-    return int(load_checkpoint(path, map_location="cpu", mmap=True)["global_step"])

@@ -16,11 +16,11 @@ def preview(store_path: str | Path, dataset, out: str | Path, count: int = 8, mi
     """Write a PNG grid: one row per anchor, the real image first, then its K candidates; small images
     are enlarged (nearest neighbour) to at least `min_tile` pixels so that they can be seen."""
     from clsp.grids import candidates_grid, save_png
-    from clsp.positives.store import PositivesStore, anchor_images
+    from clsp.positives.store import PositivesStore
 
     store = PositivesStore.open(store_path, dataset)
     indices = preview_indices(store.n, count)
-    anchors = np.stack([anchor_images(dataset, int(i), int(i) + 1)[0] for i in indices])
+    anchors = dataset.images_at(indices)
     candidates = store.candidates(indices).numpy()
     factor = max(1, -(-min_tile // store.image_shape[0]))
     anchors = anchors.repeat(factor, axis=1).repeat(factor, axis=2)

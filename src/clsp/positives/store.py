@@ -447,13 +447,6 @@ def dataset_record(dataset) -> dict:
             "image_shape": [int(s) for s in dataset.shape]}
 
 
-def anchor_images(dataset, start: int, stop: int) -> np.ndarray:
-    """Dataset images [start, stop) as uint8 (n, H, W, 3), from memory or read one by one from disk."""
-    if hasattr(dataset, "images"):
-        return np.ascontiguousarray(dataset.images[start:stop])
-    return np.stack([dataset[i][0] for i in range(start, stop)])
-
-
 def _describe(d: dict) -> str:
     h, w, c = d["image_shape"]
     return f"{d['name']} {d['split']} (N={d['n']}, {h}x{w}x{c}, fingerprint {d['fingerprint']})"

@@ -15,6 +15,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from clsp.config import check, check_device, check_positive, field, to_dict, to_yaml
 from clsp.data.config import DatasetConfig
 from clsp.diffusion.sampler import SamplerConfig, generate_positives
@@ -82,13 +84,12 @@ def estimate_on_cpu(unet, scheduler_config: dict, dataset, cfg: SynthesizeConfig
 
     import torch
 
-    from clsp.positives.store import anchor_images
     from clsp.training import format_duration
 
     per_batch = max(1, min(cfg.sampler.batch_size // cfg.k, images, 16))
     if images * cfg.sampler.steps < 20 * per_batch * probe_steps:  # a small job: the probe would cost more than it says
         return
-    anchors = torch.from_numpy(anchor_images(dataset, 0, per_batch))
+    anchors = torch.from_numpy(dataset.images_at(np.arange(per_batch)))
     started = time.perf_counter()
     generate_positives(unet, scheduler_config, anchors, cfg.k, dataclasses.replace(cfg.sampler, steps=probe_steps),
                        seed=cfg.seed, device="cpu", anchor_labels=anchor_labels(unet, dataset, cfg, per_batch))
@@ -144,7 +145,7 @@ def _synthesize(cfg: SynthesizeConfig) -> Path:
     from clsp.diffusion.model import check_model_matches, load_model
     from clsp.diffusion.sampler import check_guidance
     from clsp.io import hash_directory
-    from clsp.positives.store import StoreWriter, anchor_images, chunk_bounds, dataset_record, new_manifest
+    from clsp.positives.store import StoreWriter, chunk_bounds, dataset_record, new_manifest
     from clsp.rundir import git_commit, package_versions
 
     cfg = _absolute(cfg)                                      # a clsp:NAME model becomes its directory
@@ -182,7 +183,7 @@ def _synthesize(cfg: SynthesizeConfig) -> Path:
     with tqdm(total=sum(stop - start for start, stop in bounds), unit="img", desc="synthesize", dynamic_ncols=True,
               disable=not cfg.progress or rank != 0) as bar:
         for index, (start, stop) in zip(mine, bounds):
-            anchors = torch.from_numpy(anchor_images(dataset, start, stop))
+            anchors = torch.from_numpy(dataset.images_at(np.arange(start, stop)))
             candidates = generate_positives(unet, scheduler_config, anchors, cfg.k, cfg.sampler,
                                             seed=chunk_seed(cfg.seed, index), device=device,
                                             anchor_labels=None if labels is None else labels[start:stop])
