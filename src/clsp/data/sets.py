@@ -262,20 +262,16 @@ def fingerprint_cache_key(name: str, split: str, size: int | None, files: list[s
 
 def cached_fingerprint(key: str, shape: tuple[int, ...], compute: Callable[[], str]) -> str:
     """`compute()` once per key, remembered in cache_dir()/fingerprints.json (a lost write only costs a rehash)."""
+    from clsp.io import read_json_object, write_json_atomic
+
     path = cache_dir() / "fingerprints.json"
-    try:
-        table = json.loads(path.read_text())
-    except (OSError, ValueError):
-        table = {}
-    entry = table.get(key) if isinstance(table, dict) else None
+    table = read_json_object(path) or {}
+    entry = table.get(key)
     if isinstance(entry, dict) and entry.get("shape") == list(shape) and isinstance(entry.get("fingerprint"), str):
         return entry["fingerprint"]
     fingerprint = compute()
-    table = table if isinstance(table, dict) else {}
     table[key] = {"fingerprint": fingerprint, "shape": list(shape)}
     try:
-        from clsp.io import write_json_atomic
-
         write_json_atomic(path, table)
     except OSError:
         pass  # a read-only cache only means the next load hashes again
