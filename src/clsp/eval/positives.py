@@ -275,7 +275,9 @@ def plot_sweep(results: dict, path: Path, title: str = "") -> Path | None:
     right.axhline(s["random_real"], color="grey", ls=":", lw=1, label=f"random real image ({s['random_real']:.2f})")
     right.set_xlabel("interpolation weight w")
     right.set_ylabel("reference feature space")
-    right.legend(fontsize=7, frameon=False)
+    lowest = min([s["random_real"]] + [r["diversity"] for r in results["sweep"]])
+    right.set_ylim(min(0.0, lowest - 0.05), 1.05)          # room below the curves for the legend
+    right.legend(fontsize=7, frameon=False, loc="lower right")
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
