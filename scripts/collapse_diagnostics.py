@@ -13,6 +13,8 @@ loop instead of Lightning's) and writes one CSV row per step, measured before th
                                                              and of the backbone features: 1 = collapsed
     pos_cos                                                  mean cos(z1, z3): the CLSP pair
 --per-view-bn encodes each view on its own (BatchNorm statistics per view) instead of the method's choice.
+
+    python scripts/collapse_diagnostics.py plot OUT.png A.csv B.csv ...     the curves of several runs, one figure
 """
 
 from __future__ import annotations
@@ -136,7 +138,35 @@ def run(args) -> None:
         writer.writerows(rows)
 
 
+def plot(png: str, paths: list[str]) -> None:
+    """Projection cosine, the two gradient norms and NT-Xent against the step, a line per CSV (named by its stem)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [("z_cos", "mean pairwise cos of projections"), ("pos_cos", "cos(z1, z3): the CLSP pair"),
+              ("grad_ssl", "|grad L_ssl|"), ("grad_clsp", "|grad lambda L_clsp|"), ("loss_ssl", "NT-Xent")]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2))
+    for path in paths:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        for ax, (key, title) in zip(axes, panels):
+            points = [(int(r["step"]), float(r[key])) for r in rows if r.get(key)]
+            if points:
+                ax.plot(*zip(*points), label=Path(path).stem)
+            ax.set_title(title, fontsize=9)
+            ax.set_xlabel("step")
+            if key.startswith("grad"):
+                ax.set_yscale("log")
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["plot"]:
+        return plot(sys.argv[2], sys.argv[3:])
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="cpu-study", help="a pipeline preset")
     parser.add_argument("--method", default="simclr")

@@ -24,7 +24,8 @@ CURVE_PANELS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("kNN monitor, test top-1 (%)", ("test/knn_acc",)),
 )
 CLSP_PANEL = CURVE_PANELS[1][0]
-VARIANT_STYLE = {"base": ("tab:blue", "-"), "clsp": ("tab:red", "-"), "aug": ("tab:green", "--")}
+VARIANT_STYLE = {"base": ("tab:blue", "-"), "clsp": ("tab:red", "-"), "aug": ("tab:green", "--"),
+                 "oracle": ("tab:purple", ":")}
 
 
 def read_metrics_csv(path: str | Path) -> list[dict[str, str]]:

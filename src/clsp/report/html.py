@@ -19,7 +19,7 @@ import yaml
 
 from clsp.errors import UserError
 from clsp.io import read_json_object, write_bytes_atomic, write_text_atomic
-from clsp.layout import FLOOR, POSITIVES_FIGURE, TRAINING_LOG, VARIANT_LABEL, RunLayout, RunSpec, run_name, runs_from_config, store_name
+from clsp.layout import FLOOR, POSITIVES_FIGURE, TRAINING_LOG, VARIANT_LABEL, VARIANT_SUFFIX, RunLayout, RunSpec, run_name, runs_from_config, store_name
 from clsp.report import figures, paper, study
 
 EVAL_KINDS = ("knn", "linear", "embed", "hardness", "transfer")
@@ -115,7 +115,7 @@ class RunDirectory:
 
 def spec_of_name(name: str) -> RunSpec:
     """A run the plan does not name (an older config): method and variant read off its name."""
-    for variant, suffix in (("clsp", "-clsp"), ("aug", "-aug")):
+    for variant, suffix in VARIANT_SUFFIX.items():
         if name.endswith(suffix):
             return RunSpec(name[: -len(suffix)], variant)
     return RunSpec(name, "base")
@@ -267,7 +267,26 @@ def results_section(run: RunDirectory, page: Page) -> str:
                  'representation\'s)</summary><ul>'
                  + "".join(f"<li><code>{e(n)}</code>: {e(reason)}</li>" for n, reason in collapses) + "</ul></details>")
     body += per_seed_details(run, numbers)
+    body += quality_details(run)
     return table + note + body
+
+
+def quality_details(run: RunDirectory) -> str:
+    """The CLSP term's quality weights (clsp.quality) of each run that used them: their distribution over the run."""
+    rows = []
+    for name in run.runs:
+        quality = (run.pretrain_metrics(name) or {}).get("quality")
+        if isinstance(quality, dict):
+            cells = [quality.get(k) for k in ("score_mean", "weight_min", "weight_q10", "weight_median", "weight_q90",
+                                              "weight_max", "weight_zero")]
+            rows.append(f"<tr><td><code>{e(name)}</code></td>" + "".join(f'<td class="num">{fmt(v, 3)}</td>' for v in cells)
+                        + "</tr>")
+    if not rows:
+        return ""
+    headers = ["run", "mean score", "weight min", "q10", "median", "q90", "max", "share at 0"]
+    return ('<details open><summary>quality weights of the CLSP term (clsp.quality; per step, averaged over the run; '
+            'weights = max(cos, 0) / batch mean, so their mean is 1)</summary><table><thead><tr>'
+            + "".join(f"<th>{h}</th>" for h in headers) + "</tr></thead><tbody>" + "".join(rows) + "</tbody></table></details>")
 
 
 def _variant_text(spec: RunSpec) -> str:
