@@ -135,7 +135,8 @@ class ContrastiveMethod(L.LightningModule):
         self.cfg = cfg
         self.backbone, self.feat_dim = make_backbone(cfg.backbone.arch, cfg.backbone.stem, cfg.backbone.width)
         p = cfg.projector
-        self.projector = make_projector(self.feat_dim, p.hidden_dim, p.out_dim, p.layers, p.batchnorm)
+        self.projector = make_projector(self.feat_dim, p.hidden_dim, p.out_dim, p.layers, p.batchnorm,
+                                        p.output_batchnorm)
         self.probe = nn.Linear(self.feat_dim, num_classes) if num_classes else None
         self.data, self.views, self.monitor = data, views, monitor
         self.steps_per_epoch = steps_per_epoch
