@@ -150,7 +150,8 @@ class ContrastiveMethod(L.LightningModule):
         self.cfg = cfg
         self.backbone, self.feat_dim = make_backbone(cfg.backbone.arch, cfg.backbone.stem, cfg.backbone.width)
         p = cfg.projector
-        self.projector = make_projector(self.feat_dim, p.hidden_dim, p.out_dim, p.layers, p.batchnorm)
+        self.projector = make_projector(self.feat_dim, p.hidden_dim, p.out_dim, p.layers, p.batchnorm,
+                                        p.output_batchnorm)
         self.probe = nn.Linear(self.feat_dim, num_classes) if num_classes else None
         self.data, self.views, self.monitor = data, views, monitor
         self.steps_per_epoch = steps_per_epoch
@@ -400,7 +401,11 @@ class MomentumMethod(ContrastiveMethod):
     starts as a frozen copy of its online module and, once per step before the forward (so outside the
     compiled loss), follows it:
 
-        target <- tau_s target + (1 - tau_s) online,    tau_s = momentum_at(s, S, *momentum_range())
+        target <- tau target + (1 - tau) online,    tau = momentum_at(s - 1, S, *momentum_range())
+
+    Before step s the target takes the update that solo-learn and the release apply after step s - 1
+    (`on_train_batch_end`, then `update_tau`): tau(s - 1), so the first real update uses the base tau.
+    Before step 0 the target equals the online encoder and the update changes nothing.
     """
 
     momentum_pairs: tuple[tuple[str, str], ...] = ()
@@ -415,7 +420,7 @@ class MomentumMethod(ContrastiveMethod):
         raise NotImplementedError(f"{type(self).__name__} must define momentum_range")
 
     def before_step(self, step: int) -> None:
-        tau = momentum_at(step, self.total_steps, *self.momentum_range())
+        tau = momentum_at(max(step - 1, 0), self.total_steps, *self.momentum_range())
         momentum_update([getattr(self, online) for online, _ in self.momentum_pairs],
                         [getattr(self, target) for _, target in self.momentum_pairs], tau)
         self.log("train/key_momentum", tau, on_step=True, on_epoch=False, batch_size=1)

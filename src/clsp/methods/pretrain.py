@@ -47,7 +47,8 @@ class ProjectorConfig:
     hidden_dim: int = 4096
     out_dim: int = 256
     layers: int = 2                   # the paper: Linear-ReLU-Linear; NNCLR, All4One (solo-learn): 3 with batch norm
-    batchnorm: bool = False
+    batchnorm: bool = False           # BN after each hidden Linear
+    output_batchnorm: Optional[bool] = None  # BN on the output; None = as `batchnorm` (false for BYOL's head)
 
     def __post_init__(self) -> None:
         check_positive(self.hidden_dim, "projector.hidden_dim")

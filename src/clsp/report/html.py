@@ -550,7 +550,8 @@ def _interpolated(run: RunDirectory) -> str:
     layers = int(layers or 1)
     if layers == 1:
         return "the UNet's mid-block (bottleneck) features"
-    return f"the UNet's mid-block features and its {layers - 1} deepest skip connection{'s' if layers > 2 else ''}"
+    return (f"the UNet's mid-block features and its {layers - 1} deepest skip connection{'s' if layers > 2 else ''} "
+            "(clsp's extension: the paper and its release mix the bottleneck only)")
 
 
 def _synthesis_w(run: RunDirectory) -> Any:
