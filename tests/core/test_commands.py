@@ -53,6 +53,15 @@ def test_every_command_has_help_and_a_config(capsys):
         assert "--print-config" in text and "--config PRESET" in text and "key=value" in text, words
 
 
+def test_top_level_help_names_every_method_and_every_evaluation():
+    from clsp.methods import METHODS
+
+    listing = " ".join(text for _, text in COMMANDS.values()).lower()
+    assert all(method in listing for method in METHODS), listing
+    evals = dict(subcommand_parsers())
+    assert all(words[1] in listing for words in evals if words[0] == "eval"), listing  # knn ... positives
+
+
 def test_flags_are_aliases_of_keys_with_the_schemas_defaults(capsys):
     from clsp.eval.cli import LinearEval
     from clsp.eval.linear import LinearProbeConfig
