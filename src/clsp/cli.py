@@ -114,12 +114,12 @@ def field_comments(section: type) -> dict[str, str]:
 
 def config_command(parser: argparse.ArgumentParser, schema: type, run: Callable[[Any], Any], *,
                    flags: dict[str, Flag] | None = None, positionals: dict[str, Flag] | None = None,
-                   presets: str = "", examples: Sequence[str] = (), check: Callable[[Any], Any] | None = None) -> None:
+                   presets: str | None = None, examples: Sequence[str] = (), check: Callable[[Any], Any] | None = None) -> None:
     """Make `parser` the command for config dataclass `schema`; `run(cfg)` does the work.
 
     `flags`: {"--k": Flag("k", "candidates per image")}; the flag's type and default come from the schema.
     `positionals`: {"STORE": Flag("store", ...)}. `presets`: the folder under configs/ of the command's own
-    presets. `examples`: command lines shown under --help (and run by the tests). `check(cfg)`: further
+    presets ("" = configs/ itself; None = it has none, --config takes a YAML file). `examples`: command lines shown under --help (and run by the tests). `check(cfg)`: further
     validation that needs no data (run before --print-config prints, and before `run`)."""
     flags, positionals = dict(flags or {}), dict(positionals or {})
     for metavar, flag in positionals.items():
@@ -132,9 +132,8 @@ def config_command(parser: argparse.ArgumentParser, schema: type, run: Callable[
         else:
             parser.add_argument(name, dest=_dest(flag.key), metavar=name.lstrip("-").upper().replace("-", "_"),
                                 default=None, help=_flag_help(schema, flag))
-    where = f"configs/{presets}/ or configs/" if presets else "configs/"
-    parser.add_argument("--config", default=None, metavar="PRESET",
-                        help=f"YAML preset: a file, or a preset name under {where}")
+    where = "" if presets is None else f", or the name of a preset in configs/{presets + '/' if presets else ''}"
+    parser.add_argument("--config", default=None, metavar="PRESET", help=f"YAML preset: a file{where}")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit without running")
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="set any config key (e.g. the keys --print-config shows); ~key removes a preset's key")

@@ -648,7 +648,7 @@ def register(subparsers) -> None:
         description="Run the whole method in one run directory: train the diffusion model (or use model_dir), "
                     "synthesize positives, pretrain each method with and without CLSP, evaluate, write report.html. "
                     "Run it again to resume: completed stages are skipped.")
-    config_command(parser, PipelineConfig, _run, check=Pipeline,
+    config_command(parser, PipelineConfig, _run, presets="", check=Pipeline,
                    flags=TRAINING_FLAGS,
                    examples=["clsp pipeline --config demo",
                              "clsp pipeline --config demo methods=[simclr] --out runs/demo-simclr",

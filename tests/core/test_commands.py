@@ -118,12 +118,19 @@ def test_print_config_prints_the_resolved_config_without_running(tmp_path, capsy
         ["pipeline", "--config", "demo", "methods=[simclr]", "--out", str(tmp_path / "run")])
 
 
-def test_a_command_finds_its_own_presets_first(capsys):
+def test_a_command_resolves_only_its_own_presets(capsys):
     from clsp.methods.pretrain import PretrainConfig
 
     cfg = resolve_config(["pretrain", "--config", "demo"])  # configs/pretrain/demo.yaml, not the pipeline's demo
     assert cfg == load_config(PretrainConfig, "pretrain/demo")
     assert resolve_config(["diffusion", "train", "--config", "tiny-digits"]).model == "tiny"
+    # a name only another command has: refused, naming that preset and the command that runs it
+    with pytest.raises(ConfigError, match=r"configs/fashion-mnist.yaml is a preset of `clsp pipeline`.*fashion-mnist-simclr"):
+        resolve_config(["pretrain", "--config", "fashion-mnist"])
+    with pytest.raises(ConfigError, match=r"configs/pretrain/fashion-mnist-simclr.yaml is a preset of `clsp pretrain`"):
+        resolve_config(["pipeline", "--config", "fashion-mnist-simclr"])
+    with pytest.raises(ConfigError, match=r"configs/demo.yaml is a preset of `clsp pipeline`.*has no presets"):
+        resolve_config(["eval", "knn", "--config", "demo"])
 
 
 def test_a_preset_can_be_trimmed_and_a_key_removed():
