@@ -161,13 +161,16 @@ def config_command(parser: argparse.ArgumentParser, schema: type, run: Callable[
         return cfg
 
     def execute(args: argparse.Namespace) -> int:
-        from clsp.config import to_yaml
+        from clsp.config import collecting_missing, to_yaml
 
-        cfg = resolve(args)
-        if args.print_config:
+        if args.print_config:  # shown even before the keys a run needs (--model, --out) are given
+            with collecting_missing() as missing:
+                cfg = resolve(args)
             print(to_yaml(cfg), end="")
+            if missing:
+                print(f"clsp: to run, also set: {'; '.join(missing)}", file=sys.stderr)
             return 0
-        return int(run(cfg) or 0)
+        return int(run(resolve(args)) or 0)
 
     parser.set_defaults(func=execute, resolve=resolve)
 

@@ -8,11 +8,13 @@ ranges by the dataclass's `__post_init__`, all before any work starts, with the 
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import copy
 import dataclasses
 import difflib
 from pathlib import Path
-from typing import Any, Iterable, Sequence, TypeVar
+from typing import Any, Iterable, Iterator, Sequence, TypeVar
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
@@ -238,6 +240,32 @@ def to_yaml(cfg: Any) -> str:
 def check(condition: bool, key: str, message: str) -> None:
     if not condition:
         raise KeyCheckError(key, message)
+
+
+# While --print-config resolves a config, the keys a command cannot run without are collected, not refused.
+_MISSING: contextvars.ContextVar[list | None] = contextvars.ContextVar("clsp_missing_keys", default=None)
+
+
+def check_given(condition: bool, key: str, message: str) -> None:
+    """A key the command cannot run without (its --model, --out): refused when the config is run, listed
+    (not refused) while `--print-config` shows the config, since errors send users to --print-config."""
+    missing = _MISSING.get()
+    if condition:
+        return
+    if missing is None:
+        raise KeyCheckError(key, message)
+    missing.append(f"{key}: {message}")
+
+
+@contextlib.contextmanager
+def collecting_missing() -> Iterator[list[str]]:
+    """Within it, check_given collects the keys not given into the yielded list instead of refusing them."""
+    missing: list[str] = []
+    token = _MISSING.set(missing)
+    try:
+        yield missing
+    finally:
+        _MISSING.reset(token)
 
 
 def check_positive(value: float, key: str) -> None:

@@ -118,6 +118,15 @@ def test_print_config_prints_the_resolved_config_without_running(tmp_path, capsy
         ["pipeline", "--config", "demo", "methods=[simclr]", "--out", str(tmp_path / "run")])
 
 
+@pytest.mark.parametrize("words", [["synthesize"], ["diffusion", "sample"], ["eval", "knn"], ["eval", "positives"], ["fid"]])
+def test_print_config_works_before_the_keys_a_run_needs(words, capsys):
+    assert main([*words, "--print-config"]) == 0              # errors send users here, before --model / --out
+    out, err = capsys.readouterr()
+    assert isinstance(yaml.safe_load(out), dict) and "to run, also set:" in err
+    with pytest.raises(ConfigError, match="must name"):       # running still needs them
+        resolve_config(words)
+
+
 def test_a_command_resolves_only_its_own_presets(capsys):
     from clsp.methods.pretrain import PretrainConfig
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional
 
-from clsp.config import check, check_device, check_positive, field
+from clsp.config import check, check_device, check_given, check_positive, field
 from clsp.data.config import DatasetConfig
 from clsp.diffusion.sampler import SamplerConfig
 from clsp.errors import UserError
@@ -29,8 +29,8 @@ class SampleConfig:
     out_dir: str = ""                                # writes OUT_DIR/samples.png and OUT_DIR/samples.npy
 
     def __post_init__(self) -> None:
-        check(bool(self.model), "model", "must name a diffusion model directory (--model DIR)")
-        check(bool(self.out_dir), "out_dir", "must name the directory to write into (--out DIR)")
+        check_given(bool(self.model), "model", "must name a diffusion model directory (--model DIR)")
+        check_given(bool(self.out_dir), "out_dir", "must name the directory to write into (--out DIR)")
         check_positive(self.n, "n")
         check_positive(self.k, "k")
         check(all(0.0 <= w <= 1.0 for w in self.sweep_w), "sweep_w", f"values must lie in [0, 1], got {self.sweep_w}")

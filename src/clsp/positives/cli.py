@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from clsp.config import check, check_positive
+from clsp.config import check, check_given, check_positive
 from clsp.data.config import DatasetConfig
 
 
@@ -21,7 +21,7 @@ class PreviewConfig:
 
     def __post_init__(self) -> None:
         check(bool(self.store), "store", "must name a positives store directory")
-        check(bool(self.out_dir), "out_dir", "must name the directory to write preview.png into (--out DIR)")
+        check_given(bool(self.out_dir), "out_dir", "must name the directory to write preview.png into (--out DIR)")
         check_positive(self.n, "n")
 
 
