@@ -114,13 +114,16 @@ def field_comments(section: type) -> dict[str, str]:
 
 def config_command(parser: argparse.ArgumentParser, schema: type, run: Callable[[Any], Any], *,
                    flags: dict[str, Flag] | None = None, positionals: dict[str, Flag] | None = None,
-                   presets: str | None = None, examples: Sequence[str] = (), check: Callable[[Any], Any] | None = None) -> None:
+                   presets: str | None = None, examples: Sequence[str] = (), check: Callable[[Any], Any] | None = None,
+                   defaults: Callable[[Any], dict] | None = None) -> None:
     """Make `parser` the command for config dataclass `schema`; `run(cfg)` does the work.
 
     `flags`: {"--k": Flag("k", "candidates per image")}; the flag's type and default come from the schema.
     `positionals`: {"STORE": Flag("store", ...)}. `presets`: the folder under configs/ of the command's own
     presets ("" = configs/ itself; None = it has none, --config takes a YAML file). `examples`: command lines shown under --help (and run by the tests). `check(cfg)`: further
-    validation that needs no data (run before --print-config prints, and before `run`)."""
+    validation that needs no data (run before --print-config prints, and before `run`). `defaults(cfg)`:
+    settings the resolved config implies for keys the user did not set (e.g. the sampler settings its model's
+    record recommends); the config is then resolved again with them below the preset, flags and overrides."""
     flags, positionals = dict(flags or {}), dict(positionals or {})
     for metavar, flag in positionals.items():
         parser.add_argument(_dest(flag.key, "_pos_"), metavar=metavar, help=f"{flag.help} [{flag.key}]")
@@ -156,6 +159,9 @@ def config_command(parser: argparse.ArgumentParser, schema: type, run: Callable[
             if value is not None:
                 _set(extra, flag.key, _convert(schema, flag.key, value, name))
         cfg = load_config(schema, args.config, args.overrides, extra=extra, folder=presets)
+        implied = defaults(cfg) if defaults is not None else None
+        if implied:
+            cfg = load_config(schema, args.config, args.overrides, extra=extra, folder=presets, defaults=implied)
         if check is not None:
             check(cfg)
         return cfg
@@ -173,6 +179,24 @@ def config_command(parser: argparse.ArgumentParser, schema: type, run: Callable[
         return int(run(resolve(args)) or 0)
 
     parser.set_defaults(func=execute, resolve=resolve)
+
+
+def model_sampler(section: str, model_key: str) -> Callable[[Any], dict]:
+    """`defaults` for a command that samples with the model its key `model_key` names: the sampler settings
+    that model's record recommends (clsp.diffusion.model.recommended_sampler), placed at `section`."""
+    def implied(cfg: Any) -> dict:
+        from clsp.diffusion.model import recommended_sampler
+
+        model = cfg
+        for part in model_key.split("."):
+            model = getattr(model, part)
+        settings = recommended_sampler(model) if model else {}
+        tree: dict = {}
+        if settings:
+            _set(tree, section, settings)
+        return tree
+
+    return implied
 
 
 def resolve_config(argv: Sequence[str]) -> Any:

@@ -98,14 +98,17 @@ def _read_preset(path: Path, seen: tuple[Path, ...] = ()) -> list[dict]:
 
 
 def load_config(schema: type[T], preset: str | Path | None = None, overrides: Sequence[str] = (), extra: dict | None = None,
-                folder: str | None = "") -> T:
-    """Merge schema defaults <- preset chain <- `extra` <- `key=value` overrides, validate, instantiate.
+                folder: str | None = "", defaults: dict | None = None) -> T:
+    """Merge schema defaults <- `defaults` <- preset chain <- `extra` <- `key=value` overrides, validate, instantiate.
 
+    `defaults`: settings that replace the schema's defaults for this run (a model's recommended sampler
+    settings), below everything the user wrote.
     `folder`: where the command's own presets are, under configs/ (resolve_preset; None: it has none). An override `~key` removes `key`
     from the preset and `extra`, so that the schema's default applies; `key=null` sets an optional key
     to None (and empties a per-method override)."""
     structured = OmegaConf.structured(schema)
-    layers: list[dict] = _read_preset(resolve_preset(preset, folder)) if preset is not None else []
+    layers: list[dict] = [copy.deepcopy(defaults)] if defaults else []
+    layers += _read_preset(resolve_preset(preset, folder)) if preset is not None else []
     if extra:
         layers.append(copy.deepcopy(extra))
     assignments = []
