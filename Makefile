@@ -11,7 +11,7 @@ STAMP := $(VENV)/.clsp-installed
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	# torch and torchvision come together from PyPI (see DESIGN.md: the local CPU wheel has no torchvision).
+	# torch and torchvision come together from PyPI (README, "The two commands": a lone CPU wheel of torch breaks torchvision).
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	@touch $@
 

@@ -647,14 +647,15 @@ def run_pipeline(cfg: PipelineConfig) -> Path:
 # -- CLI --------------------------------------------------------------------------------------------
 
 def register(subparsers) -> None:
-    from clsp.cli import TRAINING_FLAGS, add_command, config_command
+    from clsp.cli import TRAINING_FLAGS, add_command, config_command, model_sampler
 
     parser = add_command(
         subparsers, "pipeline",
         description="Run the whole method in one run directory: train the diffusion model (or use model_dir), "
                     "synthesize positives, pretrain each method with and without CLSP, evaluate, write report.html. "
                     "Run it again to resume: completed stages are skipped.")
-    config_command(parser, PipelineConfig, _run, check=Pipeline,
+    config_command(parser, PipelineConfig, _run, presets="", check=Pipeline,
+                   defaults=model_sampler("synthesis.sampler", "model_dir"),
                    flags=TRAINING_FLAGS,
                    examples=["clsp pipeline --config demo",
                              "clsp pipeline --config demo methods=[simclr] --out runs/demo-simclr",
