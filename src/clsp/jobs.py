@@ -1,10 +1,12 @@
-"""A pipeline's independent stages side by side (`jobs: N`): a small scheduler of child `clsp` processes.
+"""A pipeline's independent stages side by side (`jobs: N`): a small scheduler of N worker processes.
 
-A stage starts once every stage it reads (its `after`) is complete. It runs as a process of its own,
-`clsp pipeline --config RUN/config.yaml --stage NAME`, so it has its own thread pool and no GIL shared
-with the others: its share of the CPU threads (trainer.threads, else CLSP_THREADS, OMP_NUM_THREADS or the
-CPUs, divided by N), and on a node with several GPUs its own group of them. Its messages go to
-RUN/stages/<stage>.log; the console says when each stage starts and ends.
+A stage starts once every stage it reads (its `after`) is complete, in the first free worker. A worker
+is a `clsp pipeline --config RUN/config.yaml --worker` process: it plans the same stages as the pipeline
+and runs the ones it is sent, one at a time, as a `jobs: 1` pipeline runs all of them. So each has its own
+thread pool and no GIL shared with the others: its share of the CPU threads (trainer.threads, else
+CLSP_THREADS, OMP_NUM_THREADS or the CPUs, divided by N), and on a node with several GPUs its own group of
+them; and it imports torch and Lightning once, not once per stage (about 5 CPU seconds each here). A
+stage's messages go to RUN/stages/<stage>.log; the console says when each stage starts and ends.
 
 The pipeline process keeps what must have one writer: the run lock (the children work under it, see
 clsp.lock.held_by_parent), the stage records and timings.json, and the console. A failed stage stops new
@@ -18,8 +20,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import selectors
 import signal
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,23 +87,19 @@ def gpu_groups(trainer: Any, jobs: int) -> list[Optional[str]]:
 
 
 @dataclass
-class Job:
-    """A stage running in a child process."""
+class Worker:
+    """A worker process and the stage it runs (None: idle)."""
 
-    index: int                   # the stage's place in the plan: [index/total] in messages
-    stage: Any                   # clsp.pipeline.Stage
-    key: str                     # the fingerprint its record will hold
     slot: int
     process: subprocess.Popen
-    log_path: Path
-    started: float
+    job: Optional[tuple[int, Any, str, Path]] = None   # (index in the plan, stage, fingerprint, log path)
 
 
 def run_parallel(stages: Sequence[Any], records: Any, key_of: Callable[[Any], str], command: Sequence[str],
                  slot_envs: Sequence[dict[str, str]]) -> None:
-    """Run `stages` (clsp.pipeline.Stage, in plan order) len(slot_envs) at a time: each as `command
-    --stage NAME` once its `after` stages are complete, skipping those whose record (`records`, a
-    StageRecords) holds `key_of(stage)`. Ready stages start in plan order."""
+    """Run `stages` (clsp.pipeline.Stage, in plan order) in len(slot_envs) workers (`command --worker`):
+    each once its `after` stages are complete, skipping those whose record (`records`, a StageRecords)
+    holds `key_of(stage)`. Ready stages start in plan order."""
     names = {stage.name for stage in stages}
     for stage in stages:
         missing = set(stage.after) - names
@@ -109,12 +109,21 @@ def run_parallel(stages: Sequence[Any], records: Any, key_of: Callable[[Any], st
     pending = list(enumerate(stages, 1))
     complete: set[str] = set()
     keys: dict[str, str] = {}
-    running: dict[int, Job] = {}
-    free = list(range(len(slot_envs)))
-    failed: list[tuple[Job, int]] = []
+    workers: list[Optional[Worker]] = [None] * len(slot_envs)
+    failed: list[str] = []
+    replies = selectors.DefaultSelector()
+
+    def idle() -> Optional[Worker]:
+        for slot, worker in enumerate(workers):
+            if worker is None:                   # started when first needed
+                worker = workers[slot] = _start_worker(slot, command, slot_envs[slot], records.layout.stages)
+                replies.register(worker.process.stdout, selectors.EVENT_READ, worker)
+            if worker.job is None and worker.process.returncode is None:
+                return worker
+        return None
 
     def start_ready() -> None:
-        """Skip every ready stage that is complete; start ready stages while a slot is free."""
+        """Skip every ready stage that is complete; send ready stages to idle workers."""
         scan = True
         while scan:
             scan = False
@@ -129,54 +138,125 @@ def run_parallel(stages: Sequence[Any], records: Any, key_of: Callable[[Any], st
                     complete.add(stage.name)
                     scan = True                    # stages after it may be ready now, earlier ones first
                     break
-                if free:
-                    pending.remove(item)
-                    job = _start(index, stage, key, free.pop(0), records.layout.stage_record(stage.name, ".log"),
-                                 command, slot_envs)
-                    running[job.process.pid] = job
-                    log.info(f"pipeline: [{index}/{total}] {stage.name}: running (log: {job.log_path})")
+                worker = idle()
+                if worker is None:
+                    return
+                pending.remove(item)
+                log_path = records.layout.stage_record(stage.name, ".log")
+                worker.job = (index, stage, key, log_path)
+                with contextlib.suppress(BrokenPipeError):     # it died: its end of file says so below
+                    worker.process.stdin.write(f"{stage.name}\t{log_path}\n".encode())
+                    worker.process.stdin.flush()
+                log.info(f"pipeline: [{index}/{total}] {stage.name}: running (log: {log_path})")
+
+    def busy() -> list[Worker]:
+        return [w for w in workers if w is not None and w.job is not None]
 
     with _sigterm_interrupts():
         try:
             while True:
                 if not failed:
                     start_ready()
-                if not running:
+                if not busy():
                     break
-                pid, status, usage = os.wait4(-1, 0)
-                job = running.pop(pid, None)
-                if job is None:
-                    continue                       # not a stage (nothing else is started meanwhile)
-                code = os.waitstatus_to_exitcode(status)
-                job.process.returncode = code      # reaped here: Popen must not wait for it again
-                free.append(job.slot)
-                free.sort()
-                seconds = time.perf_counter() - job.started
-                name = job.stage.name
-                if code == 0:
-                    records.complete(name, job.key, seconds, usage.ru_utime + usage.ru_stime)
-                    complete.add(name)
-                    log.info(f"pipeline: [{job.index}/{total}] {name}: done in {seconds:.1f} s")
-                    continue
-                failed.append((job, code))
-                log.error(f"pipeline: [{job.index}/{total}] {name}: failed ({_exit_text(code)}); the end of "
-                          f"{job.log_path}:\n{_tail(job.log_path)}")
-                if running:
-                    log.info(f"pipeline: no new stages; waiting for {', '.join(j.stage.name for j in running.values())} "
-                             "to finish (Ctrl-C stops them; a rerun resumes them)")
+                for ready, _ in replies.select():
+                    worker = ready.data
+                    reply = worker.process.stdout.readline().decode().split("\t")
+                    job, worker.job = worker.job, None
+                    if len(reply) != 4:            # the worker died (an idle one: its messages are in its log)
+                        replies.unregister(worker.process.stdout)
+                        died = _exit_text(worker.process.wait())
+                        what = f"the worker running it died ({died})"
+                        if job is None:
+                            failed.append(f"a worker died ({died}, its messages in "
+                                          f"{_worker_log(records.layout.stages, worker.slot)})")
+                            log.error(f"pipeline: {failed[-1]}")
+                            continue
+                    else:
+                        code, seconds, cpu = int(reply[1]), float(reply[2]), float(reply[3])
+                        what = _exit_text(code)
+                    index, stage, key, log_path = job
+                    if len(reply) == 4 and code == 0:
+                        records.complete(stage.name, key, seconds, cpu)
+                        complete.add(stage.name)
+                        log.info(f"pipeline: [{index}/{total}] {stage.name}: done in {seconds:.1f} s")
+                        continue
+                    failed.append(f"{stage.name} ({what}, its messages in {log_path})")
+                    log.error(f"pipeline: [{index}/{total}] {stage.name}: failed ({what}); the end of "
+                              f"{log_path}:\n{_tail(log_path)}")
+                    if busy():
+                        log.info(f"pipeline: no new stages; waiting for {', '.join(w.job[1].name for w in busy())} "
+                                 "to finish (Ctrl-C stops them; a rerun resumes them)")
         except BaseException:
-            _stop(list(running.values()))
+            _stop([w for w in workers if w is not None], [w.job[1].name for w in busy()])
             raise
+        finally:
+            replies.close()
+    _close([w for w in workers if w is not None])
     if failed:
-        what = "; ".join(f"{job.stage.name} ({_exit_text(code)}, its messages in {job.log_path})" for job, code in failed)
-        raise UserError(f"stage{'s' if len(failed) > 1 else ''} failed: {what}; run the pipeline again to resume")
+        raise UserError(f"failed: {'; '.join(failed)}; run the pipeline again to resume")
     if pending:
         raise RuntimeError(f"stages never ready (their `after` forms a cycle): {[stage.name for _, stage in pending]}")
 
 
-def _start(index: int, stage: Any, key: str, slot: int, log_path: Path, command: Sequence[str],
-           slot_envs: Sequence[dict[str, str]]) -> Job:
-    log_path.parent.mkdir(parents=True, exist_ok=True)
+def serve(stages: dict[str, Any]) -> None:
+    """The worker's side: run each stage named on stdin ("NAME\tLOG"), its output into LOG, and reply
+    "NAME\tCODE\tSECONDS\tCPU_SECONDS" on the original stdout. Ends when stdin closes."""
+    replies = os.fdopen(os.dup(1), "w", buffering=1)      # before fd 1 is each stage's log
+    for line in sys.stdin:
+        name, log_path = line.rstrip("\n").split("\t")
+        started, cpu_started = time.perf_counter(), _cpu_time()
+        code = _run_logged(stages.get(name), name, Path(log_path))
+        replies.write(f"{name}\t{code}\t{time.perf_counter() - started:.3f}\t{_cpu_time() - cpu_started:.3f}\n")
+
+
+def _run_logged(stage: Any, name: str, log_path: Path) -> int:
+    """Run a stage with fds 1 and 2 in its log; its exit code as a `clsp` command's (Ctrl-C propagates)."""
+    import traceback
+
+    from clsp.errors import describe_os_error
+
+    clsp_log = logging.getLogger("clsp")
+    handlers = list(clsp_log.handlers)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    with open(log_path, "w", encoding="utf-8") as out:
+        os.dup2(out.fileno(), 1)
+        os.dup2(out.fileno(), 2)
+    try:
+        if stage is None:
+            raise UserError(f"this worker's plan has no stage {name} (was the run's config.yaml changed?)")
+        stage.run()
+        return 0
+    except UserError as e:
+        print(f"clsp: error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"clsp: error: {describe_os_error(e)}", file=sys.stderr)
+        return 2
+    except Exception:  # noqa: BLE001 - a bug: its traceback, in the stage's log
+        traceback.print_exc()
+        return 1
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for handler in set(clsp_log.handlers) - set(handlers):   # a failed stage's log.txt stays open otherwise
+            clsp_log.removeHandler(handler)
+            handler.close()
+
+
+def _cpu_time() -> float:
+    from clsp.pipeline import cpu_time
+
+    return cpu_time()
+
+
+def _worker_log(stages_dir: Path, slot: int) -> Path:
+    return stages_dir / f"worker-{slot}.log"
+
+
+def _start_worker(slot: int, command: Sequence[str], env: dict[str, str], stages_dir: Path) -> Worker:
+    stages_dir.mkdir(parents=True, exist_ok=True)
     parent = os.getpid()
     die_with_parent = _parent_death_signal()
 
@@ -186,10 +266,23 @@ def _start(index: int, stage: Any, key: str, slot: int, log_path: Path, command:
         if os.getppid() != parent:                       # the pipeline died before that took effect
             os._exit(1)
 
-    with open(log_path, "w", encoding="utf-8") as out:
-        process = subprocess.Popen([*command, "--stage", stage.name], stdin=subprocess.DEVNULL, stdout=out,
-                                   stderr=subprocess.STDOUT, env=slot_envs[slot], preexec_fn=before_exec)
-    return Job(index, stage, key, slot, process, log_path, time.perf_counter())
+    with open(_worker_log(stages_dir, slot), "w", encoding="utf-8") as out:
+        process = subprocess.Popen([*command, "--worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=out,
+                                   env=env, preexec_fn=before_exec)
+    return Worker(slot, process)
+
+
+def _close(workers: list[Worker]) -> None:
+    """No more stages: the workers end when their stdin closes."""
+    for worker in workers:
+        with contextlib.suppress(OSError):
+            worker.process.stdin.close()
+    for worker in workers:
+        try:
+            worker.process.wait(timeout=STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            worker.process.kill()
+            worker.process.wait()
 
 
 def _parent_death_signal() -> Optional[Callable[[int, int], int]]:
@@ -220,10 +313,10 @@ def _sigterm_interrupts() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _stop(jobs: list[Job]) -> None:
-    """Terminate running children (Ctrl-C reached them already when it came from a terminal), kill those
-    still there after STOP_GRACE_S. Their stages have no record: a rerun resumes them."""
-    live = [job for job in jobs if job.process.poll() is None]
+def _stop(workers: list[Worker], running: list[str]) -> None:
+    """Terminate the workers (Ctrl-C reached them already when it came from a terminal), kill those still
+    there after STOP_GRACE_S. The stages they were running have no record: a rerun resumes them."""
+    live = [worker for worker in workers if worker.process.poll() is None]
     if not live:
         return
     try:                                                  # a second Ctrl-C must not leave children behind
@@ -231,16 +324,17 @@ def _stop(jobs: list[Job]) -> None:
     except ValueError:                                    # not the main thread
         previous = {}
     try:
-        log.info(f"pipeline: stopping {', '.join(job.stage.name for job in live)} (a rerun resumes them)")
-        for job in live:
-            job.process.terminate()
+        if running:
+            log.info(f"pipeline: stopping {', '.join(running)} (a rerun resumes them)")
+        for worker in live:
+            worker.process.terminate()
         deadline = time.monotonic() + STOP_GRACE_S
-        for job in live:
+        for worker in live:
             try:
-                job.process.wait(timeout=max(0.0, deadline - time.monotonic()))
+                worker.process.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                job.process.kill()
-                job.process.wait()
+                worker.process.kill()
+                worker.process.wait()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -14,7 +14,7 @@ Run names, stores and every path of the run directory come from `clsp.layout` (t
 Each stage names the stages whose outputs it reads (Stage.after): diffusion -> each store's synthesis -> its
 figures and positives evaluation; a CLSP run after its store (the others after nothing); an encoder's
 evaluations after its pretraining; the report after everything. With `jobs: N` (N > 1), N stages whose
-inputs are ready run side by side, each as its own process (clsp.jobs); with 1 they run one by one, in order.
+inputs are ready run side by side in N worker processes (clsp.jobs); with 1 they run one by one, in order.
 
 The pipeline composes each stage's own config dataclass from one PipelineConfig and calls the stage's
 library function (on several devices, each training stage runs as its own `clsp` command instead, so
@@ -611,7 +611,7 @@ class Pipeline:
             log.info(f"pipeline: [{i}/{len(stages)}] {stage.name}: done in {seconds:.1f} s")
 
     def stage_command(self) -> list[str]:
-        """The command that runs one stage in a process of its own (with `--stage NAME`): this run's recorded
+        """The command of a worker that runs stages in a process of its own (with `--worker`): this run's recorded
         config, with the slot's share of trainer.threads when that is set (else CLSP_THREADS gives it)."""
         import sys
 
@@ -684,9 +684,10 @@ def run_pipeline(cfg: PipelineConfig) -> Path:
     return Pipeline(cfg).execute()
 
 
-def run_stage(cfg: PipelineConfig, name: str) -> None:
-    """One stage of a running pipeline, in a process of its own (`--stage NAME`, started by clsp.jobs). The
-    pipeline that started it holds the run lock and writes the stage's record once it exits with 0."""
+def serve_stages(cfg: PipelineConfig) -> None:
+    """A worker of a running pipeline (`--worker`, started by clsp.jobs for `jobs: N`): the same plan, and the
+    stages it is sent run one at a time. The pipeline that started it holds the run lock and writes the records."""
+    from clsp.jobs import serve
     from clsp.lock import run_lock
     from clsp.training import apply_threads
 
@@ -694,10 +695,7 @@ def run_stage(cfg: PipelineConfig, name: str) -> None:
     pipeline = Pipeline(cfg)
     with run_lock(pipeline.layout.root):   # the parent's: nothing to take (clsp.lock.held_by_parent)
         pipeline.preflight()               # the same plan as the parent's (it decides which evaluations run)
-        stages = {stage.name: stage for stage in pipeline.stages()}
-        if name not in stages:
-            raise UserError(f"the pipeline in {cfg.out_dir} has no stage {name!r}; its stages: {', '.join(stages)}")
-        stages[name].run()
+        serve({stage.name: stage for stage in pipeline.stages()})
 
 
 # -- CLI --------------------------------------------------------------------------------------------
@@ -717,13 +715,13 @@ def register(subparsers) -> None:
                    examples=["clsp pipeline --config demo",
                              "clsp pipeline --config demo methods=[simclr] --out runs/demo-simclr",
                              "clsp pipeline --config cifar10 pretrain.epochs=200 trainer.devices=8"])
-    parser.add_argument("--stage", default=None, help=argparse.SUPPRESS)  # one stage, for `jobs` (clsp.jobs)
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # for `jobs` (clsp.jobs)
     whole = parser.get_default("func")
 
     def execute(args) -> int:
-        if args.stage is None:
+        if not args.worker:
             return whole(args)
-        run_stage(args.resolve(args), args.stage)
+        serve_stages(args.resolve(args))
         return 0
     parser.set_defaults(func=execute)
 
