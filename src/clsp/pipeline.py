@@ -11,6 +11,10 @@
     5 report      report.html
 
 Run names, stores and every path of the run directory come from `clsp.layout` (the report reads the same plan).
+Each stage names the stages whose outputs it reads (Stage.after): diffusion -> each store's synthesis -> its
+figures and positives evaluation; a CLSP run after its store (the others after nothing); an encoder's
+evaluations after its pretraining; the report after everything. With `jobs: N` (N > 1), N stages whose
+inputs are ready run side by side in N worker processes (clsp.jobs); with 1 they run one by one, in order.
 
 The pipeline composes each stage's own config dataclass from one PipelineConfig and calls the stage's
 library function (on several devices, each training stage runs as its own `clsp` command instead, so
@@ -29,7 +33,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from clsp.config import check, check_choice, check_positive, field, to_dict
 from clsp.data.config import DatasetConfig
@@ -144,6 +148,8 @@ class PipelineConfig:
     eval: EvalConfig = field(EvalConfig)
     trainer: TrainerConfig = field(TrainerConfig)  # every training stage's trainer section
     report: bool = True
+    jobs: int = 1                                 # stages run side by side when their inputs are ready, each with
+                                                  # its share of the CPU threads, or its own GPUs (clsp.jobs)
 
     def __post_init__(self) -> None:
         check(len(self.methods) > 0, "methods", "must name at least one method")
@@ -165,6 +171,7 @@ class PipelineConfig:
         check_choice(self.paper, "paper", ("",) + PAPER_RUNS)
         check(all(0.0 <= w <= 1.0 for w in self.w_sweep), "w_sweep", f"values must be in [0, 1], got {self.w_sweep}")
         check_positive(self.figure_anchors, "figure_anchors")
+        check(self.jobs >= 1, "jobs", f"must be >= 1 (stages run at a time), got {self.jobs}")
         check(bool(self.out_dir), "out_dir", "must name the run directory")
         # The stage sections' dataset, trainer and out_dir are the pipeline's: record them as such.
         layout = RunLayout(Path(self.out_dir))
@@ -262,6 +269,7 @@ class Stage:
     inputs: Callable[[], Dict[str, str]]         # fingerprints of what it reads, taken just before it runs
     run: Callable[[], Any]
     output: Optional[Path] = None                # a file the completed stage leaves: without it the stage runs again
+    after: Tuple[str, ...] = ()                  # the stages whose outputs it reads: it starts once they are complete
 
 
 class StageRecords:
@@ -381,15 +389,17 @@ class Pipeline:
         from clsp.positives.synthesize import synthesize
 
         cfg, out = self.cfg, []
+        model = ("diffusion",) if self.diffusion is not None else ()
         for sweep in cfg.stores():
             store = self.layout.store(store_name(sweep))
-            name = store_name(sweep).replace("positives", "synthesis", 1)
+            name = synthesis_name(store.name)
             synth = synthesize_config(cfg, self.model_dir, store, sweep)
             out.append(Stage(name, synth, lambda: {"dataset": self.dataset_fingerprint(), "model": self.model_hash()},
-                             self._training(name, ["synthesize"], synth, synthesize, torchrun=True), store / MANIFEST))
+                             self._training(name, ["synthesize"], synth, synthesize, torchrun=True), store / MANIFEST,
+                             after=model))
         figures = {"anchors": cfg.figure_anchors, "w_sweep": list(cfg.w_sweep), "synthesis": to_dict(cfg.synthesis)}
         out.append(Stage("figures", figures, lambda: {"store": self.store_hash(), "model": self.model_hash()},
-                         self.draw_figures, self.layout.figure("anchors")))
+                         self.draw_figures, self.layout.figure("anchors"), after=(synthesis_name(self.store.name),)))
         if cfg.eval.positives and "positives" not in self.skipped_evals:
             for sweep in cfg.stores():
                 out.append(self.positives_stage(sweep))
@@ -406,7 +416,8 @@ class Pipeline:
         return Stage(f"eval/{store.name}", config, lambda: {"store": self.store_hash(store), "model": self.model_hash()},
                      lambda: positives_eval(store, self.cfg.dataset, self.layout.store_evaluation(store.name), settings,
                                             model_dir=self.model_dir if settings.sweep_w else None,
-                                            progress=self.cfg.trainer.progress), self.layout.store_metrics(store.name))
+                                            progress=self.cfg.trainer.progress), self.layout.store_metrics(store.name),
+                     after=(synthesis_name(store.name),))
 
     def pretrain_stage(self, name: str, pre: PretrainConfig) -> Stage:
         spec = self.specs[name]
@@ -424,7 +435,8 @@ class Pipeline:
                 found["positives"] = self.store_hash(Path(pre.clsp.positives))
             return found
         return Stage(f"pretrain/{name}", pre, inputs, self._training(f"pretrain/{name}", ["pretrain"], pre, pretrain),
-                     self.layout.pretrain_metrics(name))
+                     self.layout.pretrain_metrics(name),
+                     after=(synthesis_name(Path(pre.clsp.positives).name),) if pre.third_view == "synthetic" else ())
 
     def _training(self, name: str, command: list[str], config: Any, function: Callable[[Any], Any],
                   torchrun: bool = False) -> Callable[[], Any]:
@@ -470,6 +482,7 @@ class Pipeline:
         figures = spec.method != "none" and spec.sweep is None and spec.seed == cfg.seeds[0]
         store = self.layout.store(spec.store or store_name(None))
         stages = []
+        after = (f"pretrain/{name}",)                 # and the store, for hardness
 
         def out_dir(kind: str) -> Path:
             return self.layout.evaluation(name, kind)
@@ -485,26 +498,27 @@ class Pipeline:
 
             stages.append(Stage(f"eval/{name}/knn", {"dataset": to_dict(data), "temperature": ev.knn_temperature}, inputs(),
                                 lambda: knn_eval(encoder, data, out_dir("knn"), temperature=ev.knn_temperature),
-                                output("knn")))
+                                output("knn"), after))
         if ev.linear and "linear" not in self.skipped_evals:
             from clsp.eval.linear import linear_eval
 
             stages.append(Stage(f"eval/{name}/linear", {"dataset": to_dict(data), "probe": to_dict(ev.linear_probe)}, inputs(),
                                 lambda: linear_eval(encoder, data, out_dir("linear"), ev.linear_probe),
-                                output("linear")))
+                                output("linear"), after))
         if ev.embed and figures and "embed" not in self.skipped_evals:
             from clsp.eval.embed import embed_plot
 
             stages.append(Stage(f"eval/{name}/embed", {"dataset": to_dict(data), "n": ev.embed_n, "seed": ev.seed}, inputs(),
                                 lambda: embed_plot(encoder, data, out_dir("embed"), n=ev.embed_n, seed=ev.seed),
-                                output("embed")))
+                                output("embed"), after))
         if ev.hardness and figures:
             from clsp.eval.hardness import hardness_eval
 
             stages.append(Stage(f"eval/{name}/hardness", {"dataset": to_dict(cfg.dataset), "n": ev.hardness_n, "seed": ev.seed},
                                 inputs(with_store=True),
                                 lambda: hardness_eval(encoder, cfg.dataset, store, out_dir("hardness"), n=ev.hardness_n,
-                                                      seed=ev.seed), output("hardness")))
+                                                      seed=ev.seed), output("hardness"),
+                                after + (synthesis_name(store.name),)))
         if ev.transfer and spec.sweep is None:
             from clsp.eval.transfer import transfer_eval
 
@@ -512,7 +526,7 @@ class Pipeline:
                                                           "probe": to_dict(ev.linear_probe)}, inputs(),
                                 lambda: transfer_eval(encoder, list(ev.transfer), out_dir("transfer"), root=ev.transfer_root,
                                                       probe_cfg=ev.linear_probe, skip_missing=ev.skip_missing_transfer),
-                                output("transfer")))
+                                output("transfer"), after))
         return stages
 
     def draw_figures(self) -> None:
@@ -586,6 +600,33 @@ class Pipeline:
                                                "candidate by its anchor's class")
         self.data_record["skipped"] = dict(self.skipped_evals)
 
+    def _run_in_order(self, stages: list[Stage], records: StageRecords) -> None:
+        """jobs: 1, the stages one after another in this process, in plan order."""
+        from clsp.rundir import fingerprint
+
+        for i, stage in enumerate(stages, 1):
+            key = fingerprint(stage.config, stage.inputs())
+            if records.is_complete(stage.name, key, stage.output):
+                log.info(f"pipeline: [{i}/{len(stages)}] {stage.name}: complete for the same inputs, skipped")
+                continue
+            log.info(f"pipeline: [{i}/{len(stages)}] {stage.name}: running")
+            started, cpu_started = time.perf_counter(), cpu_time()
+            stage.run()
+            seconds = time.perf_counter() - started
+            records.complete(stage.name, key, seconds, cpu_time() - cpu_started)
+            log.info(f"pipeline: [{i}/{len(stages)}] {stage.name}: done in {seconds:.1f} s")
+
+    def stage_command(self) -> list[str]:
+        """The command of a worker that runs stages in a process of its own (with `--worker`): this run's recorded
+        config, with the slot's share of trainer.threads when that is set (else CLSP_THREADS gives it)."""
+        import sys
+
+        from clsp.jobs import thread_share
+
+        share = [f"trainer.threads={thread_share(self.cfg.trainer, self.cfg.jobs)[0]}"] \
+            if self.cfg.trainer.threads is not None else []
+        return [sys.executable, "-m", "clsp", "pipeline", "--config", str(self.layout.config), *share]
+
     def execute(self) -> Path:
         """Run the stages, holding the run directory's lock (a second pipeline on it stops at once)."""
         from clsp.lock import run_lock
@@ -600,6 +641,10 @@ class Pipeline:
 
         self.preflight()
         stages = self.stages()
+        if self.cfg.jobs > 1:  # before anything is written: the slots' threads and GPUs (may refuse the devices)
+            from clsp.jobs import job_environments
+
+            slots = job_environments(self.layout.root, self.cfg.trainer, self.cfg.jobs)
         run = rundir.Stage(self.layout.root, self.cfg)
         run.start()
         write_json_atomic(self.layout.data, self.data_record)
@@ -608,17 +653,13 @@ class Pipeline:
             log.info(f"pipeline: {kinds} skipped: {next(iter(self.skipped_evals.values()))}")
         records = StageRecords(self.layout.root)
         log.info(f"pipeline: {len(stages)} stages -> {self.layout.root}")
-        for i, stage in enumerate(stages, 1):
-            key = fingerprint(stage.config, stage.inputs())
-            if records.is_complete(stage.name, key, stage.output):
-                log.info(f"pipeline: [{i}/{len(stages)}] {stage.name}: complete for the same inputs, skipped")
-                continue
-            log.info(f"pipeline: [{i}/{len(stages)}] {stage.name}: running")
-            started, cpu_started = time.perf_counter(), cpu_time()
-            stage.run()
-            seconds = time.perf_counter() - started
-            records.complete(stage.name, key, seconds, cpu_time() - cpu_started)
-            log.info(f"pipeline: [{i}/{len(stages)}] {stage.name}: done in {seconds:.1f} s")
+        if self.cfg.jobs > 1:
+            from clsp.jobs import run_parallel
+
+            run_parallel(stages, records, lambda stage: fingerprint(stage.config, stage.inputs()), self.stage_command(),
+                         slots)
+        else:
+            self._run_in_order(stages, records)
         report = None
         if self.cfg.report:
             from clsp.report.html import build_report
@@ -628,6 +669,11 @@ class Pipeline:
             log.info(f"pipeline: report written in {time.perf_counter() - started:.1f} s")
         run.done({"report": str(report) if report else None})
         return report or self.layout.root
+
+
+def synthesis_name(store: str) -> str:
+    """The stage that makes a store: synthesis for positives/, synthesis-w0.3 for positives-w0.3/."""
+    return store.replace("positives", "synthesis", 1)
 
 
 def _describe(ds) -> Dict[str, Any]:
@@ -644,9 +690,25 @@ def run_pipeline(cfg: PipelineConfig) -> Path:
     return Pipeline(cfg).execute()
 
 
+def serve_stages(cfg: PipelineConfig) -> None:
+    """A worker of a running pipeline (`--worker`, started by clsp.jobs for `jobs: N`): the same plan, and the
+    stages it is sent run one at a time. The pipeline that started it holds the run lock and writes the records."""
+    from clsp.jobs import serve
+    from clsp.lock import run_lock
+    from clsp.training import apply_threads
+
+    apply_threads(cfg.trainer)
+    pipeline = Pipeline(cfg)
+    with run_lock(pipeline.layout.root):   # the parent's: nothing to take (clsp.lock.held_by_parent)
+        pipeline.preflight()               # the same plan as the parent's (it decides which evaluations run)
+        serve({stage.name: stage for stage in pipeline.stages()})
+
+
 # -- CLI --------------------------------------------------------------------------------------------
 
 def register(subparsers) -> None:
+    import argparse
+
     from clsp.cli import TRAINING_FLAGS, add_command, config_command, model_sampler
 
     parser = add_command(
@@ -660,6 +722,15 @@ def register(subparsers) -> None:
                    examples=["clsp pipeline --config demo",
                              "clsp pipeline --config demo methods=[simclr] --out runs/demo-simclr",
                              "clsp pipeline --config cifar10 pretrain.epochs=200 trainer.devices=8"])
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # for `jobs` (clsp.jobs)
+    whole = parser.get_default("func")
+
+    def execute(args) -> int:
+        if not args.worker:
+            return whole(args)
+        serve_stages(args.resolve(args))
+        return 0
+    parser.set_defaults(func=execute)
 
 
 def _run(cfg: PipelineConfig) -> int:
