@@ -28,7 +28,7 @@ test: $(STAMP) data
 	$(BIN)/python -m pytest
 
 # The GPU run kit (benchmarks/results/README.md): wheels the lent GPU machine lacks, clsp's wheel, Fashion-MNIST.
-gpu-kit: $(STAMP)
+gpu-kit: $(STAMP) data
 	$(BIN)/python scripts/gpu_kit.py --kit gpu-kit
 
 # The kit's proof on this CPU: a fresh environment installs from gpu-kit/ alone and runs every step at micro sizes.

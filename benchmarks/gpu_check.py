@@ -46,6 +46,7 @@ REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "benchmarks"
 MACHINE_LIST = BENCH / "gpu_machine_packages.txt"
 PACK_RESERVE_S = 10              # kept back from the deadline for the last packing
+RESULTS_LIMIT = 15 << 20         # bytes of results.tar.gz (a returned file may have 16 MiB)
 CIFAR10_TRAIN = 50_000
 GOALS = {                        # issue 25; each figure in summary.json stands beside its goal
     "synthesis_fraction_of_peak": 0.35,
@@ -86,6 +87,7 @@ class Profile:
 
     device: str
     deadline_s: float
+    study_reserve_s: float                        # kept for the study while the steps before it run
     matmul: int                                   # side of the square matmul for the peak
     bench_args: dict[str, list[str]]              # step name -> arguments of its benchmark script
     bench_skip: dict[str, str]                    # step name -> why this profile does not run it
@@ -96,17 +98,18 @@ BENCH_SCRIPTS = {"augment": "augment.py", "diffusion": "diffusion.py", "synthesi
                  "pretrain-eager": "pretrain.py", "pretrain-compiled": "pretrain.py", "step-overhead": "step_overhead.py"}
 # Seconds a step may run (its limit) and at least needs (below it the step is skipped), on the GPU.
 LIMITS = {"install": (120, 5), "peak": (45, 5), "tests": (120, 20), "augment": (45, 10), "diffusion": (60, 20),
-          "synthesize": (60, 20), "pretrain-eager": (60, 20), "pretrain-compiled": (90, 40), "step-overhead": (45, 15),
+          "synthesize": (75, 25), "pretrain-eager": (60, 20), "pretrain-compiled": (120, 60), "step-overhead": (45, 15),
           "study": (600, 60)}
 
 PROFILES = {
     "gpu": Profile(
-        device="cuda", deadline_s=500, matmul=8192,
+        device="cuda", deadline_s=500, study_reserve_s=150, matmul=8192,
         bench_args={
             "augment": ["--batch", "1024", "--steps", "20"],                       # 3 views, with the ResNet-18 step
             "diffusion": ["--preset", "ddpm-cifar10", "--train-batch", "128", "--train-steps", "30",
                           "--anchors", "128", "--k", "8", "--sample-steps", "20"],  # bf16 autocast on CUDA
-            "synthesize": ["--images", "256", "--k", "8", "--steps", "100", "--batch-size", "1024"],
+            # 128 anchors x K = 8 = one UNet batch of 1024, 100 steps: ~100k UNet evaluations per setting
+            "synthesize": ["--images", "128", "--k", "8", "--steps", "100", "--batch-size", "1024"],
             "pretrain-eager": ["--batch", "512", "--images", "20480", "--epochs", "2", "--compile", "false"],
             "pretrain-compiled": ["--batch", "512", "--images", "20480", "--epochs", "2", "--compile", "true"],
             "step-overhead": ["--methods", "simclr", "--backbone", "narrow", "--compile", "false", "--steps", "10",
@@ -116,17 +119,20 @@ PROFILES = {
         study_overrides=[],
     ),
     "dry": Profile(
-        device="cpu", deadline_s=170, matmul=256,
+        device="cpu", deadline_s=170, study_reserve_s=50, matmul=256,
         bench_args={
             "augment": ["--quick"], "diffusion": ["--quick"], "synthesize": ["--quick"],
-            "pretrain-eager": ["--quick", "--compile", "false"],
-            "step-overhead": ["--methods", "simclr", "--backbone", "narrow", "--compile", "false", "--steps", "2",
+            # pretrain.py's --quick is 4 steps at batch 32: this is 2 steps at batch 16, the same code path
+            "pretrain-eager": ["--batch", "16", "--images", "32", "--epochs", "1", "--compile", "false"],
+            "step-overhead": ["--methods", "simclr", "--backbone", "narrow", "--compile", "false", "--steps", "1",
                               "--warmup", "1", "--label", "dry-run"],
         },
         bench_skip={"pretrain-compiled": "torch.compile of the training step takes minutes on a CPU: the compiled "
                                          "step is measured on the GPU only (the eager step runs the same script)"},
+        # 16 px: the judge of `clsp eval positives` ships with clsp at 16 px; at 32 px it is trained first, on the
+        # CPU, on all 60,000 images (minutes on this machine; on the GPU machine's 16 cores well under a minute)
         study_overrides=[
-            "dataset.subset=64", "diffusion.model=tiny", "diffusion.batch_size=16", "diffusion.max_steps=4",
+            "dataset.subset=64", "dataset.size=16", "diffusion.model=tiny", "diffusion.batch_size=16", "diffusion.max_steps=4",
             "diffusion.warmup_steps=2", "diffusion.sample_every=4", "diffusion.n_sample_grid=4",
             "diffusion.sample_steps=2", "synthesis.chunk_size=32", "synthesis.sampler.steps=2",
             "synthesis.sampler.batch_size=128", "w_sweep=[0.0,1.0]", "figure_anchors=4",
@@ -162,6 +168,7 @@ class Check:
         self.profile, self.out, self.work, self.dry_run = profile, out, work, dry_run
         self.started = time.monotonic()
         self.deadline_s = deadline_s
+        self.reserve_s = profile.study_reserve_s        # 0 once the study runs, or when it is not run
         self.results = work / "results"                     # what results.tar.gz holds
         for folder in (out, self.results):
             folder.mkdir(parents=True, exist_ok=True)
@@ -192,9 +199,11 @@ class Check:
     def step(self, name: str, body: Callable[[float], str], skip: Optional[str] = None) -> StepResult:
         """Run body(limit) unless `skip` says why not or the deadline leaves less than the step needs; record it."""
         limit, needs = LIMITS[name.removeprefix("bench:")]
-        left = self.left()
+        reserve = 0.0 if name == "study" else self.reserve_s
+        left = self.left() - reserve
         if skip is None and left < needs:
-            skip = f"{left:.0f} s left before the deadline, the step needs at least {needs} s"
+            before = f"the {reserve:.0f} s kept for the study" if reserve else "the deadline"
+            skip = f"{left:.0f} s left before {before}, the step needs at least {needs} s"
         if skip is not None:
             result = StepResult(name, "skipped", detail=skip)
         else:
@@ -245,8 +254,14 @@ class Check:
         _write_atomic(self.out / "summary.json", json.dumps(self.summary, indent=2, default=str).encode())
         shutil.copy2(self.out / "summary.json", self.results / "summary.json")
         tmp = self.out / ".results.tar.gz.tmp"
-        with tarfile.open(tmp, "w:gz") as tar:
-            tar.add(self.results, arcname="results")
+        for lean in (False, True):               # a file over 16 MiB does not come back: then no figures or report
+            with tarfile.open(tmp, "w:gz") as tar:
+                tar.add(self.results, arcname="results",
+                        filter=lambda info: None if lean and info.name.endswith((".png", ".html")) else info)
+            if tmp.stat().st_size <= RESULTS_LIMIT:
+                break
+            self.summary["notes"].append("results.tar.gz without the study's figures and report (over "
+                                         f"{RESULTS_LIMIT >> 20} MiB with them)")
         os.replace(tmp, self.out / "results.tar.gz")
 
 
@@ -610,8 +625,10 @@ def study_figures(run: Path) -> dict:
 
 
 def _headline(metrics: dict) -> dict:
-    """The scalar entries of a metrics file (nested tables are in results.tar.gz)."""
-    return {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool)) or v is None}
+    """The scalar results of a metrics file (kNN best and fixed-k top-1, linear top-1, the positives' class
+    agreement ...); the nested tables are in results.tar.gz."""
+    results = metrics.get("results", {})
+    return {k: v for k, v in results.items() if isinstance(v, (int, float, str, bool))}
 
 
 # -- main ----------------------------------------------------------------------------------------------
@@ -645,6 +662,8 @@ def main(argv=None) -> int:
     check = Check(profile, out, work, args.deadline or profile.deadline_s, args.dry_run)
     kit = Path(args.kit)
     wanted = set(args.steps.split(",")) if args.steps else None
+    if wanted is not None and "study" not in wanted:
+        check.reserve_s = 0.0
 
     def chosen(name: str) -> Optional[str]:
         return None if wanted is None or name in wanted else "not among --steps"

@@ -37,34 +37,54 @@ def test_a_deadline_too_short_skips_every_step_saying_why_and_still_packs(tmp_pa
         assert step["status"] == "skipped", step
         assert step["detail"], name
     assert "s left before the deadline, the step needs at least" in ran["study"]["detail"]
+    assert "kept for the study" in ran["peak"]["detail"]
     assert sorted(p.name for p in out.iterdir()) == ["gpu_check.log", "results.tar.gz", "summary.json"]
+
+
+def test_the_study_config_loads_at_both_sizes_with_the_variants_clsp_knows(tmp_path):
+    """benchmarks/gpu_study.yaml is only run on a lent GPU: a bad key there would cost the GPU's minutes."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import gpu_check
+    from clsp.config import load_config
+    from clsp.pipeline import VARIANTS, PipelineConfig
+
+    variants = [v for v in ("base", "clsp", "oracle") if v in VARIANTS]
+    for name, profile in gpu_check.PROFILES.items():
+        cfg = load_config(PipelineConfig, REPO / "benchmarks" / "gpu_study.yaml",
+                          [f"out_dir={tmp_path / name}", f"variants=[{','.join(variants)}]", *profile.study_overrides])
+        assert cfg.dataset.name == "fashion-mnist" and cfg.variants == variants
+        assert cfg.trainer.accelerator == ("gpu" if name == "gpu" else "cpu")
+        assert (cfg.dataset.size or 32) == (32 if name == "gpu" else 16)
+        assert {r.variant for r in cfg.planned_runs() if r.method == "simclr"} == set(variants)
 
 
 @pytest.mark.slow
 def test_the_dry_runs_micro_steps_run_and_pack_their_figures(tmp_path):
-    done, summary, out = gpu_check(tmp_path, "--variants", "base,clsp,nosuchvariant")
+    """The dry run's steps with this interpreter (synthesize.py and step_overhead.py have their own tests)."""
+    chosen = "peak,tests,bench:augment,bench:diffusion,bench:pretrain-eager,study"
+    done, summary, out = gpu_check(tmp_path, "--steps", chosen, "--variants", "base,clsp,nosuchvariant",
+                                   "--deadline", "900")
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     ran = steps(summary)
-    skipped = {n for n, s in ran.items() if s["status"] == "skipped"}
-    assert skipped == {"install", "bench:pretrain-compiled"}, ran       # --in-place; compiling is the GPU's
-    assert all(s["status"] == "ok" for n, s in ran.items() if n not in skipped), ran
+    assert {n for n, s in ran.items() if s["status"] == "ok"} == set(chosen.split(",")), ran
+    assert ran["bench:synthesize"]["detail"] == "not among --steps"
     assert summary["peak"]["tflops"] > 0
     bench = summary["benchmarks"]
     assert bench["augment"]["augment_images_per_s"] > 0
-    assert 0 < bench["diffusion"]["train_fraction_of_peak"]
-    assert bench["synthesize"]["shared_anchor_images_per_s"] > 0
+    assert bench["diffusion"]["train_fraction_of_peak"] > 0
     assert bench["pretrain-eager"]["projected_cifar10_epoch_s"] == pytest.approx(
-        bench["pretrain-eager"]["step_s"] * 1563)                         # 50,000 / batch 32 (the quick size)
+        bench["pretrain-eager"]["step_s"] * 3125)                         # 50,000 / batch 16 (the dry run's size)
     assert summary["tests"]["failed"] == 0 and summary["tests"]["cases"]  # on a CPU every GPU test is skipped
     study = summary["study"]
     assert study["variants"] == ["base", "clsp"]
     assert any("'nosuchvariant' skipped" in note for note in summary["notes"])
-    assert {"simclr-base", "simclr-clsp"} <= set(study["encoders"])
-    assert all({"knn", "linear"} <= set(kinds) for name, kinds in study["encoders"].items() if "floor" not in name)
-    assert study["positives"], "clsp eval positives wrote nothing"
+    encoders = study["encoders"]
+    assert set(encoders) == {"simclr", "simclr-clsp"}
+    assert all(0 <= kinds["knn"]["best"] <= 100 and "linear" in kinds for kinds in encoders.values())
+    assert "ceiling" in study["positives"]["positives"]                  # clsp eval positives ran on the store
     with tarfile.open(out / "results.tar.gz") as tar:
         names = tar.getnames()
-    assert any(n.startswith("results/bench/synthesize/") and n.endswith(".json") for n in names)
-    assert "results/tests-gpu.xml" in names and "results/summary.json" in names
+    assert any(n.startswith("results/bench/diffusion/") and n.endswith(".json") for n in names)
+    assert {"results/tests-gpu.xml", "results/summary.json", "results/study/eval/positives/metrics.json"} <= set(names)
     assert not any(n.endswith((".ckpt", ".safetensors", ".npy")) for n in names)
-    assert len(list(out.iterdir())) <= 8
+    assert sorted(p.name for p in out.iterdir()) == ["gpu_check.log", "results.tar.gz", "summary.json"]
