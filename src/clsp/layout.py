@@ -32,6 +32,7 @@ ENCODER_FILE = "encoder.safetensors"      # what pretraining leaves and evaluati
 METRICS_FILE = "metrics.json"             # a pretraining run's summary; every evaluation's results (docs/metrics.md)
 TRAINING_LOG = "logs/metrics.csv"         # the training curves of a run (clsp.training's CSV logger)
 POSITIVES_FIGURE = "positives.png"        # agreement and hardness against w, beside a store's evaluation
+TRADEOFF_FIGURE = "positives_tradeoff.png"  # agreement against hardness, one curve per generator, beside it too
 
 
 def value_text(value: float) -> str:
