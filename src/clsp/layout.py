@@ -25,8 +25,8 @@ from typing import Optional, Sequence
 VARIANT_SUFFIX = {"clsp": "-clsp", "aug": "-aug"}
 VARIANT_LABEL = {"base": "baseline", "clsp": "+ CLSP", "aug": "+ aug (control)", "none": "no pretraining"}
 FLOOR = "no-pretraining"
-SWEEPABLE = ("w", "k", "weight")          # synthesis w, candidates K, CLSP weight lambda
-STORE_SWEEPS = ("w", "k")                 # the settings that need a store of their own
+SWEEPABLE = ("w", "k", "weight", "start")  # synthesis w, candidates K, CLSP weight lambda, partial-noise start s
+STORE_SWEEPS = ("w", "k", "start")        # the settings that need a store of their own
 
 ENCODER_FILE = "encoder.safetensors"      # what pretraining leaves and evaluation reads (clsp.models.encoder)
 METRICS_FILE = "metrics.json"             # a pretraining run's summary; every evaluation's results (docs/metrics.md)
@@ -114,6 +114,7 @@ def runs_from_config(config: dict) -> list[RunSpec]:
     synthesis = config.get("synthesis") or {}
     pretrain = config.get("pretrain") or {}
     main_values = {"w": (synthesis.get("sampler") or {}).get("w"), "k": synthesis.get("k"),
+                   "start": (synthesis.get("sampler") or {}).get("start", 1.0),
                    "weight": (pretrain.get("clsp") or {}).get("weight")}
     return plan_runs(config.get("methods") or [], config.get("variants") or [], config.get("seeds") or [0],
                      sweep.get("setting") or "", sweep.get("values") or [], sweep.get("methods") or [],

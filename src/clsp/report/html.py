@@ -19,7 +19,7 @@ import yaml
 
 from clsp.errors import UserError
 from clsp.io import read_json_object, write_bytes_atomic, write_text_atomic
-from clsp.layout import FLOOR, POSITIVES_FIGURE, TRAINING_LOG, VARIANT_LABEL, RunLayout, RunSpec, run_name, runs_from_config, store_name
+from clsp.layout import FLOOR, POSITIVES_FIGURE, TRADEOFF_FIGURE, TRAINING_LOG, VARIANT_LABEL, RunLayout, RunSpec, run_name, runs_from_config, store_name
 from clsp.report import figures, paper, study
 
 EVAL_KINDS = ("knn", "linear", "embed", "hardness", "transfer")
@@ -495,6 +495,12 @@ def positives_quality(run: RunDirectory, page: Page) -> str:
                 "w sweep: class agreement (left) is what the anchor's content is worth; cosine similarity to the anchor "
                 "(right, lower = harder) and the distance between an anchor's candidates (diversity) are what it costs."
                 "</figcaption></figure>")
+    tradeoff = run.layout.store_evaluation() / TRADEOFF_FIGURE
+    if tradeoff.is_file():
+        out += ("<figure>" + img(tradeoff, "class kept against hardness, per generator") + "<figcaption>Each generator's "
+                "settings as one curve: how often the candidates keep their anchor's class (up) against their cosine to "
+                "the anchor in the judge's space (left = harder). The star is two augmentations of the anchor, the diamond "
+                "its nearest real image: a generator worth using sits above and left of the star.</figcaption></figure>")
     return out
 
 
