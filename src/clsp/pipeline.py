@@ -37,7 +37,7 @@ from clsp.diffusion.sampler import SamplerConfig
 from clsp.diffusion.train import DiffusionTrainConfig
 from clsp.errors import ConfigError, UserError
 from clsp.eval.linear import LinearProbeConfig
-from clsp.layout import SWEEPABLE, VARIANT_SUFFIX, RunLayout, RunSpec, plan_runs, store_name
+from clsp.layout import STORE_SWEEPS, SWEEPABLE, VARIANT_SUFFIX, RunLayout, RunSpec, plan_runs, store_name
 from clsp.methods import METHODS
 from clsp.methods.pretrain import PretrainConfig, require_labels_for
 from clsp.positives.strength import StrengthConfig
@@ -184,8 +184,8 @@ class PipelineConfig:
 
     @property
     def needs_positives(self) -> bool:
-        """Synthesis is needed for the clsp variant, a w or K sweep, and the hardness and positives evaluations."""
-        return ("clsp" in self.variants or self.sweep.setting in ("w", "k") or self.eval.hardness
+        """Synthesis is needed for the clsp variant, a w, K or start sweep, and the hardness and positives evaluations."""
+        return ("clsp" in self.variants or self.sweep.setting in STORE_SWEEPS or self.eval.hardness
                 or self.eval.positives)
 
     def planned_runs(self) -> list[RunSpec]:

@@ -324,7 +324,8 @@ def sweep_section(run: RunDirectory, page: Page) -> str | None:
     numbers = [run.numbers(name) for name in run.runs]
     groups = study.group_summaries(numbers)
     main_value = {"w": _get(run.config, "synthesis.sampler.w"), "k": _get(run.config, "synthesis.k"),
-                  "weight": _get(run.config, "pretrain.clsp.weight")}.get(setting)
+                  "weight": _get(run.config, "pretrain.clsp.weight"),
+                  "start": _get(run.config, "synthesis.sampler.start") or 1.0}.get(setting)
     methods = sweep.get("methods") or run.config.get("methods") or []
     body, figure_lines, refs = "", {}, {}
     for method in methods:
@@ -351,11 +352,14 @@ def sweep_section(run: RunDirectory, page: Page) -> str | None:
             if g and g["linear"].mean is not None:
                 refs[f"{method} {label} (linear)"] = (g["linear"].mean, g["linear"].std)
         agreement = _store_agreement(run, setting, [v for v, _, _ in rows], main_value)
+        hardness = _store_agreement(run, setting, [v for v, _, _ in rows], main_value, "results.store.similarity.synthetic")
         table = "".join(f"<tr><td>{value:g}</td><td><code>{e(group)}</code></td><td class=\"num\">{max(s.n + s.failed for s in g.values())}</td>"
                         f"{_summary_cell(g['knn'])}{_summary_cell(g['linear'])}"
-                        f'<td class="num">{fmt(agreement.get(value))}</td></tr>' for value, group, g in rows)
+                        f'<td class="num">{fmt(agreement.get(value))}</td><td class="num">{fmt(hardness.get(value), 3)}</td></tr>'
+                        for value, group, g in rows)
         body += (f'<h3>{e(method)}</h3><table class="small sweep"><thead><tr><th>{e(setting)}</th><th>run</th><th>seeds</th>'
-                 "<th>kNN top-1 (best k)</th><th>linear top-1</th><th>class agreement of its positives (%)</th></tr></thead>"
+                 "<th>kNN top-1 (best k)</th><th>linear top-1</th><th>class agreement of its positives (%)</th>"
+                 "<th>their cosine to the anchor (judge's space; lower = harder)</th></tr></thead>"
                  f"<tbody>{table}</tbody></table>")
     agreement_points = sorted(_store_agreement(run, setting, [p[0] for pts in figure_lines.values() for p in pts], main_value).items())
     pm = run.positives_metrics() or {}
@@ -369,13 +373,15 @@ def sweep_section(run: RunDirectory, page: Page) -> str | None:
     return body
 
 
-def _store_agreement(run: RunDirectory, setting: str, values: list[float], main_value) -> dict[float, float]:
-    """value -> class agreement of the store made with it (the main store for the main value)."""
+def _store_agreement(run: RunDirectory, setting: str, values: list[float], main_value,
+                     key: str = "results.store.agreement") -> dict[float, float]:
+    """value -> class agreement (or another `key` of its positives evaluation) of the store made with it (the main
+    store for the main value)."""
     out = {}
     for value in values:
         main = main_value is not None and float(value) == float(main_value) or setting == "weight"
         store = store_name(None if main else (setting, float(value)))
-        agreement = _num(_get(run.positives_metrics(store) or {}, "results.store.agreement"))
+        agreement = _num(_get(run.positives_metrics(store) or {}, key))
         if agreement is not None:
             out[float(value)] = agreement
     return out
