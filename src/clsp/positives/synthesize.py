@@ -99,13 +99,23 @@ def estimate_on_cpu(unet, scheduler_config: dict, dataset, cfg: SynthesizeConfig
         return
     anchors = torch.from_numpy(dataset.images_at(np.arange(per_batch)))
     started = time.perf_counter()
-    generate_positives(unet, scheduler_config, anchors, cfg.k, dataclasses.replace(cfg.sampler, steps=probe_steps),
+    generate_positives(unet, scheduler_config, anchors, cfg.k, dataclasses.replace(cfg.sampler, steps=probe_steps, start=1.0),
                        seed=cfg.seed, device="cpu", anchor_labels=anchor_labels(unet, dataset, cfg, per_batch))
     per_image_step = (time.perf_counter() - started) / (per_batch * probe_steps)
-    total = per_image_step * images * cfg.sampler.steps
+    total = per_image_step * images * steps_per_image(cfg)
     if total > 60:
         log.info(f"synthesize: {probe_steps} steps for {per_batch} images took {per_image_step * per_batch * probe_steps:.1f} s; "
-                 f"{images:,} images x {cfg.sampler.steps} steps will take about {format_duration(total)} on this cpu")
+                 f"{images:,} images x {steps_per_image(cfg):g} steps will take about {format_duration(total)} on this cpu")
+
+
+def steps_per_image(cfg: SynthesizeConfig) -> float:
+    """Denoising steps a candidate runs: floor(start * steps), and with the per-candidate rule at most the sum over
+    its grid (every grid value tried: an upper bound)."""
+    from clsp.diffusion.sampler import steps_run
+
+    if cfg.strength.active:
+        return sum(steps_run(cfg.sampler.steps, s) for s in cfg.strength.grid)
+    return steps_run(cfg.sampler.steps, cfg.sampler.start)
 
 
 def anchor_labels(unet, dataset, cfg: SynthesizeConfig, stop: int | None = None):
