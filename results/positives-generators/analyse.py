@@ -1,6 +1,6 @@
 """Which label-free space tells a candidate that keeps its class? AUC of each space's cosine for the judge's verdict.
 
-python analyse.py PROBE.npz N   (N: the anchors of the probe). Also prints the reference marks (two augmentations,
+python analyse.py N PROBE.npz [PROBE.npz ...]   (N: the anchors of the probes). Also prints the reference marks (two augmentations,
 nearest real image) in the judge's space for the same anchors.
 """
 import sys, numpy as np
@@ -9,8 +9,10 @@ from clsp.data.config import DatasetConfig, load_split
 from clsp.eval.positives import PositivesEvalConfig, _Judge
 from clsp.eval.reference import reference_classifier
 
-data = np.load(sys.argv[1])
-specs = sorted({k.split("|")[0] for k in data.files})
+data = {}
+for path in sys.argv[2:]:
+    data.update(dict(np.load(path)))
+specs = sorted({k.split("|")[0] for k in data})
 spaces = ("unet", "resnet", "pixels", "judge_cos")
 pooled = {s: [] for s in spaces}
 kept = []
@@ -28,7 +30,7 @@ kept = np.concatenate(kept)
 print(f"{'all settings pooled':24s} {100 * kept.mean():6.1f} " +
       " ".join(f"{roc_auc_score(kept, np.concatenate(pooled[s])):9.3f}" for s in spaces))
 
-n = int(sys.argv[2])
+n = int(sys.argv[1])
 ds = DatasetConfig(name="fashion-mnist", size=16)
 train, test = load_split(ds, "train"), load_split(ds, "test")
 judge = _Judge(reference_classifier(train, test), train, test, PositivesEvalConfig(real_n=5000))

@@ -418,7 +418,7 @@ def plot_tradeoff(results: dict, path: Path, title: str = "") -> Path | None:
         aug, near = marks["two_augmentations"], marks["nearest_real"]
         ax.plot(aug["similarity"], aug["agreement"], "*", color="C3", ms=12, label="two augmentations of the anchor")
         ax.axvline(aug["similarity"], color="C3", ls=":", lw=0.8)
-        ax.plot(near["similarity"], near["agreement"], "D", color="C2", ms=7, label="the anchor's nearest real image")
+        ax.plot(near["similarity"], near["agreement"], "D", color="C8", ms=7, label="the anchor's nearest real image")
     ax.axhline(results["ceiling"], color="green", ls="--", lw=1, label=f"judge's ceiling ({results['ceiling']:.1f}%)")
     ax.axhline(results["chance"], color="grey", ls=":", lw=1, label=f"chance ({results['chance']:.1f}%)")
     ax.set_xlabel("hardness: cosine to the anchor in the judge's space (left = harder)")
