@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clsp.config import check_device, check_given, check_positive, field, to_dict, to_yaml
+from clsp.config import check, check_device, check_given, check_positive, field, to_dict, to_yaml
 from clsp.data.config import DatasetConfig
 from clsp.diffusion.sampler import SamplerConfig, generate_positives
 from clsp.errors import UserError
