@@ -107,7 +107,9 @@ def run(args) -> None:
     captured = {}
     module.backbone.register_forward_hook(lambda m, i, o: captured.setdefault("h", []).append(o))
     module.projector.register_forward_hook(lambda m, i, o: captured.setdefault("z", []).append(o))
-    rows = []
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    writer = None
     source = batches.from_step(0)
     for step in range(args.steps):
         indices, images, labels = next(source)
@@ -137,15 +139,14 @@ def run(args) -> None:
         loss.backward()
         optimizer.step()
         scheduler.step()
-        rows.append(row)
         print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    columns = list(dict.fromkeys(k for r in rows for k in r))
-    with open(out, "w", newline="") as f:
-        writer = csv.DictWriter(f, columns)
-        writer.writeheader()
-        writer.writerows(rows)
+        if writer is None:                          # row by row: a run stopped early keeps what it measured
+            f = open(out, "w", newline="")
+            writer = csv.DictWriter(f, list(row))
+            writer.writeheader()
+        writer.writerow(row)
+        f.flush()
+    f.close()
 
 
 def plot(png: str, paths: list[str]) -> None:
@@ -157,21 +158,23 @@ def plot(png: str, paths: list[str]) -> None:
 
     panels = [("z_cos", "mean pairwise cos of projections"), ("pos_cos", "cos(z1, z3): the CLSP pair"),
               ("grad_ssl", "|grad L_ssl|"), ("grad_clsp", "|grad lambda L_clsp|"), ("loss_ssl", "NT-Xent")]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2))
-    for path in paths:
+    fig, grid = plt.subplots(2, 3, figsize=(13, 7))
+    axes, legend = grid.flatten()[:len(panels)], grid.flatten()[-1]
+    for i, path in enumerate(paths):
         with open(path, newline="") as f:
             rows = list(csv.DictReader(f))
         for ax, (key, title) in zip(axes, panels):
             points = [(int(r["step"]), float(r[key])) for r in rows if r.get(key)]
             if points:
-                ax.plot(*zip(*points), label=Path(path).stem)
+                ax.plot(*zip(*points), label=Path(path).stem, color=f"C{i % 10}")   # one colour per run in every panel
             ax.set_title(title, fontsize=9)
             ax.set_xlabel("step")
             if key.startswith("grad"):
                 ax.set_yscale("log")
-    axes[0].legend(fontsize=7)
+    legend.legend(*axes[0].get_legend_handles_labels(), loc="center", fontsize=9)
+    legend.axis("off")
     fig.tight_layout()
-    fig.savefig(png, dpi=110)
+    fig.savefig(png, dpi=90)
 
 
 def main() -> None:

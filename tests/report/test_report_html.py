@@ -134,3 +134,16 @@ def test_the_floor_and_a_sweep_have_their_rows_and_their_figure(tmp_path):
     assert cells[0::6] == ["0", "0.1", "1"]                              # the main run stands at w = 0.1
     assert cells[5::6] == ["70.00", "60.00", "10.00"]                     # each value's own store
     assert at.figure("sweep_w").is_file()
+
+
+def test_oracle_rows_are_labelled_and_quality_weights_shown(tmp_path):
+    import json
+
+    run = make_run_dir(tmp_path, methods=("simclr",), variants=("base", "oracle"))
+    metrics = RunLayout(run).pretrain_metrics("simclr-oracle")
+    quality = {"score_mean": 0.61, "weight_min": 0.0, "weight_q10": 0.42, "weight_median": 1.02, "weight_q90": 1.4,
+               "weight_max": 1.62, "weight_zero": 0.03}
+    metrics.write_text(json.dumps({**json.loads(metrics.read_text()), "quality": quality}))
+    page = build_report(run).read_text()
+    assert results_rows(page)["simclr-oracle"][2] == "+ oracle (labels; upper bound)"
+    assert "quality weights of the CLSP term" in page and "1.020" in page and "0.030" in page
