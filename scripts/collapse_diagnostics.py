@@ -12,6 +12,8 @@ loop instead of Lightning's) and writes one CSV row per step, measured before th
     z_cos, h_cos                                             mean pairwise cosine of the projections (all views)
                                                              and of the backbone features: 1 = collapsed
     pos_cos                                                  mean cos(z1, z3): the CLSP pair
+    collapse_ssl, collapse_clsp                              cosine between a descent step on each term and the
+                                                             gradient of z_cos: > 0, that term alone raises z_cos
 --per-view-bn encodes each view on its own (BatchNorm statistics per view) instead of the method's choice.
 
     python scripts/collapse_diagnostics.py plot OUT.png A.csv B.csv ...     the curves of several runs, one figure
@@ -29,13 +31,20 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 
-def mean_pairwise_cosine(x) -> float:
-    """Mean cosine over all pairs i != j of the rows of x: (|sum_i u_i|^2 - n) / (n (n - 1)), u = x / |x|."""
+def mean_pairwise_cosine(x):
+    """Mean cosine over all pairs i != j of the rows of x: (|sum_i u_i|^2 - n) / (n (n - 1)), u = x / |x|
+    (a tensor, differentiable)."""
     import torch.nn.functional as F
 
-    u = F.normalize(x.detach().float(), dim=1)
+    u = F.normalize(x.float(), dim=1)
     n = len(u)
-    return float((u.sum(0).pow(2).sum() - n) / (n * (n - 1)))
+    return (u.sum(0).pow(2).sum() - n) / (n * (n - 1))
+
+
+def flat(grads, params):
+    import torch
+
+    return torch.cat([torch.zeros_like(p).flatten() if g is None else g.flatten() for g, p in zip(grads, params)])
 
 
 def build(args):
@@ -98,7 +107,9 @@ def run(args) -> None:
     captured = {}
     module.backbone.register_forward_hook(lambda m, i, o: captured.setdefault("h", []).append(o))
     module.projector.register_forward_hook(lambda m, i, o: captured.setdefault("z", []).append(o))
-    rows = []
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    writer = None
     source = batches.from_step(0)
     for step in range(args.steps):
         indices, images, labels = next(source)
@@ -110,32 +121,32 @@ def run(args) -> None:
             loss, logs, _ = module.loss_from_views(x, labels, torch.full((), weight))
         z, h = torch.cat(captured["z"]), torch.cat(captured["h"])   # every view, in view order
         b = len(images)
+        z_cos = mean_pairwise_cosine(z)
         row = {"step": step, "lr": optimizer.param_groups[0]["lr"], "clsp_weight": weight,
-               "loss_ssl": float(logs["train/loss_ssl"]), "z_cos": mean_pairwise_cosine(z),
-               "h_cos": mean_pairwise_cosine(h)}
-        g_ssl = torch.autograd.grad(logs["train/loss_ssl"], params, retain_graph=True, allow_unused=True)
-        flat_ssl = torch.cat([g.flatten() for g in g_ssl if g is not None])
-        row["grad_ssl"] = float(flat_ssl.norm())
+               "loss_ssl": float(logs["train/loss_ssl"]), "z_cos": float(z_cos),
+               "h_cos": float(mean_pairwise_cosine(h.detach()))}
+        cos = torch.nn.functional.cosine_similarity
+        up = flat(torch.autograd.grad(z_cos, params, retain_graph=True, allow_unused=True), params)   # raises z_cos
+        g_ssl = flat(torch.autograd.grad(logs["train/loss_ssl"], params, retain_graph=True, allow_unused=True), params)
+        row.update(grad_ssl=float(g_ssl.norm()), collapse_ssl=float(cos(-g_ssl, up, dim=0)))
         if "train/loss_clsp" in logs:
-            g_clsp = torch.autograd.grad(weight * logs["train/loss_clsp"], params, retain_graph=True, allow_unused=True)
-            flat_clsp = torch.cat([torch.zeros_like(p).flatten() if g is None else g.flatten() for g, p in zip(g_clsp, params)])
-            flat_ssl_full = torch.cat([torch.zeros_like(p).flatten() if g is None else g.flatten() for g, p in zip(g_ssl, params)])
-            row.update(loss_clsp=float(logs["train/loss_clsp"]), grad_clsp=float(flat_clsp.norm()),
-                       grad_cos=float(torch.nn.functional.cosine_similarity(flat_ssl_full, flat_clsp, dim=0)),
-                       pos_cos=float(torch.nn.functional.cosine_similarity(z[:b], z[2 * b:3 * b], dim=1).mean()))
+            g_clsp = flat(torch.autograd.grad(weight * logs["train/loss_clsp"], params, retain_graph=True,
+                                              allow_unused=True), params)
+            row.update(loss_clsp=float(logs["train/loss_clsp"]), grad_clsp=float(g_clsp.norm()),
+                       grad_cos=float(cos(g_ssl, g_clsp, dim=0)), collapse_clsp=float(cos(-g_clsp, up, dim=0)),
+                       pos_cos=float(cos(z[:b], z[2 * b:3 * b], dim=1).mean()))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         scheduler.step()
-        rows.append(row)
         print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    columns = list(dict.fromkeys(k for r in rows for k in r))
-    with open(out, "w", newline="") as f:
-        writer = csv.DictWriter(f, columns)
-        writer.writeheader()
-        writer.writerows(rows)
+        if writer is None:                          # row by row: a run stopped early keeps what it measured
+            f = open(out, "w", newline="")
+            writer = csv.DictWriter(f, list(row))
+            writer.writeheader()
+        writer.writerow(row)
+        f.flush()
+    f.close()
 
 
 def plot(png: str, paths: list[str]) -> None:
@@ -147,21 +158,23 @@ def plot(png: str, paths: list[str]) -> None:
 
     panels = [("z_cos", "mean pairwise cos of projections"), ("pos_cos", "cos(z1, z3): the CLSP pair"),
               ("grad_ssl", "|grad L_ssl|"), ("grad_clsp", "|grad lambda L_clsp|"), ("loss_ssl", "NT-Xent")]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2))
-    for path in paths:
+    fig, grid = plt.subplots(2, 3, figsize=(13, 7))
+    axes, legend = grid.flatten()[:len(panels)], grid.flatten()[-1]
+    for i, path in enumerate(paths):
         with open(path, newline="") as f:
             rows = list(csv.DictReader(f))
         for ax, (key, title) in zip(axes, panels):
             points = [(int(r["step"]), float(r[key])) for r in rows if r.get(key)]
             if points:
-                ax.plot(*zip(*points), label=Path(path).stem)
+                ax.plot(*zip(*points), label=Path(path).stem, color=f"C{i % 10}")   # one colour per run in every panel
             ax.set_title(title, fontsize=9)
             ax.set_xlabel("step")
             if key.startswith("grad"):
                 ax.set_yscale("log")
-    axes[0].legend(fontsize=7)
+    legend.legend(*axes[0].get_legend_handles_labels(), loc="center", fontsize=9)
+    legend.axis("off")
     fig.tight_layout()
-    fig.savefig(png, dpi=110)
+    fig.savefig(png, dpi=90)
 
 
 def main() -> None:

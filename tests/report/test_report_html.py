@@ -162,3 +162,16 @@ def test_the_top_line_says_whether_training_beat_the_floor_and_collapsed_runs_ge
     write_json(at.eval_metrics("no-pretraining", "linear"), {"kind": "linear", "results": {"top1": 90.0}})
     page = build_report(run).read_text()
     assert "<b>No trained encoder beats the untrained floor.</b>" in page
+
+
+def test_oracle_rows_are_labelled_and_quality_weights_shown(tmp_path):
+    import json
+
+    run = make_run_dir(tmp_path, methods=("simclr",), variants=("base", "oracle"))
+    metrics = RunLayout(run).pretrain_metrics("simclr-oracle")
+    quality = {"score_mean": 0.61, "weight_min": 0.0, "weight_q10": 0.42, "weight_median": 1.02, "weight_q90": 1.4,
+               "weight_max": 1.62, "weight_zero": 0.03}
+    metrics.write_text(json.dumps({**json.loads(metrics.read_text()), "quality": quality}))
+    page = build_report(run).read_text()
+    assert results_rows(page)["simclr-oracle"][2] == "+ oracle (labels; upper bound)"
+    assert "quality weights of the CLSP term" in page and "1.020" in page and "0.030" in page

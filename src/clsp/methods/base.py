@@ -11,8 +11,8 @@ candidates, further augmentations for the "+aug" control, or class-mates for the
 (query) branch as z1; lambda(step) rises linearly from 0 to clsp.weight over clsp.ramp_epochs (constant
 when 0); q are the label-free quality weights of clsp.quality (1 when none; losses.quality_weights); sg
 stops gradients: the online linear probe only watches. `loss_from_views` has no side effects (queues are
-written after the optimiser step, by the memory bank), so it is what `torch.compile` compiles: by default on CUDA, where the host's Python and
-dispatch would otherwise be a step's cost once the compute is small (trainer.compile).
+written after the optimiser step, by the memory bank), so it is what `torch.compile` compiles: by default
+on CUDA, where the host's Python and dispatch would otherwise be a step's cost once the compute is small (trainer.compile).
 Every epoch (or every N) the probe and a kNN classifier are scored on the test split.
 A non-finite loss is recorded on the device at no cost and checked every `log_every` steps and before
 every checkpoint, so a run stops naming the first bad step and never saves NaN weights.
@@ -426,8 +426,9 @@ class MomentumMethod(ContrastiveMethod):
         self.log("train/key_momentum", tau, on_step=True, on_epoch=False, batch_size=1)
 
     def quality_scores(self, views: list[Tensor], z: list[Tensor]) -> Tensor:
-        """cos(m1_i, m3p_i) in the target encoder's space (GenView scores in a slow encoder too): it moves
-        slowly and is not the space the term pulls together. Costs a target forward of x1 and the P positives."""
+        """cos(m1_i, m3p_i) in the target (momentum) encoder's space: it moves slowly and is not the space the
+        term pulls together, so a pair's score does not rise just because the term pulled it. Costs a no-grad
+        target forward of x1 and of the P positives."""
         anchor, *positives = self.target_projections([views[0], *views[2:]])
         return torch.stack([(anchor * m).sum(1) for m in positives])
 
