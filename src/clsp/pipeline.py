@@ -5,7 +5,7 @@
                   value of a swept w or K)
       figures     anchors beside their candidates; the w sweep
       positives   how good the candidates are (`clsp eval positives`: a reference classifier's verdict)
-    3 pretrain    each method x variant (base | clsp | aug) x seed, each swept CLSP value, and the untrained
+    3 pretrain    each method x variant (base | clsp | aug | oracle) x seed, each swept CLSP value, and the untrained
                   encoder of each seed (the "no pretraining" floor)
     4 eval        kNN, linear, t-SNE, hardness, transfer of each encoder
     5 report      report.html
@@ -43,13 +43,13 @@ from clsp.errors import ConfigError, UserError
 from clsp.eval.linear import LinearProbeConfig
 from clsp.layout import SWEEPABLE, VARIANT_SUFFIX, RunLayout, RunSpec, plan_runs, store_name
 from clsp.methods import METHODS
-from clsp.methods.pretrain import PretrainConfig, require_labels_for
+from clsp.methods.pretrain import PretrainConfig, check_third_view_inputs, require_labels_for
 from clsp.report.paper import PAPER_RUNS
 from clsp.training import TrainerConfig
 
 log = logging.getLogger("clsp.pipeline")
 
-VARIANTS = ("base",) + tuple(VARIANT_SUFFIX)  # base | clsp | aug
+VARIANTS = ("base",) + tuple(VARIANT_SUFFIX)  # base | clsp | aug | oracle
 LABELLED_EVALS = ("knn", "linear", "embed")      # the evaluations that need labelled train / test splits
 EVAL_NAMES = {"knn": "kNN", "linear": "linear probe", "embed": "t-SNE", "positives": "positives evaluation"}
 
@@ -136,7 +136,8 @@ class PipelineConfig:
     w_sweep: List[float] = field(lambda: [0.0, 0.1, 0.3, 0.5, 1.0])  # rows of figures/w_sweep.png
     figure_anchors: int = 8                       # anchors in figures/anchors.png (and 4 of them in the sweep)
     methods: List[str] = field(lambda: ["simclr", "moco"])
-    variants: List[str] = field(lambda: ["base", "clsp"])  # base | clsp | aug (the third-real-view control)
+    variants: List[str] = field(lambda: ["base", "clsp"])  # base | clsp | aug (the third-real-view control) |
+                                                  # oracle (a real class-mate as the positive: labels, an upper bound)
     seeds: List[int] = field(lambda: [0])         # every pretraining run (and its evaluations) once per seed
     sweep: SweepConfig = field(SweepConfig)       # extra CLSP runs over w, K or the CLSP weight
     floor: bool = True                            # evaluate the untrained encoder of each seed ("no pretraining")
@@ -154,7 +155,7 @@ class PipelineConfig:
         check(len(self.methods) > 0, "methods", "must name at least one method")
         for m in self.methods:
             check_choice(m, "methods", METHODS)
-        check(len(self.variants) > 0, "variants", "must name at least one of base, clsp, aug")
+        check(len(self.variants) > 0, "variants", "must name at least one of base, clsp, aug, oracle")
         for v in self.variants:
             check_choice(v, "variants", VARIANTS)
         for m in self.method_overrides:  # a method that is not run keeps its overrides (checked in Pipeline)
@@ -236,7 +237,8 @@ def pretrain_config(cfg: PipelineConfig, spec: RunSpec, run: RunLayout) -> Pretr
     store = str(run.store(spec.store)) if spec.store else None
     variant_layer = {"base": {"clsp": {"weight": 0.0, "positives": None}},
                      "clsp": {"clsp": {"positives": store, "third_view": "synthetic"}},
-                     "aug": {"clsp": {"positives": None, "third_view": "augment"}}}[variant]
+                     "aug": {"clsp": {"positives": None, "third_view": "augment"}},
+                     "oracle": {"clsp": {"positives": None, "third_view": "oracle"}}}[variant]
     sweep_layer = {"clsp": {"weight": spec.sweep[1]}} if spec.sweep is not None and spec.sweep[0] == "weight" else {}
     owned = {"method": method, "dataset": to_dict(cfg.dataset), "trainer": to_dict(cfg.trainer), "seed": spec.seed,
              "out_dir": str(run.pretrain(spec.name))}
@@ -567,6 +569,10 @@ class Pipeline:
                             "model on it; give a trained local diffusers model with model_dir=DIR")
         for name, pre in self.runs.items():
             require_labels_for(pre.method, train)
+            check_third_view_inputs(pre, train, None, train.resident)      # the oracle's labels
+            if pre.third_view == "synthetic" and pre.clsp.positives_per_step > cfg.synthesis.k:
+                raise UserError(f"pretraining {name}: clsp.positives_per_step={pre.clsp.positives_per_step} is more than "
+                                f"the synthesis.k={cfg.synthesis.k} candidates stored per image; use at most {cfg.synthesis.k}")
             batch = pre.batch_size * world_size(pre.trainer)
             if len(train) < batch:
                 raise UserError(f"{cfg.dataset.name} split '{cfg.dataset.train_split}' has {len(train)} images, fewer than "
@@ -695,14 +701,15 @@ def serve_stages(cfg: PipelineConfig) -> None:
 def register(subparsers) -> None:
     import argparse
 
-    from clsp.cli import TRAINING_FLAGS, add_command, config_command
+    from clsp.cli import TRAINING_FLAGS, add_command, config_command, model_sampler
 
     parser = add_command(
         subparsers, "pipeline",
         description="Run the whole method in one run directory: train the diffusion model (or use model_dir), "
                     "synthesize positives, pretrain each method with and without CLSP, evaluate, write report.html. "
                     "Run it again to resume: completed stages are skipped.")
-    config_command(parser, PipelineConfig, _run, check=Pipeline,
+    config_command(parser, PipelineConfig, _run, presets="", check=Pipeline,
+                   defaults=model_sampler("synthesis.sampler", "model_dir"),
                    flags=TRAINING_FLAGS,
                    examples=["clsp pipeline --config demo",
                              "clsp pipeline --config demo methods=[simclr] --out runs/demo-simclr",

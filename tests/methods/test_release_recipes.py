@@ -169,6 +169,21 @@ def test_nnclr_preset_is_solo_learns_recipe(tmp_path):
         assert ops[K.RandomGrayscale].p == 0.2 and ops[K.RandomHorizontalFlip].p == 0.5
 
 
+def test_byol_preset_builds_solo_learns_heads(tmp_path):
+    """solo-learn's BYOL: projector and predictor Linear-BN-ReLU-Linear, no BN on the output; LARS lr 1.0."""
+    cfg = load_config(PretrainConfig, CONFIG_DIR / "pretrain" / "cifar10-byol.yaml")
+    assert (cfg.method, cfg.optimizer, cfg.lr, cfg.lars_eta, cfg.lars_clip_lr, cfg.weight_decay, cfg.batch_size) == \
+        ("byol", "lars", 1.0, 0.02, True, 1e-5, 256)
+    assert cfg.augment == "asymmetric"
+    data = ResidentBatches(torch.zeros(512, 32, 32, 3, dtype=torch.uint8), None, 256, 0)
+    module = method_class("byol")(cfg, data, ViewMaker(torch.nn.Identity(), None), steps_per_epoch=2)
+    for head, widths in ((module.projector, [(512, 4096), (4096, 256)]), (module.momentum_projector, [(512, 4096), (4096, 256)]),
+                         (module.predictor, [(256, 4096), (4096, 256)])):
+        assert [type(layer).__name__ for layer in head] == ["Linear", "BatchNorm1d", "ReLU", "Linear"]
+        assert [(layer.in_features, layer.out_features) for layer in head if isinstance(layer, torch.nn.Linear)] == widths
+    assert module.momentum_range() == (0.99, 1.0)
+
+
 def test_asymmetric_views_solarise_the_second_view_only(tmp_path, digits_store):
     """A view that was solarised has no pixel above 0.5 (before normalisation) where the original was
     bright: count such views among many, per view position."""

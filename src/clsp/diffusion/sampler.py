@@ -9,9 +9,10 @@ At every denoising step t, for a sample x_t and its anchor image x_a:
     eps_hat  = up(h, skips of x_t, t)                            skip connections stay the sample's
     x_{t-1}  = scheduler.step(eps_hat, t, x_t)
 
-With `layers` = n > 1 (the release's deeper interpolation) the last n - 1 skip connections of the
-down path, the deepest ones, are mixed the same way, s <- w s + (1 - w) s_anchor, before the up
-path reads them; n = 1 is the paper's method.
+With `layers` = n > 1 (clsp's own extension: neither the paper nor the release has it; the release's
+`forward_with_anchor` computes the anchor's skip features and never uses them) the last n - 1 skip
+connections of the down path, the deepest ones, are mixed the same way, s <- w s + (1 - w) s_anchor,
+before the up path reads them; n = 1 is the paper's method.
 
 A class-conditional model (`conditional: true` in diffusion training: diffusers' class embedding, the
 last class index the null class of label dropout) samples each anchor's own class c, with classifier-free
@@ -57,7 +58,7 @@ class SamplerConfig:
     share_anchor: bool = False        # one anchor pass per anchor per step, shared by its K candidates
     batch_size: int = 512             # trajectories per UNet call (memory only)
     layers: int = 1                   # feature maps interpolated: 1 = the mid block (the paper); n > 1 also
-                                      # the last n - 1 skip connections of the down path (the release's option)
+                                      # the last n - 1 skip connections of the down path (clsp's own extension)
     guidance: Optional[float] = None  # classifier-free guidance g of a class-conditional model (the release: 1.8);
                                       # None or 0: plain conditional sampling. An unconditional model refuses it
 

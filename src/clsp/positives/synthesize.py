@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clsp.config import check, check_device, check_positive, field, to_dict, to_yaml
+from clsp.config import check_device, check_given, check_positive, field, to_dict, to_yaml
 from clsp.data.config import DatasetConfig
 from clsp.diffusion.sampler import SamplerConfig, generate_positives
 from clsp.errors import UserError
@@ -39,8 +39,8 @@ class SynthesizeConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        check(bool(self.model), "model", "must name a diffusion model directory (--model DIR)")
-        check(bool(self.out_dir), "out_dir", "must name the store directory to write (--out STORE)")
+        check_given(bool(self.model), "model", "must name a diffusion model directory (--model DIR)")
+        check_given(bool(self.out_dir), "out_dir", "must name the store directory to write (--out STORE)")
         check_positive(self.k, "k")
         check_positive(self.chunk_size, "chunk_size")
         check_device(self.device, "device")
