@@ -310,15 +310,6 @@ class StageRecords:
         write_json_atomic(timings_path, timings)
 
 
-def cpu_time() -> float:
-    """CPU seconds used so far by this process (all threads) and by its finished child processes: on a
-    shared machine, what a stage cost independently of what else was running."""
-    import resource
-
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return time.process_time() + children.ru_utime + children.ru_stime
-
-
 def _device_name() -> str:
     import torch
 
@@ -620,6 +611,7 @@ class Pipeline:
 
     def _run_in_order(self, stages: list[Stage], records: StageRecords) -> None:
         """jobs: 1, the stages one after another in this process, in plan order."""
+        from clsp.jobs import cpu_time
         from clsp.rundir import fingerprint
 
         for i, stage in enumerate(stages, 1):

@@ -19,7 +19,9 @@ from clsp.errors import ConfigError
 from clsp.layout import RunLayout
 
 MICRO = Path(__file__).with_name("micro.yaml")
-SMALL = ["eval.embed=false", "eval.positives=false", "w_sweep=[]", "trainer.checkpoint_every=1"]   # 14 stages
+# Two encoders that need no positives (base, aug) and their kNN evaluations: 4 stages, 2 of them at a time.
+SMALL = ["variants=[base,aug]", "floor=false", "eval.embed=false", "eval.hardness=false", "eval.positives=false",
+         "eval.linear=false", "pretrain.epochs=3", "trainer.checkpoint_every=1"]
 
 
 def test_jobs_must_be_at_least_one(micro_config):
@@ -62,6 +64,24 @@ def test_each_job_gets_its_share_of_the_gpus(monkeypatch):
         gpu_groups(TrainerConfig(accelerator="gpu", devices="4"), 2)                # a job has 2 of them
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
     assert gpu_groups(gpu, 2) == [None, None]                                        # one GPU: shared as it is
+
+
+def test_workers_work_under_the_pipelines_lock_and_nobody_else_does(tmp_path):
+    from clsp.lock import HELD_ENV, held_for_children, run_lock
+
+    enter = ("import sys\nfrom clsp.errors import UserError\nfrom clsp.lock import run_lock\ntry:\n"
+             "    with run_lock(sys.argv[1]):\n        print('in')\nexcept UserError:\n    print('refused')")
+
+    def child(extra: dict[str, str]) -> str:
+        env = {k: v for k, v in os.environ.items() if k != HELD_ENV}
+        return subprocess.run([sys.executable, "-c", enter, str(tmp_path)], env={**env, **extra}, capture_output=True,
+                              text=True, timeout=120).stdout.strip()
+
+    with run_lock(tmp_path):
+        assert child(held_for_children(tmp_path)) == "in"                  # started by the holder
+        assert child({}) == "refused"
+        assert child({HELD_ENV: f"{tmp_path.resolve()}:1"}) == "refused"   # a process that is not its parent
+        assert child(held_for_children(tmp_path / "other")) == "refused"   # another run directory
 
 
 def tmp_model(cfg) -> Path:
@@ -125,7 +145,7 @@ def test_two_jobs_stopped_and_rerun_match_one_job(tmp_path):
     sequential = run_to_end(one, tmp_path / "one.log")
     assert "stages at a time" not in sequential
 
-    # jobs=2, stopped with SIGTERM once pretrain/simclr has a checkpoint (diffusion may still be running beside it)
+    # jobs=2, stopped with SIGTERM once pretrain/simclr has a checkpoint (pretrain/simclr-aug runs beside it)
     at = RunLayout(two)
     first_log = tmp_path / "first.log"
     with open(first_log, "w") as out:
@@ -147,17 +167,17 @@ def test_two_jobs_stopped_and_rerun_match_one_job(tmp_path):
 
     second = run_to_end(two, tmp_path / "second.log", "jobs=2")
     assert "pretrain: resuming from" in at.stage_record("pretrain/simclr", ".log").read_text()
-    assert re.findall(r"\[\d+/14\] (\S+): done", second).count("pretrain/simclr") == 1
+    assert re.findall(r"\[\d+/4\] (\S+): done", second).count("pretrain/simclr") == 1
     assert results(two) == results(one)
     timings = json.loads(at.timings.read_text())["stages"]
-    assert len(timings) == 14 and all(t["seconds"] > 0 and t["cpu_seconds"] > 0 for t in timings.values())
+    assert len(timings) == 4 and all(t["seconds"] > 0 and t["cpu_seconds"] > 0 for t in timings.values())
     assert at.report.is_file() and (two / "done.json").is_file()
 
 
 def test_a_failed_stage_stops_new_starts_and_is_named_with_its_log(tmp_path):
     run, model = tmp_path / "run", tmp_path / "not-a-model"
     model.mkdir()
-    result = subprocess.run(command(run, "jobs=2", f"model_dir={model}", "variants=[base]", "floor=false"),
+    result = subprocess.run(command(run, "jobs=2", f"model_dir={model}", "variants=[base]", "eval.hardness=true"),
                             capture_output=True, text=True, env=child_env(), timeout=600)
     assert result.returncode == 2, result.stderr[-3000:]
     at = RunLayout(run)
