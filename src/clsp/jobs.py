@@ -9,7 +9,7 @@ them; and it imports torch and Lightning once, not once per stage (about 5 CPU s
 stage's messages go to RUN/stages/<stage>.log; the console says when each stage starts and ends.
 
 The pipeline process keeps what must have one writer: the run lock (the children work under it, see
-clsp.lock.held_by_parent), the stage records and timings.json, and the console. A failed stage stops new
+clsp.lock.held_for_children), the stage records and timings.json, and the console. A failed stage stops new
 starts; the running ones finish, so their work is kept, and the pipeline then names the failure and its
 log. Ctrl-C or SIGTERM stops the children and exits 130: they leave no record, so a rerun resumes them.
 A child dies with the pipeline even when that is killed outright, so a rerun never races an orphan.

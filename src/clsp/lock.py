@@ -6,10 +6,11 @@ which the holder writes into the lock file. The kernel releases a flock when its
 process killed by SIGKILL leaves no lock behind, only its record: the next process takes over and says
 so. A pid file could not tell a dead holder from a live one on another host, nor a reused pid.
 
-The processes Lightning or torchrun start for the other ranks run under their launcher's lock: only a
-process that is rank 0 everywhere (RANK, LOCAL_RANK, NODE_RANK, GROUP_RANK unset or 0) takes it. Likewise
-the stages a pipeline runs side by side (`jobs: N`) run under the pipeline's lock: it names the run directory
-and itself in HELD_ENV, which a child trusts only while that process is still its parent.
+The processes started for the other ranks run under their launcher's lock, recognised by role, not by
+leftover variables: the holder names itself and the run in CLSP_RUN_LOCK, so a child whose parent holds
+the lock on the same run (Lightning's DDP ranks) shares it; under torchrun (TORCHELASTIC_RUN_ID) the
+worker of global rank 0 takes it; on a node of a multi-node run (MASTER_ADDR and NODE_RANK set) only
+node 0 takes it. Any other process takes the lock whatever RANK or LOCAL_RANK say.
 """
 
 from __future__ import annotations
@@ -29,27 +30,29 @@ from typing import Iterator
 from clsp.errors import UserError
 
 LOCK_FILE = ".lock"
-RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK")
-HELD_ENV = "CLSP_RUN_LOCK_HELD"   # "RUN_DIR:PID": process PID holds RUN_DIR's lock for the children it starts
+HOLDER_VARIABLE = "CLSP_RUN_LOCK"   # "PID:RUN" of the process holding RUN's lock, inherited by what it starts
 log = logging.getLogger("clsp")
 _held: set[Path] = set()          # run directories this process holds (a nested run_lock is a no-op)
 
 
-def is_launcher() -> bool:
-    """This process is rank 0 on node 0: not a rank that Lightning or torchrun started beside it."""
-    return all(os.environ.get(name, "0") == "0" for name in RANK_VARIABLES)
+def is_launcher(run_dir: str | os.PathLike | None = None) -> bool:
+    """This process owns the run: not a rank that its launcher (holding the lock on `run_dir`), torchrun or
+    another node's launcher runs beside the owner."""
+    env = os.environ
+    if run_dir is not None and env.get(HOLDER_VARIABLE) == f"{os.getppid()}:{Path(run_dir).resolve()}":
+        return False                                  # started by the holder of this run's lock
+    if env.get("TORCHELASTIC_RUN_ID"):
+        return env.get("RANK", "0") == "0"            # a torchrun worker: the global rank 0 owns the run
+    if env.get("MASTER_ADDR") and env.get("NODE_RANK", "0") != "0":
+        return False                                  # another node of a multi-node run: node 0 owns it
+    return True
 
 
 def held_for_children(run_dir: str | os.PathLike) -> dict[str, str]:
-    """The environment a lock holder gives the processes it starts to work in its run directory."""
-    return {HELD_ENV: f"{Path(run_dir).resolve()}:{os.getpid()}"}
-
-
-def held_by_parent(run: Path) -> bool:
-    """This process's parent holds `run`'s lock for it (see held_for_children). An orphan whose parent
-    died is not covered any more: it takes the lock itself, or stops if a new pipeline holds it."""
-    path, _, pid = os.environ.get(HELD_ENV, "").rpartition(":")
-    return bool(path) and Path(path) == run and pid == str(os.getppid())
+    """The environment a lock holder gives the processes it starts to work in its run directory (the
+    pipeline's `jobs: N` workers): they recognise their parent as the holder (is_launcher) and take nothing.
+    run_lock already exports it while held; this names it for a child started with an environment of its own."""
+    return {HOLDER_VARIABLE: f"{os.getpid()}:{Path(run_dir).resolve()}"}
 
 
 def describe(holder: dict) -> str:
@@ -63,7 +66,7 @@ def describe(holder: dict) -> str:
 def run_lock(run_dir: str | os.PathLike) -> Iterator[None]:
     """Hold RUN/.lock for the duration of the block, or raise UserError naming its holder."""
     run = Path(run_dir).resolve()
-    if run in _held or not is_launcher() or held_by_parent(run):
+    if run in _held or not is_launcher(run):
         yield
         return
     created = not run.exists()
@@ -87,10 +90,16 @@ def run_lock(run_dir: str | os.PathLike) -> Iterator[None]:
     _write(fd, {"pid": os.getpid(), "host": platform.node(), "command": _command_line(),
                 "since": _dt.datetime.now().astimezone().isoformat(timespec="seconds")})
     _held.add(run)
+    outer = os.environ.get(HOLDER_VARIABLE)
+    os.environ[HOLDER_VARIABLE] = f"{os.getpid()}:{run}"
     try:
         yield
     finally:
         _held.discard(run)
+        if outer is None:
+            os.environ.pop(HOLDER_VARIABLE, None)
+        else:
+            os.environ[HOLDER_VARIABLE] = outer
         try:
             os.ftruncate(fd, 0)       # an empty record: released in good order
             if created and [p.name for p in run.iterdir()] == [LOCK_FILE]:

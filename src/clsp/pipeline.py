@@ -709,7 +709,7 @@ def serve_stages(cfg: PipelineConfig) -> None:
 
     apply_threads(cfg.trainer)
     pipeline = Pipeline(cfg)
-    with run_lock(pipeline.layout.root):   # the parent's: nothing to take (clsp.lock.held_by_parent)
+    with run_lock(pipeline.layout.root):   # the parent's: nothing to take (clsp.lock.is_launcher)
         pipeline.preflight()               # the same plan as the parent's (it decides which evaluations run)
         serve({stage.name: stage for stage in pipeline.stages()})
 

@@ -358,7 +358,7 @@ def last_checkpoint(run_dir: str | Path) -> Optional[Path]:
     folder = Path(run_dir) / "checkpoints"
     if not folder.is_dir():
         return None
-    if is_launcher():
+    if is_launcher(run_dir):
         remove_temporaries(folder)
     steps = sorted(folder.glob("step*.ckpt"), key=lambda p: _step_of(p.name), reverse=True)
     candidates = [p for p in [folder / "last.ckpt", *steps] if p.is_file()]

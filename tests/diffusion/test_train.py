@@ -173,6 +173,18 @@ def test_bad_configs_fail_before_any_work(tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+def test_a_batch_larger_than_memory_is_refused_before_the_first_step(tmp_path, monkeypatch):
+    """A forced limit of 1 MiB (CLSP_MEMORY_LIMIT_MB): refused naming batch_size, before anything is written."""
+    from clsp.memory import LIMIT_VARIABLE
+
+    monkeypatch.setenv(LIMIT_VARIABLE, "1")
+    with pytest.raises(UserError, match=r"batch_size=8 needs at least .* GiB .* lower batch_size"):
+        train_diffusion(config(tmp_path / "run", "dataset.size=8", "batch_size=8", "max_steps=2"))
+    assert not (tmp_path / "run" / "checkpoints").exists() and not (tmp_path / "run" / "model").exists()
+    monkeypatch.setenv(LIMIT_VARIABLE, "4096")
+    train_diffusion(config(tmp_path / "run", "dataset.size=8", "batch_size=8", "max_steps=2", "n_sample_grid=0"))
+
+
 def test_fine_tuning_starts_from_the_init_model(tmp_path, saved_tiny_model):
     from clsp.io import hash_directory, read_json
 

@@ -99,3 +99,29 @@ def test_fid_eval_end_to_end_with_stand_in_inception_weights(tiny_model, tmp_pat
     torch.save({"not": torch.zeros(1)}, tmp_path / "wrong.pth")
     with pytest.raises(UserError, match="FID Inception"):
         fid_eval(tiny_model, data, tmp_path / "fid2", n=6, inception_weights=tmp_path / "wrong.pth", device="cpu", dims=64)
+
+
+def test_the_inception_weights_are_read_once_and_tensors_only(tmp_path, monkeypatch):
+    """torch-fidelity gets the tensors clsp checked: the user's file is read once, with weights_only=True."""
+    import torch_fidelity.feature_extractor_inceptionv3 as tfi
+
+    from clsp.eval.fid import load_inception
+
+    with monkeypatch.context() as m:
+        m.setattr(tfi, "load_state_dict_from_url", lambda *a, **k: None)
+        m.setattr(tfi.FeatureExtractorInceptionV3, "load_state_dict", lambda self, state: None)
+        torch.manual_seed(0)
+        weights = tmp_path / "inception.pth"
+        saved = tfi.FeatureExtractorInceptionV3("inception-v3-compat", ["64"]).state_dict()
+        torch.save(saved, weights)
+    reads, real_load = [], torch.load
+
+    def recording_load(f, *args, **kwargs):
+        reads.append((str(f), kwargs.get("weights_only")))
+        return real_load(f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", recording_load)
+    model = load_inception(weights, "cpu", dims=64)
+    assert reads == [(str(weights), True)]
+    assert all(torch.equal(model.state_dict()[k], saved[k]) for k in saved)
+    assert tfi.torch is torch                                       # the hand-over ends with the call

@@ -60,3 +60,21 @@ def test_matches_a_direct_loop():
 
 def test_best_k_prefers_smallest_on_ties():
     assert best_k({5: 90.0, 10: 91.0, 20: 91.0}) == (10, 91.0)
+
+
+def test_a_size_other_than_the_encoders_is_said(encoder_file, caplog):
+    """--size 8 on a 16 px encoder: a warning names both sizes and the flag; the encoder's own size is silent."""
+    import logging
+
+    from clsp.data.config import DatasetConfig
+    from clsp.eval.features import Encoder
+
+    encoder = Encoder(encoder_file, "cpu")
+    with caplog.at_level(logging.WARNING, logger="clsp"):
+        assert encoder.dataset_config(DatasetConfig(name="digits")).size == 16
+        assert encoder.dataset_config(DatasetConfig(name="digits", size=16)).size == 16
+    assert not caplog.records
+    with caplog.at_level(logging.WARNING, logger="clsp"):
+        assert encoder.dataset_config(DatasetConfig(name="digits", size=8)).size == 8
+    said = " ".join(r.getMessage() for r in caplog.records)
+    assert "trained at 16 px" in said and "loaded at 8 px" in said and "--size" in said

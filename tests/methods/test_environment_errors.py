@@ -105,3 +105,15 @@ def test_ctrl_c_inside_training_exits_130(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(ContrastiveMethod, "training_step", interrupted)
     assert main(pretrain_argv(tmp_path, tmp_path / "run")) == 130
     assert capsys.readouterr().err.strip().splitlines()[-1] == "clsp: interrupted"
+
+
+def test_a_batch_larger_than_memory_is_refused_before_the_first_step(tmp_path, monkeypatch, capsys):
+    """With 2 MiB available (CLSP_MEMORY_LIMIT_MB), a batch of 16: one line naming batch_size, no checkpoint."""
+    from clsp.memory import LIMIT_VARIABLE
+
+    monkeypatch.setenv(LIMIT_VARIABLE, "2")
+    run = tmp_path / "run"
+    assert main(pretrain_argv(tmp_path, run, "batch_size=16")) == 2
+    line = one_error_line(capsys)
+    assert "batch_size=16 needs at least" in line and "lower batch_size" in line
+    assert not (run / "checkpoints").exists()

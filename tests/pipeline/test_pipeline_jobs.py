@@ -67,20 +67,20 @@ def test_each_job_gets_its_share_of_the_gpus(monkeypatch):
 
 
 def test_workers_work_under_the_pipelines_lock_and_nobody_else_does(tmp_path):
-    from clsp.lock import HELD_ENV, held_for_children, run_lock
+    from clsp.lock import HOLDER_VARIABLE, held_for_children, run_lock
 
     enter = ("import sys\nfrom clsp.errors import UserError\nfrom clsp.lock import run_lock\ntry:\n"
              "    with run_lock(sys.argv[1]):\n        print('in')\nexcept UserError:\n    print('refused')")
 
     def child(extra: dict[str, str]) -> str:
-        env = {k: v for k, v in os.environ.items() if k != HELD_ENV}
+        env = {k: v for k, v in os.environ.items() if k != HOLDER_VARIABLE}
         return subprocess.run([sys.executable, "-c", enter, str(tmp_path)], env={**env, **extra}, capture_output=True,
                               text=True, timeout=120).stdout.strip()
 
     with run_lock(tmp_path):
         assert child(held_for_children(tmp_path)) == "in"                  # started by the holder
         assert child({}) == "refused"
-        assert child({HELD_ENV: f"{tmp_path.resolve()}:1"}) == "refused"   # a process that is not its parent
+        assert child({HOLDER_VARIABLE: f"1:{tmp_path.resolve()}"}) == "refused"   # a process that is not its parent
         assert child(held_for_children(tmp_path / "other")) == "refused"   # another run directory
 
 

@@ -1,6 +1,6 @@
 """Chunks are checked by content, not size alone: a chunk zeroed at its size, an edited header and an
-object-dtype chunk are refused naming the chunk and the command that regenerates it; the checksums
-are verified once and then trusted while size and mtime hold."""
+object-dtype chunk are refused naming the chunk and the command that regenerates it; each process
+verifies the checksums on first use (a flipped byte with its mtime restored is caught)."""
 
 from __future__ import annotations
 
@@ -81,20 +81,37 @@ def test_an_object_dtype_chunk_is_refused_without_unpickling_it(tmp_path, digits
         PositivesStore.open(tmp_path / "s", digits_small)
 
 
-def test_checksums_are_verified_once_then_cached_by_size_and_mtime(tmp_path, digits_small, monkeypatch):
+def test_checksums_are_verified_once_per_process(tmp_path, digits_small, monkeypatch):
     hashed = []
     real = store_module.file_sha256
     monkeypatch.setattr(store_module, "file_sha256", lambda path: hashed.append(path.name) or real(path))
+    monkeypatch.setattr(store_module, "_verified", {})                       # a fresh process
     write_store(tmp_path / "s", digits_small, planted_candidates(45, 2))
     assert sorted(hashed) == [f"chunk_{i:05d}.npy" for i in range(6)]   # each verified once, as it landed
 
     for _ in range(3):
         PositivesStore.open(tmp_path / "s", digits_small)
-    assert len(hashed) == 6                                                # then a stat per chunk, no rehash
+    assert len(hashed) == 6                                                # then a stat per chunk in this process
     path = chunk_path(tmp_path / "s", 5)
     os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 1))
     PositivesStore.open(tmp_path / "s", digits_small)
     assert hashed[6:] == ["chunk_00005.npy"]                               # a touched chunk is hashed again
-    (tmp_path / "s" / "verified.json").unlink()
+    monkeypatch.setattr(store_module, "_verified", {})                       # the next process
     PositivesStore.open(tmp_path / "s", digits_small)
-    assert len(hashed) == 13                                               # no cache: every chunk again
+    assert len(hashed) == 13                                               # every chunk again
+
+
+def test_a_flipped_byte_with_its_mtime_restored_is_caught_by_the_next_process(tmp_path, digits_small, monkeypatch):
+    """Bit rot keeps mtimes: `touch -r` after flipping a byte must not pass."""
+    write_store(tmp_path / "s", digits_small, planted_candidates(45, 2))
+    PositivesStore.open(tmp_path / "s", digits_small)                      # verified by this process
+    path = chunk_path(tmp_path / "s", 2)
+    before = path.stat()
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0x01
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert path.stat().st_mtime_ns == before.st_mtime_ns and path.stat().st_size == before.st_size
+    monkeypatch.setattr(store_module, "_verified", {})                       # the next process (pretrain, stats)
+    with pytest.raises(UserError, match=rf"chunk_00002\.npy: its bytes do not match the checksum.*{REGENERATE}"):
+        PositivesStore.open(tmp_path / "s", digits_small)

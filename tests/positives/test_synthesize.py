@@ -142,6 +142,23 @@ def test_killed_job_resumes_to_identical_bytes(reference, tiny_model, tmp_path):
     assert PositivesStore.open(store).manifest["complete"]
 
 
+def test_sigterm_ends_the_job_as_an_interrupt(tiny_model, tmp_path):
+    """SIGTERM once a chunk is done: "clsp: interrupted" and exit 130, like the training stages."""
+    store = tmp_path / "store"
+    job = subprocess.Popen([sys.executable, "-m", "clsp", *cli_args(tiny_model, store)], env=subprocess_env(),
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 120
+    done: list[int] = []
+    while not done and job.poll() is None and time.monotonic() < deadline:
+        with contextlib.suppress(OSError, ValueError):
+            done = json.loads((store / MANIFEST).read_text())["complete_chunks"]
+        time.sleep(0.005)
+    job.send_signal(signal.SIGTERM)
+    output = job.communicate(timeout=60)[0].decode()
+    assert job.returncode == 130 and "clsp: interrupted" in output, output[-2000:]
+    assert "Traceback" not in output
+
+
 def test_two_processes_write_the_same_store_as_one(reference, tiny_model, tmp_path):
     store = tmp_path / "store"
     run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",

@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from clsp.data.registry import register
-from clsp.data.sets import IMAGENET_MEAN, IMAGENET_STD, ImageSet, ImageSource, StreamingImageSet, fingerprint_cache_key
+from clsp.data.sets import (IMAGENET_MEAN, IMAGENET_STD, ImageSet, ImageSource, StreamingImageSet, fingerprint_cache_key,
+                             shown)
 from clsp.errors import UserError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -108,7 +109,7 @@ def scan_folder(folder: Path) -> tuple[list[tuple[str, int]], list[str], bool]:
         raise UserError(f"{folder} mixes images ({files[0].name}, ...) with class subfolders ({class_dirs[0][0].name}/, "
                         "...); put every image in a class subfolder, or use a flat folder of images only")
     if class_dirs:
-        classes = [d.name for d, _ in class_dirs]
+        classes = [shown(d.name) for d, _ in class_dirs]
         items = [(str(p), label) for label, (_, images) in enumerate(class_dirs) for p in images]
         return items, classes, True
     if files:
@@ -198,7 +199,8 @@ def load_folder(path: str, split: str = "train", root=None, size: int | None = N
     if folder == base and split != "all":
         items, source = _one_set_split(base, split, items, labelled, holdout)
     size = image_side(items[0][0]) if size is None else size
-    return image_list_set(f"folder:{base}", split, items, classes, source, size, labelled, max_memory_mb, stream=stream)
+    return image_list_set(f"folder:{shown(str(base))}", split, items, classes, shown(source), size, labelled, max_memory_mb,
+                          stream=stream)
 
 
 def _one_set_split(base: Path, split: str, items: list[tuple[str, int]], labelled: bool,

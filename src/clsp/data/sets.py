@@ -188,7 +188,7 @@ class StreamingImageSet:
             h = hashlib.sha256(f"{self.name}|{self.split}|{self.image_size}".encode())
             for path, label in self.items:
                 st = os.stat(path)
-                h.update(f"{Path(path).name}|{st.st_size}|{int(st.st_mtime)}|{label}\n".encode())
+                h.update(os.fsencode(Path(path).name) + f"|{st.st_size}|{int(st.st_mtime)}|{label}\n".encode())
             self._fingerprint = h.hexdigest()[:16]
         return self._fingerprint
 
@@ -256,8 +256,14 @@ def fingerprint_cache_key(name: str, split: str, size: int | None, files: list[s
                                   default=str).encode())
     for f in files:
         st = os.stat(f)
-        h.update(f"{Path(f).resolve()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+        h.update(os.fsencode(Path(f).resolve()) + f"|{st.st_size}|{st.st_mtime_ns}\n".encode())
     return h.hexdigest()
+
+
+def shown(name: str) -> str:
+    """A file or folder name as text that prints and serialises: bytes that are not UTF-8 (Python keeps
+    them as surrogates, e.g. b'caf\\xe9' -> 'caf\\udce9') written as escapes ('caf\\xe9')."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
 
 
 def cached_fingerprint(key: str, shape: tuple[int, ...], compute: Callable[[], str]) -> str:

@@ -202,6 +202,21 @@ def _lightning_module():
     return DiffusionModule
 
 
+def check_batch_fits(cfg: DiffusionTrainConfig, unet, channels: int, size: int) -> None:
+    """Refuse, before the first step, a batch whose UNet activations cannot fit in memory (clsp.memory)."""
+    from clsp.memory import activation_bytes_per_image, check_step_fits
+    from clsp.training import precision, uses_gpu
+
+    def forward(x):
+        steps = torch.zeros(len(x), dtype=torch.long)
+        labels = steps if getattr(unet.config, "num_class_embeds", None) else None
+        return unet(x, steps, class_labels=labels).sample
+
+    per_image = activation_bytes_per_image([unet], forward, torch.zeros(2, channels, size, size))
+    check_step_fits(per_image, cfg.batch_size, "cuda" if uses_gpu(cfg.trainer) else "cpu", "batch_size", cfg.batch_size,
+                    precision(cfg.trainer))
+
+
 def with_classes(unet, num_classes: int, source: str):
     """The init model as the run needs it: unchanged when its class table fits `num_classes` (0: none); an
     unconditional model given a new class table of num_classes + 1 entries initialised to zero, so that
@@ -292,6 +307,7 @@ def _train_diffusion(cfg: DiffusionTrainConfig) -> Path:
     if uses_gpu(cfg.trainer):                                   # before DDP wraps it and Adam holds its parameters
         unet.to(memory_format=torch.channels_last)
 
+    check_batch_fits(cfg, unet, train_set.channels, train_set.image_size)
     if rank_zero_only.rank == 0:
         stage.start()
     labels = torch.from_numpy(train_set.labels).long() if cfg.conditional else None

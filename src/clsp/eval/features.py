@@ -38,10 +38,19 @@ class Encoder:
         return dict(self._record)
 
     def dataset_config(self, cfg):
-        """The dataset section with the image side set to the encoder's input resolution when unset."""
+        """The dataset section with the image side set to the encoder's input resolution when unset. A side
+        other than the one the encoder was trained at is allowed (a resolution study) but said: the images are
+        loaded at it, then resized to the encoder's input, which is not the data the encoder saw."""
         import dataclasses
+        import logging
 
-        return cfg if cfg.size is not None else dataclasses.replace(cfg, size=self.size)
+        if cfg.size is None:
+            return dataclasses.replace(cfg, size=self.size)
+        if int(cfg.size) != self.size:
+            logging.getLogger("clsp").warning(
+                f"the encoder was trained at {self.size} px; the images are loaded at {cfg.size} px "
+                f"(--size / dataset.size) and resized to {self.size} px: leave --size out to evaluate as trained")
+        return cfg
 
 
 def open_encoder(encoder_path, kind: str, out_dir=None, device=None):

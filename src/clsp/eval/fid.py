@@ -14,6 +14,7 @@ weights file and the layer.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from pathlib import Path
 
@@ -58,17 +59,37 @@ def load_inception(weights_path, device, dims: int = 2048):
     if weights_path is None or not Path(weights_path).is_file():
         where = f" ({weights_path} does not exist)" if weights_path is not None else ""
         raise UserError(WEIGHTS_HELP + where)
-    try:  # only tensors: torch-fidelity itself then loads the file with weights_only=False
-        torch.load(weights_path, map_location="cpu", weights_only=True)
+    try:  # only tensors, read once: torch-fidelity gets these (its own torch.load would unpickle anything)
+        state = torch.load(weights_path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unreadable file is the user's to replace
         raise UserError(f"{weights_path} is not a PyTorch state dict of tensors ({str(e).splitlines()[0]}); {WEIGHTS_HELP}") from None
-    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+    import torch_fidelity.feature_extractor_inceptionv3 as tfi
 
     try:
-        model = FeatureExtractorInceptionV3("inception-v3-compat", [str(dims)], feature_extractor_weights_path=str(weights_path))
+        with _handed_over(tfi, state):
+            model = tfi.FeatureExtractorInceptionV3("inception-v3-compat", [str(dims)],
+                                                    feature_extractor_weights_path=str(weights_path))
     except (RuntimeError, KeyError, AttributeError) as e:
         raise UserError(f"{weights_path} does not hold the FID Inception's weights ({str(e).splitlines()[0]}); {WEIGHTS_HELP}") from None
     return model.to(device).eval()
+
+
+@contextlib.contextmanager
+def _handed_over(module, state: dict):
+    """Within the block, `module`'s `torch.load(...)` returns the checked `state` instead of reading a file."""
+
+    class TorchWithState:
+        def load(self, *args, **kwargs):
+            return state
+
+        def __getattr__(self, name):
+            return getattr(torch, name)
+
+    module.torch = TorchWithState()
+    try:
+        yield
+    finally:
+        module.torch = torch
 
 
 @torch.no_grad()

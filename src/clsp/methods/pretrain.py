@@ -259,6 +259,7 @@ def _pretrain(cfg: PretrainConfig, callbacks: list | None) -> Path:
     steps_per_epoch = data.steps_per_epoch(world)
     module = method_class(cfg.method)(cfg, data, views, steps_per_epoch, num_classes, monitor)
     module = module.to(memory_format=torch.channels_last)  # as the augmented views are (and DDP's buckets)
+    check_batch_fits(cfg, module, size, views.n_views)
 
     trainer = training.make_trainer(cfg.trainer, out, max_steps=steps_per_epoch * cfg.epochs, max_epochs=cfg.epochs,
                                     callbacks=list(callbacks or []), use_distributed_sampler=False)
@@ -295,6 +296,21 @@ def _pretrain(cfg: PretrainConfig, callbacks: list | None) -> Path:
                                                                   ("online kNN", metrics["knn_acc"])) if value is not None)
     log.info(f"pretrain: done in {wall:.0f} s{'; ' + scores if scores else ''} -> {out / ENCODER_FILE}")
     return out
+
+
+def check_batch_fits(cfg: PretrainConfig, module, size: int, n_views: int) -> None:
+    """Refuse, before the first step, a batch whose views' activations cannot fit in memory (clsp.memory)."""
+    import torch
+
+    from clsp import training
+    from clsp.memory import activation_bytes_per_image, check_step_fits
+
+    channels = next(m for m in module.backbone.modules() if isinstance(m, torch.nn.Conv2d)).in_channels
+    example = torch.zeros(2, channels, size, size)
+    per_image = activation_bytes_per_image([module.backbone, module.projector],
+                                           lambda x: module.projector(module.backbone(x)), example)
+    check_step_fits(per_image, cfg.batch_size * n_views, "cuda" if training.uses_gpu(cfg.trainer) else "cpu",
+                    "batch_size", cfg.batch_size, training.precision(cfg.trainer))
 
 
 def collapse_check(csv_path: Path, collapsed_loss: float | None) -> dict:

@@ -88,10 +88,21 @@ def register(subparsers) -> None:
 
 
 def run_synthesize(cfg) -> int:
+    import signal
+
     from clsp.positives.synthesize import synthesize
 
-    synthesize(cfg)
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # as the training stages: "clsp: interrupted", exit 130
+    try:
+        synthesize(cfg)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+def _interrupt(signum, frame) -> None:
+    """SIGTERM (a scheduler, `kill`) ends the job as Ctrl-C does; the store keeps its finished chunks."""
+    raise KeyboardInterrupt
 
 
 def run_preview(cfg: PreviewConfig) -> int:
