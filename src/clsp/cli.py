@@ -38,6 +38,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+# Commands whose work threads do not speed up (reading, plotting, small grids): no thread line.
+LIGHT_COMMANDS = {"data", "positives", "report"}
+
+
 def build_parser(commands: Sequence[str] = ()) -> argparse.ArgumentParser:
     """The parser with `commands` built in full (their modules imported) and the others as names only."""
     parser = argparse.ArgumentParser(prog="clsp", description="Contrastive Learning with Synthetic Positives.",
@@ -299,7 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if as_command:  # run as the `clsp` command: this process's CPU threads are chosen once, here
             from clsp.threads import set_threads
 
-            set_threads()
+            set_threads(say=args.command not in LIGHT_COMMANDS and not getattr(args, "print_config", False))
         return int(args.func(args) or 0)
     except UserError as e:
         return _fail(str(e))

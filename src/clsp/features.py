@@ -59,7 +59,7 @@ def extract_features(backbone: nn.Module, images, mean: Sequence[float], std: Se
     normalise = make_augment(recipe, size, mean, std).to(device)
     on_gpu = device.type == "cuda"
     batches = image_batches(images, batch_size, device)
-    if progress:
+    if progress and len(images) > batch_size:  # no bar for a one-batch loop
         from tqdm.auto import tqdm
 
         batches = tqdm(batches, total=-(-len(images) // batch_size), desc="features", unit="batch", leave=False)

@@ -593,8 +593,11 @@ class Pipeline:
                                 f"the synthesis.k={cfg.synthesis.k} candidates stored per image; use at most {cfg.synthesis.k}")
             batch = pre.batch_size * world_size(pre.trainer)
             if len(train) < batch:
-                raise UserError(f"{cfg.dataset.name} split '{cfg.dataset.train_split}' has {len(train)} images, fewer than "
-                                f"the global batch {batch} of pretraining {name}; lower pretrain.batch_size")
+                devices = f" x {batch // pre.batch_size} devices" if batch != pre.batch_size else ""
+                raise UserError(f"{cfg.dataset.name} split '{cfg.dataset.train_split}' has {len(train)} training images, "
+                                f"fewer than one pretraining batch of run {name} (pretrain.batch_size={pre.batch_size}"
+                                f"{devices}); set pretrain.batch_size to at most {len(train) * pre.batch_size // batch} "
+                                "(for MoCo a divisor of pretrain.moco.queue_size)")
         self.data_record = {"train": _describe(train), "eval": None, "skipped": {}}
         wanted = [kind for kind in LABELLED_EVALS if getattr(ev, kind)]
         if wanted and ev.dataset is None and train.labels is None:

@@ -9,7 +9,8 @@ threads spin while they wait for each other, so on cores shared with another job
   2. OMP_NUM_THREADS, when the user set it;
   3. the number of CPUs this process may run on (os.sched_getaffinity).
 
-It is printed once per process (to stderr, unless CLSP_QUIET is set), and again only if it changes.
+It is printed once per process (to stderr, unless CLSP_QUIET is set), and again only if it changes, by the
+commands where it matters (training, sampling, evaluation; not `data`, `report`, `positives` or --print-config).
 """
 
 from __future__ import annotations
@@ -52,15 +53,16 @@ def choose_threads(requested: int | None = None) -> tuple[int, str]:
     return cpus, why
 
 
-def set_threads(requested: int | None = None) -> int:
-    """Set torch's intra-op threads as `choose_threads` says; say the choice the first time and on a change."""
+def set_threads(requested: int | None = None, say: bool = True) -> int:
+    """Set torch's intra-op threads as `choose_threads` says; say the choice the first time and on a change
+    (`say=False`: set it without a word, for commands whose work threads do not speed up)."""
     global _said
     import torch
 
     threads, why = choose_threads(requested)
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
-    if threads != _said:
+    if say and threads != _said:
         if not os.environ.get("CLSP_QUIET"):
             print(f"clsp: {threads} CPU thread{'s' if threads > 1 else ''} ({why}; set {ENV} or trainer.threads "
                   f"to change)", file=sys.stderr)

@@ -193,19 +193,51 @@ def format_duration(seconds: float) -> str:
     return f"{seconds} s"
 
 
-def estimate_line(stage: str, measured_steps: int, seconds: float, remaining_steps: int, device: str) -> str:
-    """What a few measured steps say about the rest of a stage."""
+def estimate_line(stage: str, measured_steps: int, seconds: float, remaining_steps: int, device: str,
+                  done_steps: int | None = None) -> str:
+    """What a few measured steps say about the rest of a stage; `done_steps`: the steps this run has made so
+    far, the measured ones last (so that the line names them, and its counts add up to the total)."""
     per_step = seconds / measured_steps
-    line = (f"{stage}: {measured_steps} steps took {seconds:.1f} s ({per_step:.2f} s a step); the remaining "
+    measured = (f"{measured_steps} steps" if done_steps is None else
+                f"steps {done_steps - measured_steps + 1:,}-{done_steps:,} of {done_steps + remaining_steps:,}")
+    line = (f"{stage}: {measured} took {seconds:.1f} s ({per_step:.2f} s a step); the remaining "
             f"{remaining_steps:,} steps will take about {format_duration(per_step * remaining_steps)} on this {device}")
     if device == "cpu" and per_step * remaining_steps > 3600:
         line += " (a GPU preset on a CPU? stop with Ctrl-C and choose a smaller preset or fewer steps)"
     return line
 
 
+# Work a CPU thread does in a second, in parameters x input values per training step: the demo's pretraining
+# (ResNet-18 at width 32, 200 grey 16 px images a step) on this project's 2-core VM; an order of magnitude, for
+# naming a GPU-sized run before its first step, not for the estimate itself (that is timed).
+CPU_WORK_PER_SECOND = 5e10
+GPU_SIZED_HOURS = 10.0
+
+
+def gpu_sized_line(stage: str, parameters: int, values_per_step: int, steps: int) -> str | None:
+    """On a CPU, before the first step: a run whose size alone (parameters x input values per step x steps)
+    means many hours of CPU is named as sized for a GPU, before minutes go into timing its first steps."""
+    hours = parameters * values_per_step * steps / CPU_WORK_PER_SECOND / 3600
+    if hours < GPU_SIZED_HOURS:
+        return None
+    return (f"{stage}: this run is sized for a GPU ({steps:,} steps, {values_per_step:,} input values a step, "
+            f"{parameters / 1e6:.1f}M parameters): on a CPU it takes in the order of {format_duration(hours * 3600)}; "
+            "stop with Ctrl-C and choose a CPU-sized preset (--config demo) or fewer steps, or wait for the timed "
+            "estimate after its first steps")
+
+
+def _images(batch):
+    """The first 4-dimensional tensor of a batch (images), looking into tuples, lists and dicts."""
+    if hasattr(batch, "dim"):
+        return batch if batch.dim() == 4 else None
+    items = batch.values() if isinstance(batch, dict) else batch if isinstance(batch, (list, tuple)) else ()
+    return next((found for found in map(_images, items) if found is not None), None)
+
+
 def time_estimate(measured_steps: int = 3, min_seconds: float = 120.0, clock=None):
-    """A callback that times a few training steps after the first (which includes warm-up) and, when the
-    rest of the run will take more than `min_seconds`, says how long it will take."""
+    """A callback that names a GPU-sized run on a CPU before its first step (from its size), then times a few
+    training steps after the first (which includes warm-up) and, when the rest of the run will take more than
+    `min_seconds`, says how long it will take."""
     import time
 
     from lightning.pytorch.callbacks import Callback
@@ -216,6 +248,22 @@ def time_estimate(measured_steps: int = 3, min_seconds: float = 120.0, clock=Non
         def __init__(self) -> None:
             self.start_step: int | None = None
             self.started = 0.0
+            self.sized = False
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+            if self.sized:
+                return
+            self.sized = True
+            images = _images(batch)
+            if trainer.strategy.root_device.type != "cpu" or not trainer.is_global_zero or images is None:
+                return
+            steps = (trainer.max_steps if trainer.max_steps > 0 else trainer.estimated_stepping_batches) - trainer.global_step
+            parameters = sum(p.numel() for p in pl_module.parameters())
+            line = gpu_sized_line("training", parameters, images.numel() * trainer.world_size, int(steps))
+            if line:
+                import logging
+
+                logging.getLogger("clsp").info(line)
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
             step = trainer.global_step
@@ -230,7 +278,8 @@ def time_estimate(measured_steps: int = 3, min_seconds: float = 120.0, clock=Non
                 import logging
 
                 device = "cpu" if trainer.strategy.root_device.type == "cpu" else str(trainer.strategy.root_device)
-                logging.getLogger("clsp").info(estimate_line("training", measured_steps, seconds, remaining, device))
+                logging.getLogger("clsp").info(estimate_line("training", measured_steps, seconds, remaining, device,
+                                                             done_steps=step))
 
     return TimeEstimate()
 

@@ -88,3 +88,39 @@ def test_the_readme_names_only_files_that_exist():
     named |= {f"benchmarks/{name}" for name in re.findall(r"`(\w+\.py)`", README.split("## Tests and benchmarks")[1])}
     missing = sorted(p for p in named if not (REPO / p).exists())
     assert named and not missing, missing
+
+
+def demo_outputs() -> tuple[object, set[str]]:
+    """The demo's resolved config and the paths a `clsp pipeline --config demo` run leaves under runs/demo."""
+    from clsp.layout import RunLayout, runs_from_config
+    from clsp.config import load_config, to_dict
+    from clsp.pipeline import PipelineConfig
+
+    demo = load_config(PipelineConfig, CONFIG_DIR / "demo.yaml")
+    at = RunLayout(Path(demo.out_dir))
+    runs = [spec.name for spec in runs_from_config(to_dict(demo))]
+    paths = {at.root, at.store(), at.report}
+    paths |= {at.pretrain(name) for name in runs} | {at.encoder(name) for name in runs}
+    if not demo.model_dir:
+        paths.add(at.model)
+    return demo, {str(p) for p in paths}
+
+
+@pytest.mark.parametrize("line", [line for line in EXAMPLES["help"] if "runs/demo" in line])
+def test_help_examples_fit_what_the_demo_leaves_behind(line):
+    """An example that reads runs/demo names only what the demo makes, and loads the data as the demo made it
+    (a store is checked against the exact images it was made from)."""
+    demo, made = demo_outputs()
+    words = clsp_words(line)
+    cfg = resolve_config(words)
+    for word in words:
+        if word == "runs/demo" or word.startswith("runs/demo/"):                # what it reads (not an --out)
+            assert word.rstrip("/") in made, (word, sorted(made))
+    if "runs/demo/positives" in words and getattr(cfg, "dataset", None) is not None:
+        for key in ("name", "size", "subset"):
+            assert getattr(cfg.dataset, key) == getattr(demo.dataset, key), (line, key)
+    model = getattr(cfg, "model", None)
+    if isinstance(model, str) and model.startswith("clsp:"):
+        from clsp.diffusion.model import shipped_models
+
+        assert model[len("clsp:"):] in shipped_models()

@@ -47,13 +47,16 @@ def test_the_choice_is_applied_and_said_once(clean_env, capsys):
     assert torch.get_num_threads() == 2 and "clsp: 2 CPU threads (CLSP_THREADS" in capsys.readouterr().err
 
 
-def test_the_clsp_command_chooses_and_says_it(tmp_path):
+@pytest.mark.parametrize("argv, said", [(["data", "info", "digits"], False),        # threads do not matter there
+                                        (["eval", "knn", "--ckpt", "nope", "--dataset", "digits"], True)])
+def test_the_clsp_command_chooses_and_says_it_where_threads_matter(tmp_path, argv, said):
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "CLSP_QUIET")}
-    script = ("import sys, torch; from clsp.cli import main; sys.argv = ['clsp', 'data', 'info', 'digits']; "
+    script = (f"import sys, torch; from clsp.cli import main; sys.argv = ['clsp', *{argv!r}]; "
               "code = main(); print('threads', torch.get_num_threads()); sys.exit(code)")
-    out = subprocess.run([sys.executable, "-c", script], env=dict(env, CLSP_THREADS="1"), capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    assert "clsp: 1 CPU thread (CLSP_THREADS" in out.stderr and "threads 1" in out.stdout
+    out = subprocess.run([sys.executable, "-c", script], env=dict(env, CLSP_THREADS="1"), capture_output=True, text=True,
+                         cwd=tmp_path)
+    assert out.returncode == (0 if argv[0] == "data" else 2), out.stderr
+    assert ("clsp: 1 CPU thread (CLSP_THREADS" in out.stderr) == said and "threads 1" in out.stdout
 
 
 def test_a_config_sets_threads_and_null_leaves_the_choice_alone(clean_env):

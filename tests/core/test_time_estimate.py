@@ -30,9 +30,44 @@ def test_training_estimate_is_logged_after_a_few_steps(tmp_path, caplog):
     trainer = make_trainer(cfg, tmp_path, max_steps=100, callbacks=[estimate])
     with caplog.at_level("INFO", logger="clsp"):
         trainer.fit(Tiny(), train_dataloaders=torch.utils.data.DataLoader(torch.randn(400, 2), batch_size=4))
-    lines = [r.getMessage() for r in caplog.records if "steps took" in r.getMessage()]
-    assert lines == ["training: 3 steps took 57.0 s (19.00 s a step); the remaining 96 steps will take about "
-                     "30 min 24 s on this cpu"]
+    lines = [r.getMessage() for r in caplog.records if " took " in r.getMessage()]
+    # the warm-up step, steps 2-4 timed, 96 to go: 1 + 3 + 96 = 100
+    assert lines == ["training: steps 2-4 of 100 took 57.0 s (19.00 s a step); the remaining 96 steps will take "
+                     "about 30 min 24 s on this cpu"]
+    assert "sized for a GPU" not in caplog.text
+
+
+def test_a_gpu_sized_run_on_a_cpu_is_named_before_its_first_step(tmp_path, caplog):
+    import lightning as L
+
+    from clsp.training import TrainerConfig, gpu_sized_line, make_trainer
+
+    # the fashion-mnist preset's pretraining: ResNet-18 (11.2M), 512 grey 32 px images a step, 11,700 steps
+    assert "sized for a GPU" in gpu_sized_line("training", 11_200_000, 512 * 32 * 32, 11_700)
+    assert gpu_sized_line("training", 2_800_000, 200 * 16 * 16, 30) is None      # the demo's: CPU-sized
+
+    class FirstStep(Exception):
+        pass
+
+    class Big(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(64 * 64 * 3, 512)     # 6.3M parameters
+
+        def training_step(self, batch, _):
+            raise FirstStep                                    # the line must come before the first step's work
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    cfg = TrainerConfig(accelerator="cpu", progress=False, checkpoint_every=1000)
+    trainer = make_trainer(cfg, tmp_path, max_steps=50_000)
+    with caplog.at_level("INFO", logger="clsp"):
+        try:
+            trainer.fit(Big(), train_dataloaders=torch.utils.data.DataLoader(torch.zeros(8, 3, 64, 64), batch_size=8))
+        except FirstStep:
+            pass
+    assert "training: this run is sized for a GPU (50,000 steps, 98,304 input values a step, 6.3M parameters)" in caplog.text
 
 
 def test_synthesis_estimate_on_a_cpu(caplog, monkeypatch, digits):

@@ -171,6 +171,13 @@ def test_grey_folder_keeps_one_channel_and_a_colour_image_makes_it_rgb(tmp_path)
     ds = load_dataset(f"folder:{tmp_path / 'grey'}")
     assert ds.images.shape == (4, 8, 8, 1)
     np.testing.assert_array_equal(ds.images[:3, ..., 0], np.stack(grey))
+    from clsp.config import load_config
+    from clsp.data.config import DatasetConfig, load_split
+
+    as_rgb = load_split(load_config(DatasetConfig, None, [f"name=folder:{tmp_path / 'grey'}", "channels=3"]), "all")
+    assert as_rgb.images.shape == (4, 8, 8, 3)                                          # dataset.channels=3 keeps RGB
+    np.testing.assert_array_equal(as_rgb.images, np.repeat(ds.images, 3, axis=-1))
+    assert as_rgb.fingerprint != ds.fingerprint
     colour = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
     write_png(tmp_path / "grey" / "4.png", colour)
     ds = load_dataset(f"folder:{tmp_path / 'grey'}")

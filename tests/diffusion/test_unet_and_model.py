@@ -190,5 +190,5 @@ def test_check_model_matches(tiny_unet):
         check_model_matches(tiny_unet, 32, channels=1)
     with pytest.raises(UserError, match=r"\(anchors.size / --size 8\)"):  # the key the calling command has
         check_model_matches(tiny_unet, 32, channels=1, size_key="anchors.size / --size")
-    with pytest.raises(UserError, match="1 input / 1 output channels but the data has 3"):
+    with pytest.raises(UserError, match=r"1 input / 1 output channels but the data has 3; load the data with as many \(dataset.channels=1\)"):
         check_model_matches(tiny_unet, 8, channels=3)

@@ -15,7 +15,7 @@ def test_tsne_separates_separated_clusters():
     assert np.array_equal(nearest, labels)  # every point lies nearest to its own cluster's centre
 
 
-def test_embed_plot_writes_figure_and_metrics(encoder_file, tmp_path):
+def test_embed_plot_writes_figure_and_metrics_and_says_where(encoder_file, tmp_path, capsys):
     png = tmp_path / "figures" / "digits-tsne.png"  # a figure path of the user's choosing
     metrics = embed_plot(encoder_file, DatasetConfig(name="digits"), tmp_path / "embed", n=60, figure=png,
                          perplexity=10, device="cpu", max_iter=300)
@@ -23,3 +23,4 @@ def test_embed_plot_writes_figure_and_metrics(encoder_file, tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
     assert metrics["kind"] == "embed" and metrics["results"]["n"] == 60 and metrics["dataset"]["split"] == "test"
     assert not list((tmp_path / "embed").glob(".*.tmp"))  # atomic writes leave nothing behind
+    assert f"wrote {tmp_path / 'embed' / 'metrics.json'}, {png.resolve()}" in capsys.readouterr().out

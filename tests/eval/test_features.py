@@ -43,3 +43,11 @@ def test_features_are_normalised_with_mean_and_std():
     images = np.full((4, 8, 8, 3), 255, dtype=np.uint8)
     feats = extract_features(nn.Flatten(), images, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), 8, device="cpu")
     torch.testing.assert_close(feats, torch.full((4, 3 * 8 * 8), 2.0))  # (1 - 0.5) / 0.25
+
+
+def test_a_progress_bar_only_for_more_than_one_batch(digits16_train, capsys):
+    net, images = MeanColumns(), digits16_train.images[:6]
+    extract_features(net, images, digits16_train.mean, digits16_train.std, 16, batch_size=8, device="cpu", progress=True)
+    assert "features" not in capsys.readouterr().err                      # one batch: no bar
+    extract_features(net, images, digits16_train.mean, digits16_train.std, 16, batch_size=3, device="cpu", progress=True)
+    assert "features" in capsys.readouterr().err

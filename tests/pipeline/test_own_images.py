@@ -130,7 +130,9 @@ def test_a_flat_folder_is_evaluated_on_the_labelled_set_it_names(folders, tmp_pa
 @pytest.mark.parametrize("overrides, message", [
     (["dataset.name=folder:{labelled}", "dataset.holdout=0"], "no test/ subfolder and dataset.holdout=0"),
     (["dataset.name=folder:{flat}", "eval.dataset.name=folder:{flat}"], "has no labels, and labels are needed here"),
-    (["dataset.name=folder:{labelled}", "pretrain.batch_size=100"], "57 images, fewer than the global batch 100"),
+    (["dataset.name=folder:{labelled}", "pretrain.batch_size=100"],
+     r"57 training images, fewer than one pretraining batch of run \S+ \(pretrain.batch_size=100\); "
+     "set pretrain.batch_size to at most 57"),
     (["dataset.name=folder:{labelled}", "dataset.subset=0", "model_dir={labelled}/none"], "model_dir .* is not a directory"),
 ])
 def test_what_a_run_needs_is_checked_before_its_first_stage(folders, tmp_path, capsys, overrides, message):

@@ -229,9 +229,11 @@ def test_preview_command_finds_the_dataset_from_the_store_or_refuses_another(ref
     assert main(["positives", "preview", str(reference), "--out", str(png.parent), "--n", "3"]) == 0
     from PIL import Image
 
-    assert Image.open(png).size[1] == 3 * 34 + 2  # three rows of 8x8 anchors enlarged to 32 px
+    assert Image.open(png).size[1] == 3 * 66 + 2  # three rows of 8x8 anchors enlarged to 64 px
     assert main(["positives", "preview", str(reference), "--dataset", "digits", "--out", str(tmp_path / "x")]) == 2
-    assert "was made for digits train (N=48" in capsys.readouterr().err  # the full split is not the store's subset
+    err = capsys.readouterr().err
+    assert "was made for digits train (N=48" in err  # the full split is not the store's subset
+    assert "dataset.subset=48" in err                # and the settings that load the store's images are named
     assert not (tmp_path / "x").exists()
 
 

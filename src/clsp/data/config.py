@@ -23,12 +23,15 @@ class DatasetConfig:
     subset: int = 0                   # > 0: a fixed random subset of this many images per split (demo, tests)
     holdout: float = 0.2              # a labelled folder without train/ and test/: the share of each class held
                                       # out (seeded) as its test split; other datasets have their own splits
+    channels: Optional[int] = None    # 1 or 3; None = as the data is (all-grey images keep 1 channel); 3 keeps
+                                      # grey images RGB (e.g. for a 3-channel pretrained UNet)
 
     def __post_init__(self) -> None:
         check(bool(self.name), "dataset.name", "must not be empty")
         check(self.size is None or self.size >= 8, "dataset.size", f"must be >= 8, got {self.size}")
         check_nonnegative(self.subset, "dataset.subset")
         check(0.0 <= self.holdout < 1.0, "dataset.holdout", f"must be in [0, 1), got {self.holdout}")
+        check(self.channels in (None, 1, 3), "dataset.channels", f"must be 1, 3 or null, got {self.channels}")
 
 
 def load_split(cfg: DatasetConfig, split: str, require_labels: bool = False):
@@ -47,4 +50,24 @@ def load_split(cfg: DatasetConfig, split: str, require_labels: bool = False):
     elif cfg.subset and ds.resident:
         idx = np.sort(np.random.default_rng(0).permutation(len(ds))[: cfg.subset])
         ds = ds.subset(idx)
+    if cfg.channels is not None and ds.shape[2] != cfg.channels:
+        ds = with_channels(ds, cfg.channels)
     return ds
+
+
+def with_channels(ds, channels: int):
+    """The set with `channels` channels (dataset.channels): grey repeated to RGB, or RGB to grey (ITU-R 601 luma)."""
+    import dataclasses
+
+    from clsp.errors import UserError
+
+    if not ds.resident:
+        if channels == 3:
+            return ds                                  # streamed sets are decoded as RGB
+        raise UserError(f"{ds.source} is streamed from disk as RGB; dataset.channels=1 needs it in memory (fewer images)")
+    images = ds.images
+    if channels == 3:
+        images = np.repeat(images, 3, axis=3)
+    else:
+        images = np.rint(images.astype(np.float32) @ np.asarray([0.299, 0.587, 0.114], np.float32))[..., None].astype(np.uint8)
+    return dataclasses.replace(ds, images=np.ascontiguousarray(images), _fingerprint=None, cache_key=None)

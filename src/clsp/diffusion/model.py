@@ -145,8 +145,10 @@ def check_model_matches(unet, image_size: int, channels: int, size_key: str = "d
                         f"use a model trained at this size or resize the data ({size_key}"
                         + (f" {sizes[0]})" if sizes[0] == sizes[1] else ")"))
     if cfg.in_channels != channels or cfg.out_channels != channels:
+        section = size_key.split(".", 1)[0]
         raise UserError(f"the diffusion model has {cfg.in_channels} input / {cfg.out_channels} output channels "
-                        f"but the data has {channels}")
+                        f"but the data has {channels}; load the data with as many ({section}.channels={cfg.in_channels}) "
+                        "or use a model made for its channels")
 
 
 def _read_config(path: Path) -> dict:

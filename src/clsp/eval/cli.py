@@ -176,7 +176,7 @@ def register(subparsers) -> None:
         ENCODER_FLAGS, positives=("positives", "the positives store directory written by `clsp synthesize`"),
         n=("n", "anchors (a fixed random subset of the training set)"),
         augment=("augment", "recipe of 'another augmentation of itself' (default: the encoder's)"), seed=("seed", "seed")),
-        examples=[f"clsp eval hardness --ckpt {ckpt} --dataset fashion-mnist --positives runs/demo/positives"])
+        examples=[f"clsp eval hardness --ckpt {ckpt} --dataset fashion-mnist --size 16 --subset 1000 --positives runs/demo/positives"])
 
     p = sub.add_parser("positives", help="how good are the synthetic positives: class agreement, Frechet distance, "
                                          "pixels, diversity, hardness (a reference classifier's verdict), w, layers, "
@@ -192,7 +192,7 @@ def register(subparsers) -> None:
         sweep_floor=("settings.sweep_floor", "label-free similarity floors of the per-candidate start, e.g. 0.5,0.6"),
         n=("settings.n", "anchors whose stored candidates are judged"), sweep_n=("settings.sweep_n", "anchors per sweep value"),
         seed=("settings.seed", "anchor subset seed"), out=("out_dir", "output directory (metrics.json, positives.png, positives_tradeoff.png)")),
-        examples=["clsp eval positives --positives runs/demo/positives --dataset fashion-mnist --size 16 --subset 500 "
+        examples=["clsp eval positives --positives runs/demo/positives --dataset fashion-mnist --size 16 --subset 1000 "
                   "--model clsp:fashion-mnist-16 --sweep-w 0,0.1,0.3,0.5,1 --sweep-layers 1,4 --out runs/demo-positives"])
 
     p = add_command(subparsers, "fid")
@@ -205,7 +205,7 @@ def register(subparsers) -> None:
         batch_size=("sampler.batch_size", "samples per chunk (a resumable unit) and per UNet call"),
         dims=("dims", "Inception layer: 2048, 768, 192, 64"), seed=("seed", "sampling seed"),
         out=("out_dir", "output directory (default: beside the model, under eval/fid/)")),
-        examples=["clsp fid --model runs/demo/diffusion/model --dataset fashion-mnist --n 10000 "
+        examples=["clsp fid --model clsp:fashion-mnist-16 --dataset fashion-mnist --size 16 --n 10000 "
                   "--inception-weights pt_inception-2015-12-05-6726825d.pth"])
 
 

@@ -99,7 +99,7 @@ def inception_features(model, images, batch_size: int = 200, device=None, progre
 
     device = default_device(device)
     batches = image_batches(images, batch_size, device)
-    if progress:
+    if progress and len(images) > batch_size:  # no bar for a one-batch loop
         from tqdm.auto import tqdm
 
         batches = tqdm(batches, total=-(-len(images) // batch_size), desc="inception", unit="batch", leave=False)

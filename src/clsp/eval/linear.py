@@ -142,7 +142,7 @@ def features_and_mirror(encoder, dataset, batch_size: int = 512, progress: bool 
     from clsp.features import image_batches
 
     batches = image_batches(dataset, batch_size, encoder.device)
-    if progress:
+    if progress and len(dataset) > batch_size:  # no bar for a one-batch loop
         from tqdm.auto import tqdm
 
         batches = tqdm(batches, total=-(-len(dataset) // batch_size), desc="features + mirrors", unit="batch", leave=False)

@@ -100,4 +100,5 @@ def run_evaluation(out_dir: str | Path, kind: str, config: dict, inputs: dict[st
     metrics = write_metrics(out, kind, encoder, dataset, results, **extra)
     print(table(results), flush=True)
     stage.done({"files": [METRICS_FILE, *files]})
+    print(f"wrote {', '.join(str(out / name) for name in [METRICS_FILE, *files])}", flush=True)
     return metrics

@@ -16,7 +16,7 @@ def register(subparsers) -> None:
                     "resumes from OUT_DIR/checkpoints/last.ckpt; a finished one is skipped.")
     config_command(parser, PretrainConfig, run, presets="pretrain",
                    flags=TRAINING_FLAGS,
-                   examples=["clsp pretrain --config demo epochs=1 --out runs/pretrain-demo",
+                   examples=["clsp pretrain --config demo --out runs/pretrain-demo",
                              "clsp pretrain --config cifar10-simclr-clsp clsp.positives=runs/positives trainer.devices=8"])
 
 

@@ -218,8 +218,9 @@ def _pretrain(cfg: PretrainConfig, callbacks: list | None) -> Path:
     require_labels_for(cfg.method, train)
     global_batch = cfg.batch_size * world
     if len(train) < global_batch:
-        raise UserError(f"dataset {cfg.dataset.name} has {len(train)} training images, fewer than the global batch "
-                        f"{global_batch}; lower batch_size")
+        raise UserError(f"dataset {cfg.dataset.name} has {len(train)} training images, fewer than one batch "
+                        f"(batch_size={cfg.batch_size}" + (f" x {world} devices" if world > 1 else "")
+                        + f"); set batch_size to at most {len(train) // world}")
     store = None
     if cfg.third_view == "synthetic":
         from clsp.positives.store import PositivesStore

@@ -472,8 +472,16 @@ def check_dataset(path: Path, manifest: dict, dataset) -> None:
     if (made["fingerprint"], made["n"], list(made["image_shape"])) != (given["fingerprint"], given["n"], given["image_shape"]):
         raise UserError(
             f"positives store {path} was made for {_describe(made)}, not for the dataset given ({_describe(given)}); "
-            f"pass the dataset the store was made from, or make a store for this one with "
+            f"pass the dataset the store was made from{_recorded_settings(manifest)}, or make a store for this one with "
             f"`clsp synthesize --dataset {given['name']} --split {given['split']} --out NEW_STORE ...`")
+
+
+def _recorded_settings(manifest: dict) -> str:
+    """The dataset settings the store records, as the keys that load the same images again."""
+    recorded = (manifest.get("sources") or {}).get("dataset_config") or {}
+    keys = [f"dataset.{key}={recorded[key]}" for key in ("name", "root", "size", "subset", "channels")
+            if recorded.get(key) not in (None, 0, "")]
+    return f" ({' '.join(keys)})" if keys else ""
 
 
 def dataset_record(dataset) -> dict:
