@@ -168,7 +168,7 @@ class Check:
         self.profile, self.out, self.work, self.dry_run = profile, out, work, dry_run
         self.started = time.monotonic()
         self.deadline_s = deadline_s
-        self.reserve_s = profile.study_reserve_s        # 0 once the study runs, or when it is not run
+        self.reserve_s = profile.study_reserve_s        # kept by the steps before the study (0: no study)
         self.results = work / "results"                     # what results.tar.gz holds
         for folder in (out, self.results):
             folder.mkdir(parents=True, exist_ok=True)
@@ -215,6 +215,11 @@ class Check:
                 detail, status = body(limit), "ok"
             except StepFailed as e:
                 detail, status = str(e), ("cut off" if e.cut_off else "failed")
+            except Exception as e:                        # a bug in one step must not cost the others their turn
+                import traceback
+
+                self.log_file.write(traceback.format_exc())
+                detail, status = f"{type(e).__name__}: {e}", "failed"
             result = StepResult(name, status, time.monotonic() - started, limit, detail)
         self.summary["steps"].append(dataclasses.asdict(result))
         self.say(result.line())
@@ -228,13 +233,13 @@ class Check:
         self.say("$ " + " ".join(argv))
         with open(logs / f"{log_name}.log", "w") as own:
             proc = subprocess.Popen(argv, cwd=REPO, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                    text=True, start_new_session=True)
+                                    start_new_session=True)
             deadline = time.monotonic() + limit
             try:
-                for line in _lines_until(proc, deadline):
-                    own.write(line)
-                    self.log_file.write(line)
-                    print(line, end="", flush=True)
+                for text in _output_until(proc, deadline):
+                    own.write(text)
+                    self.log_file.write(text)
+                    print(text, end="", flush=True)
             finally:
                 try:                                        # its output closed: it ends now, or by the deadline
                     proc.wait(timeout=max(0.0, deadline - time.monotonic()))
@@ -272,23 +277,22 @@ class StepFailed(Exception):
         self.cut_off = cut_off
 
 
-def _lines_until(proc: subprocess.Popen, deadline: float):
-    """The process's output lines until it ends or the deadline passes (a silent process is still timed)."""
+def _output_until(proc: subprocess.Popen, deadline: float):
+    """The process's output, as it comes, until it closes or the deadline passes: chunks, not lines, so that a
+    progress bar without a newline or a silent process cannot hold the check past its deadline."""
+    import codecs
     import selectors
 
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")    # a character split between two reads
+    fd = proc.stdout.fileno()
     sel = selectors.DefaultSelector()
-    sel.register(proc.stdout, selectors.EVENT_READ)
+    sel.register(fd, selectors.EVENT_READ)
     while time.monotonic() < deadline:
         if sel.select(timeout=max(0.0, min(1.0, deadline - time.monotonic()))):
-            line = proc.stdout.readline()
-            if not line:
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
                 return
-            yield line
-        elif proc.poll() is not None:
-            rest = proc.stdout.read()
-            if rest:
-                yield rest
-            return
+            yield decoder.decode(chunk)
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
