@@ -369,7 +369,8 @@ def install(check: Check, kit: Path, limit: float) -> str:
     check.command([*pip, "install", "--no-index", "--no-deps", "--no-cache-dir", "--no-compile",
                    "--disable-pip-version-check", "-q", "--target", str(site), *links, *pins], limit, "install")
     paths = [str(site)]
-    if manifest["clsp_source_digest"] != source_digest():
+    stale = manifest["clsp_source_digest"] != source_digest()
+    if stale:
         paths.insert(0, str(REPO / "src"))
         check.note("WARNING: gpu-kit's clsp wheel was built from other sources than src/clsp (run `make gpu-kit` "
                    "again); this run imports clsp from src/ ahead of the wheel")
@@ -380,7 +381,8 @@ def install(check: Check, kit: Path, limit: float) -> str:
     check.data_root = check.work / "data"
     report = json.loads(_run_python(check, VERSIONS_SCRIPT, manifest["machine_requirements"], site, limit))
     check.summary["versions"] = report
-    check.summary["kit"] = {"built": manifest["built"], "wheels": [w["file"] for w in manifest["wheels"]]}
+    check.summary["kit"] = {"built": manifest["built"], "git_commit": manifest.get("git_commit"),
+                            "source_matches_kit": not stale, "wheels": [w["file"] for w in manifest["wheels"]]}
     for name, version in report["versions"].items():
         check.say(f"  {name:16s} {version}")
     check.say(f"  python {report['python']}; device {report['device']}")

@@ -42,6 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "src"), str(REPO / "benchmarks")]
 
 from clsp.data.mnist import FASHION_FILES, find_fashion_mnist  # noqa: E402
+from clsp.rundir import git_commit  # noqa: E402
 from gpu_check import source_digest  # noqa: E402  (the check compares it with the source it runs)
 
 MACHINE_LIST = REPO / "benchmarks" / "gpu_machine_packages.txt"
@@ -235,6 +236,7 @@ def main(argv=None) -> int:
                       "sha256": sha256(clsp_wheel)}],
         "machine_requirements": machine_reqs,
         "clsp_source_digest": source_digest(),
+        "git_commit": git_commit(),             # the GPU machine's copy of the repository has no .git
         "data": data_rows,
     }
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
