@@ -88,6 +88,7 @@ class Profile:
     device: str
     deadline_s: float
     study_reserve_s: float                        # kept for the study while the steps before it run
+    limit_scale: float                            # x each step's limit (LIMITS): a shared CPU is slow and noisy
     matmul: int                                   # side of the square matmul for the peak
     bench_args: dict[str, list[str]]              # step name -> arguments of its benchmark script
     bench_skip: dict[str, str]                    # step name -> why this profile does not run it
@@ -103,7 +104,7 @@ LIMITS = {"install": (120, 5), "peak": (45, 5), "tests": (120, 20), "augment": (
 
 PROFILES = {
     "gpu": Profile(
-        device="cuda", deadline_s=500, study_reserve_s=150, matmul=8192,
+        device="cuda", deadline_s=500, study_reserve_s=150, limit_scale=1.0, matmul=8192,
         bench_args={
             "augment": ["--batch", "1024", "--steps", "20"],                       # 3 views, with the ResNet-18 step
             "diffusion": ["--preset", "ddpm-cifar10", "--train-batch", "128", "--train-steps", "30",
@@ -119,7 +120,7 @@ PROFILES = {
         study_overrides=[],
     ),
     "dry": Profile(
-        device="cpu", deadline_s=170, study_reserve_s=50, matmul=256,
+        device="cpu", deadline_s=170, study_reserve_s=50, limit_scale=3.0, matmul=256,
         bench_args={
             "augment": ["--quick"], "diffusion": ["--quick"], "synthesize": ["--quick"],
             # pretrain.py's --quick is 4 steps at batch 32: this is 2 steps at batch 16, the same code path
@@ -200,6 +201,7 @@ class Check:
     def step(self, name: str, body: Callable[[float], str], skip: Optional[str] = None) -> StepResult:
         """Run body(limit) unless `skip` says why not or the deadline leaves less than the step needs; record it."""
         limit, needs = LIMITS[name.removeprefix("bench:")]
+        limit *= self.profile.limit_scale
         reserve = 0.0 if name == "study" else self.reserve_s
         left = self.left() - reserve
         if skip is None and left < needs:
