@@ -637,8 +637,16 @@ def study_figures(run: Path) -> dict:
 def _headline(metrics: dict) -> dict:
     """The scalar results of a metrics file (kNN best and fixed-k top-1, linear top-1, the positives' class
     agreement ...); the nested tables are in results.tar.gz."""
-    results = metrics.get("results", {})
-    return {k: v for k, v in results.items() if isinstance(v, (int, float, str, bool))}
+    def scalar(v) -> bool:
+        return isinstance(v, (int, float, str, bool))
+
+    found = {}
+    for key, value in metrics.get("results", {}).items():     # one level down too: store.agreement, fit.status
+        if scalar(value):
+            found[key] = value
+        elif isinstance(value, dict):
+            found |= {f"{key}.{k}": v for k, v in value.items() if scalar(v)}
+    return found
 
 
 # -- main ----------------------------------------------------------------------------------------------
