@@ -388,8 +388,9 @@ def install(check: Check, kit: Path, limit: float) -> str:
     for name, version in report["versions"].items():
         check.say(f"  {name:16s} {version}")
     check.say(f"  python {report['python']}; device {report['device']}")
-    if report["problems"]:
-        raise StepFailed("requirements not met: " + "; ".join(report["problems"]))
+    if report["problems"]:            # the steps still run (a mismatch may not matter); the check's status says it
+        check.note("install: requirements NOT met: " + "; ".join(report["problems"]))
+        return f"{len(pins)} wheels into {site}; {len(report['problems'])} requirements not met (see notes)"
     return f"{len(pins)} wheels into {site}; every requirement met"
 
 
@@ -720,6 +721,8 @@ def main(argv=None) -> int:
     check.step("study", lambda limit: run_study(check, variants, limit), skip=nothing or chosen("study"))
 
     failed = [s["name"] for s in check.summary["steps"] if s["status"] in ("failed", "cut off")]
+    if check.summary["versions"].get("problems"):
+        failed.append("install (requirements not met)")
     if args.dry_run:                  # the dry run is a proof: a step the deadline skipped is not proven
         failed += [s["name"] for s in check.summary["steps"] if "left before" in s["detail"]]
         if failed:
