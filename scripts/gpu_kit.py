@@ -12,7 +12,7 @@ no registry, and takes at most 64 MiB with a call: the repository's files and th
                            the kit and the repository pass 64 MiB); gpu_check.py writes the .gz files clsp reads.
   gpu-kit/manifest.json    what is in it (names, versions, sha256, sizes), the requirements it leaves to the
                            machine (checked there), and a digest of src/clsp (the wheel is stale when it differs).
-  gpu-kit/dry-run/cp311/   the platform wheels again for this machine's Python (3.11), for the CPU dry run only:
+  gpu-kit/dry-run/cp311/   the platform wheels again for this machine's Python (3.11 here), for the dry run only:
                            it is not carried (pure wheels are shared with wheels/).
 Carried to the GPU: gpu-kit/wheels, gpu-kit/data and gpu-kit/manifest.json. The build fails when they pass 60 MiB,
 or when they and the repository's files pass the call's 64 MiB.
@@ -42,6 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "src"), str(REPO / "benchmarks")]
 
 from clsp.data.mnist import FASHION_FILES, find_fashion_mnist  # noqa: E402
+from clsp.rundir import git_commit  # noqa: E402
 from gpu_check import source_digest  # noqa: E402  (the check compares it with the source it runs)
 
 MACHINE_LIST = REPO / "benchmarks" / "gpu_machine_packages.txt"
@@ -52,7 +53,6 @@ CALL_LIMIT = 64 * MIB           # what one call may carry: the repository's file
 # oracle of CPU-only loss tests and is not carried.
 TEST_REQUIREMENTS = ["pytest>=8.0", "pytest-timeout>=2.3"]
 NEVER = re.compile(r"^(torch|torchvision|torchaudio|triton|nvidia-.*|cuda-.*)$")
-TARGET = {"3.12": "cp312", "3.11": "cp311"}       # the machine's Python; this machine's, for the dry run
 PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64",
              "manylinux1_x86_64"]
 
@@ -209,7 +209,8 @@ def main(argv=None) -> int:
     parser.add_argument("--kit", default=str(REPO / "gpu-kit"), help="the kit's folder (default gpu-kit/, ignored by git)")
     args = parser.parse_args(argv)
     kit = Path(args.kit)
-    wheels, data, dry = kit / "wheels", kit / "data", kit / "dry-run" / "cp311"
+    here = f"{sys.version_info.major}.{sys.version_info.minor}"              # the dry run's Python
+    wheels, data, dry = kit / "wheels", kit / "data", kit / "dry-run" / f"cp{here.replace('.', '')}"
     on_machine = machine_packages()
 
     for stale in wheels.glob("*.whl"):          # one version of each: two stop pip's install on the machine
@@ -222,7 +223,7 @@ def main(argv=None) -> int:
         stale.unlink()
     for row in carried:
         if not row["file"].endswith("-none-any.whl"):
-            fetch_wheel(f"{row['name']}=={row['version']}", dry, f"{sys.version_info.major}.{sys.version_info.minor}")
+            fetch_wheel(f"{row['name']}=={row['version']}", dry, here)
     manifest_path = kit / "manifest.json"
     previous = json.loads(manifest_path.read_text()).get("data", []) if manifest_path.is_file() else []
     data_rows = pack_data(data, previous)
@@ -235,6 +236,7 @@ def main(argv=None) -> int:
                       "sha256": sha256(clsp_wheel)}],
         "machine_requirements": machine_reqs,
         "clsp_source_digest": source_digest(),
+        "git_commit": git_commit(),             # the GPU machine's copy of the repository has no .git
         "data": data_rows,
     }
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")

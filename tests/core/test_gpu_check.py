@@ -4,6 +4,7 @@ this interpreter: the kit's offline install is `make gpu-check-dry-run`'s job), 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tarfile
@@ -17,7 +18,7 @@ SCRIPT = REPO / "benchmarks" / "gpu_check.py"
 
 def gpu_check(tmp_path: Path, *args: str, timeout: int = 600) -> tuple[subprocess.CompletedProcess, dict, Path]:
     out = tmp_path / "out"
-    env = {"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1", "HOME": str(tmp_path)}
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, str(SCRIPT), "--dry-run", "--in-place", "--out", str(out),
                            "--work", str(tmp_path / "work"), *args], capture_output=True, text=True, env=env,
                           timeout=timeout)
@@ -30,7 +31,8 @@ def steps(summary: dict) -> dict[str, dict]:
 
 def test_a_deadline_too_short_skips_every_step_saying_why_and_still_packs(tmp_path):
     done, summary, out = gpu_check(tmp_path, "--deadline", "15")
-    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.returncode == 1, done.stdout + done.stderr              # a dry run proves nothing it skipped
+    assert any("did not prove every step" in note for note in summary["notes"])
     ran = steps(summary)
     assert set(ran) >= {"peak", "tests", "bench:diffusion", "bench:synthesize", "bench:pretrain-compiled", "study"}
     for name, step in ran.items():
@@ -59,7 +61,7 @@ def test_the_study_config_loads_at_both_sizes_with_the_variants_clsp_knows(tmp_p
 
 
 @pytest.mark.slow
-def test_the_dry_runs_micro_steps_run_and_pack_their_figures(tmp_path):
+def test_the_dry_runs_micro_steps_run_and_pack_their_figures(tmp_path, fashion_mnist):
     """The dry run's steps with this interpreter (synthesize.py and step_overhead.py have their own tests)."""
     chosen = "peak,tests,bench:augment,bench:diffusion,bench:pretrain-eager,study"
     done, summary, out = gpu_check(tmp_path, "--steps", chosen, "--variants", "base,clsp,nosuchvariant",
@@ -81,7 +83,7 @@ def test_the_dry_runs_micro_steps_run_and_pack_their_figures(tmp_path):
     encoders = study["encoders"]
     assert set(encoders) == {"simclr", "simclr-clsp"}
     assert all(0 <= kinds["knn"]["best"] <= 100 and "linear" in kinds for kinds in encoders.values())
-    assert "ceiling" in study["positives"]["positives"]                  # clsp eval positives ran on the store
+    assert 0 <= study["positives"]["positives"]["store.agreement"] <= 100   # clsp eval positives judged the store
     with tarfile.open(out / "results.tar.gz") as tar:
         names = tar.getnames()
     assert any(n.startswith("results/bench/diffusion/") and n.endswith(".json") for n in names)
