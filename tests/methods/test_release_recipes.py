@@ -22,22 +22,31 @@ pytestmark = pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\
 
 
 class BatchNormSpy(L.Callback):
-    """The batch size every BatchNorm layer normalises over in training mode, per submodule."""
+    """The batch size every BatchNorm layer computes its statistics over in training mode, per submodule:
+    read at F.batch_norm, so a layer that normalises views of one forward apart counts each view."""
 
     def __init__(self) -> None:
         self.sizes: dict[str, set[int]] = {}
+        self._owner: dict[int, str] = {}
+        self._batch_norm = F.batch_norm
 
     def on_train_start(self, trainer, module) -> None:
         for name, child in module.named_children():
             for layer in child.modules():
                 if isinstance(layer, torch.nn.modules.batchnorm._BatchNorm):
-                    layer.register_forward_pre_hook(self._record(name))
+                    self._owner[id(layer.weight)] = name
+        torch.nn.functional.batch_norm = self._record
 
-    def _record(self, name: str):
-        def hook(layer, args):
-            if layer.training:
-                self.sizes.setdefault(name, set()).add(args[0].shape[0])
-        return hook
+    def on_train_end(self, trainer, module) -> None:
+        torch.nn.functional.batch_norm = self._batch_norm
+
+    def on_exception(self, trainer, module, exception) -> None:
+        torch.nn.functional.batch_norm = self._batch_norm
+
+    def _record(self, x, running_mean, running_var, weight=None, bias=None, training=False, *args, **kwargs):
+        if training and id(weight) in self._owner:
+            self.sizes.setdefault(self._owner[id(weight)], set()).add(x.shape[0])
+        return self._batch_norm(x, running_mean, running_var, weight, bias, training, *args, **kwargs)
 
 
 @pytest.mark.parametrize("method", METHODS)
