@@ -33,15 +33,14 @@ from typing import Any, Callable, Dict, List, Optional
 
 from clsp.config import check, check_choice, check_positive, field, to_dict
 from clsp.data.config import DatasetConfig
-from clsp.diffusion.sampler import SamplerConfig
-from clsp.diffusion.train import DiffusionTrainConfig
+from clsp.diffusion.config import DiffusionTrainConfig, SamplerConfig
 from clsp.errors import ConfigError, UserError
-from clsp.eval.linear import LinearProbeConfig
+from clsp.eval.config import LinearProbeConfig
 from clsp.layout import SWEEPABLE, VARIANT_SUFFIX, RunLayout, RunSpec, plan_runs, store_name
 from clsp.methods import METHODS
-from clsp.methods.pretrain import PretrainConfig, require_labels_for
+from clsp.methods.config import PretrainConfig
 from clsp.report.paper import PAPER_RUNS
-from clsp.training import TrainerConfig
+from clsp.training_config import TrainerConfig
 
 log = logging.getLogger("clsp.pipeline")
 
@@ -549,6 +548,7 @@ class Pipeline:
         and labelled train and test splits for kNN, linear and t-SNE. Those three are skipped, and said so,
         when the training set has no labels (a flat folder) and no labelled set is named (eval.dataset)."""
         from clsp.data.config import load_split
+        from clsp.methods.pretrain import require_labels_for
         from clsp.training import world_size
 
         cfg, ev = self.cfg, self.cfg.eval

@@ -33,43 +33,14 @@ and one scheduler (one multistep state) advances them all.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
-from typing import Optional
 
 import torch
 
-from clsp.config import check, check_choice, check_positive, check_range
-from clsp.diffusion.schedulers import SAMPLERS, TIMESTEP_SPACINGS, make_scheduler, step_kwargs
+from clsp.config import check
+from clsp.diffusion.config import SamplerConfig
+from clsp.diffusion.schedulers import make_scheduler, step_kwargs
 from clsp.errors import UserError
 from clsp.training import step_seed
-
-
-@dataclass
-class SamplerConfig:
-    sampler: str = "ddim"             # ddim | ddpm | dpmsolver++ | unipc
-    steps: int = 100                  # denoising steps (DDPM as trained: 1000)
-    eta: float = 0.1                  # DDIM's noise scale (0 = deterministic DDIM, 1 = DDPM-like)
-    w: float = 0.1                    # weight of the sample's own bottleneck: 1 = plain sampling
-    timestep_spacing: str = "trailing"  # the release's 999, 989, ..., 9 then x0 ("linspace" breaks diffusers' DDIM)
-    clip_x0: bool = False             # clip the predicted x0 at every step (the release does not)
-    clip_final: bool = True           # clip the final sample to [-1, 1] (the release's setting; the uint8
-                                      # quantisation saturates at 0 and 255 anyway, so no byte depends on it)
-    share_anchor: bool = False        # one anchor pass per anchor per step, shared by its K candidates
-    batch_size: int = 512             # trajectories per UNet call (memory only)
-    layers: int = 1                   # feature maps interpolated: 1 = the mid block (the paper); n > 1 also
-                                      # the last n - 1 skip connections of the down path (the release's option)
-    guidance: Optional[float] = None  # classifier-free guidance g of a class-conditional model (the release: 1.8);
-                                      # None or 0: plain conditional sampling. An unconditional model refuses it
-
-    def __post_init__(self) -> None:
-        check_choice(self.sampler, "sampler", SAMPLERS)
-        check_positive(self.steps, "steps")
-        check_range(self.eta, "eta", 0.0, 1.0)
-        check_range(self.w, "w", 0.0, 1.0)
-        check_choice(self.timestep_spacing, "timestep_spacing", TIMESTEP_SPACINGS)
-        check_positive(self.batch_size, "batch_size")
-        check_positive(self.layers, "layers")
-        check(self.guidance is None or self.guidance >= 0, "guidance", f"must be >= 0 (or null), got {self.guidance}")
 
 
 # -- the two pieces of the method: the anchor path and the bottleneck hook ----------------------------

@@ -24,34 +24,14 @@ Anchors are a fixed random subset of the training split; every number says how m
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional
 
 import numpy as np
 import torch
 
-from clsp.config import check, check_positive, field
-from clsp.eval.reference import Reference, ReferenceConfig
+from clsp.eval.config import PositivesEvalConfig
+from clsp.eval.reference import Reference
 from clsp.layout import POSITIVES_FIGURE as FIGURE
-
-
-@dataclass
-class PositivesEvalConfig:
-    n: int = 1000                                  # anchors whose stored candidates are judged
-    real_n: int = 5000                             # real training images for the Frechet reference and the NN bank
-    sweep_w: List[float] = field(list)             # w values to sample afresh (needs the model); [] = no sweep
-    sweep_layers: List[int] = field(list)          # interpolation depths to sample afresh at the store's w; [] = none
-    sweep_n: int = 100                             # anchors per value in the sweeps
-    sweep_k: int = 2                               # candidates per anchor in the sweeps
-    reference: ReferenceConfig = field(ReferenceConfig)
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        for key in ("n", "real_n", "sweep_n", "sweep_k"):
-            check_positive(getattr(self, key), f"positives.{key}")
-        check(all(0.0 <= w <= 1.0 for w in self.sweep_w), "positives.sweep_w", f"values must be in [0, 1], got {self.sweep_w}")
-        check(all(n >= 1 for n in self.sweep_layers), "positives.sweep_layers", f"values must be >= 1, got {self.sweep_layers}")
 
 
 # -- the measures, each a pure function of arrays ----------------------------------------------------
