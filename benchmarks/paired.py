@@ -5,7 +5,7 @@ Each commit's src/ is exported (git archive) and this tree's benchmarks/step_ove
 sides measure the same step with the same script. The result (every run's figures, each pair's ratio, their
 median, min and max, the load average before and after) goes to benchmarks/results/.
 
-    python benchmarks/paired.py BEFORE_COMMIT AFTER_COMMIT --rounds 5 --label issue29 -- --methods simclr moco --backbone resnet18
+    python benchmarks/paired.py BEFORE AFTER [--rounds 5] [--label issue29] -- STEP_OVERHEAD_ARGUMENTS
 """
 
 from __future__ import annotations
@@ -50,9 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--label", default="paired")
     parser.add_argument("--results", default=str(RESULTS))
-    parser.add_argument("bench", nargs=argparse.REMAINDER, help="after --: step_overhead.py's arguments")
-    args = parser.parse_args(argv)
-    bench = [a for a in args.bench if a != "--"]
+    argv = list(sys.argv[1:] if argv is None else argv)
+    cut = argv.index("--") if "--" in argv else len(argv)
+    args = parser.parse_args(argv[:cut])
+    bench = argv[cut + 1:]                     # step_overhead.py's arguments
     commits = {side: subprocess.run(["git", "-C", str(ROOT), "rev-parse", getattr(args, side)], check=True,
                                     capture_output=True, text=True).stdout.strip() for side in ("before", "after")}
     load_start = os.getloadavg()
