@@ -320,8 +320,10 @@ class ContrastiveMethod(L.LightningModule):
                              eta=cfg.lars_eta, clip_lr=cfg.lars_clip_lr, exclude_bias_n_norm=True)
         else:
             groups = [{k: v for k, v in g.items() if k != "lars_exclude"} for g in self.param_groups()]
+            # fused: one kernel reads each weight, gradient and momentum once and writes them back (CPU and CUDA);
+            # foreach made ~3 weight-sized passes, ~1.3x the optimiser's time at ResNet-18's width (issue 29)
             optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                                        foreach=True)   # a few multi-tensor kernels, not ~4 per parameter (CPUs too)
+                                        fused=True)
         warmup = cfg.warmup_epochs * self.steps_per_epoch
         schedule = warmup_cosine(warmup, self.total_steps, cfg.warmup_start_lr / cfg.lr)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
