@@ -6,12 +6,12 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.clsp-installed
 
-.PHONY: demo test install data clean-venv
+.PHONY: demo test install data clean-venv gpu-kit gpu-check-dry-run
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	# torch and torchvision come together from PyPI (see DESIGN.md: the local CPU wheel has no torchvision).
+	# torch and torchvision come together from PyPI (README, "The two commands": a lone CPU wheel of torch breaks torchvision).
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	@touch $@
 
@@ -26,6 +26,14 @@ demo: $(STAMP) data
 
 test: $(STAMP) data
 	$(BIN)/python -m pytest
+
+# The GPU run kit (benchmarks/results/README.md): wheels the lent GPU machine lacks, clsp's wheel, Fashion-MNIST.
+gpu-kit: $(STAMP) data
+	$(BIN)/python scripts/gpu_kit.py --kit gpu-kit
+
+# The kit's proof on this CPU: a fresh environment installs from gpu-kit/ alone and runs every step at micro sizes.
+gpu-check-dry-run: gpu-kit
+	PYTHON=$(BIN)/python benchmarks/gpu_check.sh --dry-run
 
 clean-venv:
 	rm -rf $(VENV)

@@ -22,7 +22,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from clsp.diffusion.model import RECORD, SHIPPED_DIR, load_model, save_model  # noqa: E402
+from clsp.diffusion.model import RECOMMENDED_SAMPLER, RECORD, SHIPPED_DIR, load_model, save_model  # noqa: E402
 from clsp.io import read_json, write_json_atomic  # noqa: E402
 
 
@@ -80,6 +80,9 @@ def main() -> int:
             "evaluated_at": metrics["created_at"],
             "weights_evaluated": "float32 (the run's model; the shipped float16 copy samples the same to within uint8 rounding)",
         }
+        # what the commands sample with by default (clsp.diffusion.model.recommended_sampler): the judged settings
+        judged = r["store"].get("sampler") or {}
+        record[RECOMMENDED_SAMPLER] = {key: judged[key] for key in ("layers", "w", "start") if key in judged}
     write_json_atomic(target / RECORD, record)
     print(f"{target}  ({record['parameters'] / 1e6:.2f}M parameters, {record['steps']} steps, "
           f"{record['wall_seconds'] / 3600:.1f} h, final loss {record['final_loss']:.4f})")

@@ -31,8 +31,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "diffusion": ("clsp.diffusion.cli", "train a DDPM; sample plain or CLSP-interpolated images"),
     "synthesize": ("clsp.positives.cli", "generate K synthetic positives for every image of a split into a store"),
     "positives": ("clsp.positives.cli", "look at a positives store: preview grid, statistics"),
-    "pretrain": ("clsp.methods.cli", "train an encoder with SimCLR / MoCo v2+ / NNCLR / All4One, with or without CLSP"),
-    "eval": ("clsp.eval.cli", "evaluate an encoder: knn, linear, transfer, embed, hardness"),
+    "pretrain": ("clsp.methods.cli", "train an encoder with SimCLR / MoCo v2+ / NNCLR / All4One / BYOL / SupCon, with or without CLSP"),
+    "eval": ("clsp.eval.cli", "evaluate an encoder (knn, linear, transfer, embed, hardness) or a positives store (positives)"),
     "fid": ("clsp.eval.cli", "FID of plain diffusion samples against the training set (torch-fidelity)"),
     "report": ("clsp.report.cli", "write RUN_DIR/report.html from a pipeline run directory"),
     "pipeline": ("clsp.pipeline", "run every stage: diffusion -> positives -> pretraining -> evaluation -> report"),
@@ -115,13 +115,16 @@ def field_comments(section: type) -> dict[str, str]:
 
 def config_command(parser: argparse.ArgumentParser, schema: type, run: Callable[[Any], Any], *,
                    flags: dict[str, Flag] | None = None, positionals: dict[str, Flag] | None = None,
-                   presets: str = "", examples: Sequence[str] = (), check: Callable[[Any], Any] | None = None) -> None:
+                   presets: str | None = None, examples: Sequence[str] = (), check: Callable[[Any], Any] | None = None,
+                   defaults: Callable[[Any], dict] | None = None) -> None:
     """Make `parser` the command for config dataclass `schema`; `run(cfg)` does the work.
 
     `flags`: {"--k": Flag("k", "candidates per image")}; the flag's type and default come from the schema.
     `positionals`: {"STORE": Flag("store", ...)}. `presets`: the folder under configs/ of the command's own
-    presets. `examples`: command lines shown under --help (and run by the tests). `check(cfg)`: further
-    validation that needs no data (run before --print-config prints, and before `run`)."""
+    presets ("" = configs/ itself; None = it has none, --config takes a YAML file). `examples`: command lines shown under --help (and run by the tests). `check(cfg)`: further
+    validation that needs no data (run before --print-config prints, and before `run`). `defaults(cfg)`:
+    settings the resolved config implies for keys the user did not set (e.g. the sampler settings its model's
+    record recommends); the config is then resolved again with them below the preset, flags and overrides."""
     flags, positionals = dict(flags or {}), dict(positionals or {})
     for metavar, flag in positionals.items():
         parser.add_argument(_dest(flag.key, "_pos_"), metavar=metavar, help=f"{flag.help} [{flag.key}]")
@@ -133,9 +136,8 @@ def config_command(parser: argparse.ArgumentParser, schema: type, run: Callable[
         else:
             parser.add_argument(name, dest=_dest(flag.key), metavar=name.lstrip("-").upper().replace("-", "_"),
                                 default=None, help=_flag_help(schema, flag))
-    where = f"configs/{presets}/ or configs/" if presets else "configs/"
-    parser.add_argument("--config", default=None, metavar="PRESET",
-                        help=f"YAML preset: a file, or a preset name under {where}")
+    where = "" if presets is None else f", or the name of a preset in configs/{presets + '/' if presets else ''}"
+    parser.add_argument("--config", default=None, metavar="PRESET", help=f"YAML preset: a file{where}")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit without running")
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="set any config key (e.g. the keys --print-config shows); ~key removes a preset's key")
@@ -158,20 +160,44 @@ def config_command(parser: argparse.ArgumentParser, schema: type, run: Callable[
             if value is not None:
                 _set(extra, flag.key, _convert(schema, flag.key, value, name))
         cfg = load_config(schema, args.config, args.overrides, extra=extra, folder=presets)
+        implied = defaults(cfg) if defaults is not None else None
+        if implied:
+            cfg = load_config(schema, args.config, args.overrides, extra=extra, folder=presets, defaults=implied)
         if check is not None:
             check(cfg)
         return cfg
 
     def execute(args: argparse.Namespace) -> int:
-        from clsp.config import to_yaml
+        from clsp.config import collecting_missing, to_yaml
 
-        cfg = resolve(args)
-        if args.print_config:
+        if args.print_config:  # shown even before the keys a run needs (--model, --out) are given
+            with collecting_missing() as missing:
+                cfg = resolve(args)
             print(to_yaml(cfg), end="")
+            if missing:
+                print(f"clsp: to run, also set: {'; '.join(missing)}", file=sys.stderr)
             return 0
-        return int(run(cfg) or 0)
+        return int(run(resolve(args)) or 0)
 
     parser.set_defaults(func=execute, resolve=resolve)
+
+
+def model_sampler(section: str, model_key: str) -> Callable[[Any], dict]:
+    """`defaults` for a command that samples with the model its key `model_key` names: the sampler settings
+    that model's record recommends (clsp.diffusion.model.recommended_sampler), placed at `section`."""
+    def implied(cfg: Any) -> dict:
+        from clsp.diffusion.model import recommended_sampler
+
+        model = cfg
+        for part in model_key.split("."):
+            model = getattr(model, part)
+        settings = recommended_sampler(model) if model else {}
+        tree: dict = {}
+        if settings:
+            _set(tree, section, settings)
+        return tree
+
+    return implied
 
 
 def resolve_config(argv: Sequence[str]) -> Any:

@@ -8,11 +8,13 @@ ranges by the dataclass's `__post_init__`, all before any work starts, with the 
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import copy
 import dataclasses
 import difflib
 from pathlib import Path
-from typing import Any, Iterable, Sequence, TypeVar
+from typing import Any, Iterable, Iterator, Sequence, TypeVar
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
@@ -40,19 +42,38 @@ def preset_names(folder: str = "") -> list[str]:
     return sorted(p.stem for p in (CONFIG_DIR / folder).glob("*.yaml"))
 
 
-def resolve_preset(path: str | Path, folder: str = "") -> Path:
-    """A preset is a YAML path, or the name of a shipped preset: a command's own presets first
-    (`clsp pretrain --config demo` is configs/pretrain/demo.yaml), then those of configs/ itself."""
+# The command that runs the presets of each folder under configs/ ("" = configs/ itself).
+PRESET_COMMANDS = {"": "clsp pipeline", "pretrain": "clsp pretrain", "diffusion": "clsp diffusion train",
+                   "synthesize": "clsp synthesize"}
+
+
+def resolve_preset(path: str | Path, folder: str | None = "") -> Path:
+    """A preset is a YAML path, or the name of one of the command's own shipped presets: those of
+    configs/<folder> (`clsp pretrain --config demo` is configs/pretrain/demo.yaml; folder "" is configs/
+    itself, the pipeline's; None = the command has no presets). A name that only another command's
+    presets have is refused, saying which preset it is and where, so that no command runs another's."""
     p = Path(path)
     candidates = [p, Path(f"{p}.yaml")]
-    if not p.is_absolute():
-        for root in ([CONFIG_DIR / folder] if folder else []) + [CONFIG_DIR]:
-            candidates += [root / p, Path(f"{root / p}.yaml")]
+    if folder is not None and not p.is_absolute():
+        root = CONFIG_DIR / folder
+        candidates += [root / p, Path(f"{root / p}.yaml")]
+        if folder and p.parts[0] == folder:  # written with its folder: synthesize/cifar10
+            candidates += [CONFIG_DIR / p, Path(f"{CONFIG_DIR / p}.yaml")]
     for c in candidates:
         if c.is_file():
             return c
-    names = [f"{folder}/{n}" if folder else n for n in preset_names(folder)] if folder else preset_names()
-    raise ConfigError(f"config {path} not found: give a YAML file, or a preset name ({', '.join(names)})")
+    elsewhere = [(other, CONFIG_DIR / other / f"{p.name}.yaml") for other in PRESET_COMMANDS
+                 if other != folder and not p.is_absolute() and len(p.parts) == 1]
+    found = [(other, where) for other, where in elsewhere if where.is_file()]
+    if found:
+        other, where = found[0]
+        ours = (f"; this command's presets: {', '.join(preset_names(folder))}" if folder is not None
+                else "; this command has no presets: give a YAML file of its keys (see --print-config)")
+        raise ConfigError(f"config {path}: {where.relative_to(CONFIG_DIR.parent)} is a preset of `{PRESET_COMMANDS[other]}`, "
+                          f"not of this command (run `{PRESET_COMMANDS[other]} --config {path}`){ours}")
+    names = preset_names(folder) if folder is not None else []
+    listing = f", or a preset name ({', '.join(names)})" if names else " (this command has no presets)"
+    raise ConfigError(f"config {path} not found: give a YAML file{listing}")
 
 
 def _read_preset(path: Path, seen: tuple[Path, ...] = ()) -> list[dict]:
@@ -77,14 +98,17 @@ def _read_preset(path: Path, seen: tuple[Path, ...] = ()) -> list[dict]:
 
 
 def load_config(schema: type[T], preset: str | Path | None = None, overrides: Sequence[str] = (), extra: dict | None = None,
-                folder: str = "") -> T:
-    """Merge schema defaults <- preset chain <- `extra` <- `key=value` overrides, validate, instantiate.
+                folder: str | None = "", defaults: dict | None = None) -> T:
+    """Merge schema defaults <- `defaults` <- preset chain <- `extra` <- `key=value` overrides, validate, instantiate.
 
-    `folder`: where the command's own presets are (resolve_preset). An override `~key` removes `key`
+    `defaults`: settings that replace the schema's defaults for this run (a model's recommended sampler
+    settings), below everything the user wrote.
+    `folder`: where the command's own presets are, under configs/ (resolve_preset; None: it has none). An override `~key` removes `key`
     from the preset and `extra`, so that the schema's default applies; `key=null` sets an optional key
     to None (and empties a per-method override)."""
     structured = OmegaConf.structured(schema)
-    layers: list[dict] = _read_preset(resolve_preset(preset, folder)) if preset is not None else []
+    layers: list[dict] = [copy.deepcopy(defaults)] if defaults else []
+    layers += _read_preset(resolve_preset(preset, folder)) if preset is not None else []
     if extra:
         layers.append(copy.deepcopy(extra))
     assignments = []
@@ -219,6 +243,32 @@ def to_yaml(cfg: Any) -> str:
 def check(condition: bool, key: str, message: str) -> None:
     if not condition:
         raise KeyCheckError(key, message)
+
+
+# While --print-config resolves a config, the keys a command cannot run without are collected, not refused.
+_MISSING: contextvars.ContextVar[list | None] = contextvars.ContextVar("clsp_missing_keys", default=None)
+
+
+def check_given(condition: bool, key: str, message: str) -> None:
+    """A key the command cannot run without (its --model, --out): refused when the config is run, listed
+    (not refused) while `--print-config` shows the config, since errors send users to --print-config."""
+    missing = _MISSING.get()
+    if condition:
+        return
+    if missing is None:
+        raise KeyCheckError(key, message)
+    missing.append(f"{key}: {message}")
+
+
+@contextlib.contextmanager
+def collecting_missing() -> Iterator[list[str]]:
+    """Within it, check_given collects the keys not given into the yielded list instead of refusing them."""
+    missing: list[str] = []
+    token = _MISSING.set(missing)
+    try:
+        yield missing
+    finally:
+        _MISSING.reset(token)
 
 
 def check_positive(value: float, key: str) -> None:

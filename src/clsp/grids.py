@@ -70,9 +70,16 @@ def w_sweep_image(anchors, sweep: Sequence[tuple[float, object]], tile_px: int =
     width_px = rows[0][1].shape[1]
     scale = tile_px / anchors.shape[1]
     dpi = 100
-    fig = Figure(figsize=((width_px * scale + 110) / dpi, (height_px * scale + (40 if title else 10)) / dpi), dpi=dpi)
-    grid = fig.add_gridspec(len(rows), 1, height_ratios=[r.shape[0] for _, r in rows], left=100 / (width_px * scale + 110),
-                            right=0.99, top=1 - (30 if title else 5) / (height_px * scale + (40 if title else 10)), bottom=0.01, hspace=0.08)
+    figure_px = width_px * scale + 110
+    if title:  # wrapped to the figure's width (at most 10 px a character at 12 pt), so that no line is cut off
+        import textwrap
+
+        title = textwrap.fill(title, max(12, int(figure_px / 10)))
+    title_px = 10 + (30 + 22 * title.count("\n") if title else 0)
+    fig = Figure(figsize=(figure_px / dpi, (height_px * scale + title_px) / dpi), dpi=dpi)
+    grid = fig.add_gridspec(len(rows), 1, height_ratios=[r.shape[0] for _, r in rows], left=100 / figure_px,
+                            right=0.99, top=1 - (title_px - 10 + 5 * (not title)) / (height_px * scale + title_px),
+                            bottom=0.01, hspace=0.08)
     for i, (label, image) in enumerate(rows):
         ax = fig.add_subplot(grid[i])
         ax.imshow(image, interpolation="nearest")

@@ -6,7 +6,7 @@ A pipeline trains one encoder per (method, variant, seed), plus one per value of
 evaluates the untrained encoder of each seed ("no pretraining"). A run's name is its directory under
 RUN/pretrain/ and RUN/eval/:
 
-    simclr, simclr-clsp, simclr-aug              one seed
+    simclr, simclr-clsp, simclr-aug              one seed (simclr-oracle: the labelled upper bound)
     simclr-clsp-w0.3                             a swept value (w = 0.3)
     simclr-clsp-seed1                            several seeds: every run carries its seed
     no-pretraining[-seed1]                       the randomly initialised encoder
@@ -22,8 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
-VARIANT_SUFFIX = {"clsp": "-clsp", "aug": "-aug"}
-VARIANT_LABEL = {"base": "baseline", "clsp": "+ CLSP", "aug": "+ aug (control)", "none": "no pretraining"}
+VARIANT_SUFFIX = {"clsp": "-clsp", "aug": "-aug", "oracle": "-oracle"}
+VARIANT_LABEL = {"base": "baseline", "clsp": "+ CLSP", "aug": "+ aug (control)", "oracle": "+ oracle (labels; upper bound)",
+                 "none": "no pretraining"}
 FLOOR = "no-pretraining"
 SWEEPABLE = ("w", "k", "weight")          # synthesis w, candidates K, CLSP weight lambda
 STORE_SWEEPS = ("w", "k")                 # the settings that need a store of their own
@@ -44,7 +45,7 @@ class RunSpec:
     """One encoder of a pipeline run."""
 
     method: str                           # simclr | moco | nnclr | all4one | none (no pretraining)
-    variant: str                          # base | clsp | aug | none
+    variant: str                          # base | clsp | aug | oracle | none
     seed: int = 0
     sweep: Optional[tuple[str, float]] = None   # (setting, value) of a swept CLSP run
     seeded_name: bool = False             # the pipeline has several seeds: the name carries this one

@@ -7,7 +7,9 @@ process killed by SIGKILL leaves no lock behind, only its record: the next proce
 so. A pid file could not tell a dead holder from a live one on another host, nor a reused pid.
 
 The processes Lightning or torchrun start for the other ranks run under their launcher's lock: only a
-process that is rank 0 everywhere (RANK, LOCAL_RANK, NODE_RANK, GROUP_RANK unset or 0) takes it.
+process that is rank 0 everywhere (RANK, LOCAL_RANK, NODE_RANK, GROUP_RANK unset or 0) takes it. Likewise
+the stages a pipeline runs side by side (`jobs: N`) run under the pipeline's lock: it names the run directory
+and itself in HELD_ENV, which a child trusts only while that process is still its parent.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from clsp.errors import UserError
 
 LOCK_FILE = ".lock"
 RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK")
+HELD_ENV = "CLSP_RUN_LOCK_HELD"   # "RUN_DIR:PID": process PID holds RUN_DIR's lock for the children it starts
 log = logging.getLogger("clsp")
 _held: set[Path] = set()          # run directories this process holds (a nested run_lock is a no-op)
 
@@ -35,6 +38,18 @@ _held: set[Path] = set()          # run directories this process holds (a nested
 def is_launcher() -> bool:
     """This process is rank 0 on node 0: not a rank that Lightning or torchrun started beside it."""
     return all(os.environ.get(name, "0") == "0" for name in RANK_VARIABLES)
+
+
+def held_for_children(run_dir: str | os.PathLike) -> dict[str, str]:
+    """The environment a lock holder gives the processes it starts to work in its run directory."""
+    return {HELD_ENV: f"{Path(run_dir).resolve()}:{os.getpid()}"}
+
+
+def held_by_parent(run: Path) -> bool:
+    """This process's parent holds `run`'s lock for it (see held_for_children). An orphan whose parent
+    died is not covered any more: it takes the lock itself, or stops if a new pipeline holds it."""
+    path, _, pid = os.environ.get(HELD_ENV, "").rpartition(":")
+    return bool(path) and Path(path) == run and pid == str(os.getppid())
 
 
 def describe(holder: dict) -> str:
@@ -48,7 +63,7 @@ def describe(holder: dict) -> str:
 def run_lock(run_dir: str | os.PathLike) -> Iterator[None]:
     """Hold RUN/.lock for the duration of the block, or raise UserError naming its holder."""
     run = Path(run_dir).resolve()
-    if run in _held or not is_launcher():
+    if run in _held or not is_launcher() or held_by_parent(run):
         yield
         return
     created = not run.exists()

@@ -5,12 +5,16 @@
                   value of a swept w or K)
       figures     anchors beside their candidates; the w sweep
       positives   how good the candidates are (`clsp eval positives`: a reference classifier's verdict)
-    3 pretrain    each method x variant (base | clsp | aug) x seed, each swept CLSP value, and the untrained
+    3 pretrain    each method x variant (base | clsp | aug | oracle) x seed, each swept CLSP value, and the untrained
                   encoder of each seed (the "no pretraining" floor)
     4 eval        kNN, linear, t-SNE, hardness, transfer of each encoder
     5 report      report.html
 
 Run names, stores and every path of the run directory come from `clsp.layout` (the report reads the same plan).
+Each stage names the stages whose outputs it reads (Stage.after): diffusion -> each store's synthesis -> its
+figures and positives evaluation; a CLSP run after its store (the others after nothing); an encoder's
+evaluations after its pretraining; the report after everything. With `jobs: N` (N > 1), N stages whose
+inputs are ready run side by side in N worker processes (clsp.jobs); with 1 they run one by one, in order.
 
 The pipeline composes each stage's own config dataclass from one PipelineConfig and calls the stage's
 library function (on several devices, each training stage runs as its own `clsp` command instead, so
@@ -29,7 +33,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from clsp.config import check, check_choice, check_positive, field, to_dict
 from clsp.data.config import DatasetConfig
@@ -44,7 +48,7 @@ from clsp.training_config import TrainerConfig
 
 log = logging.getLogger("clsp.pipeline")
 
-VARIANTS = ("base",) + tuple(VARIANT_SUFFIX)  # base | clsp | aug
+VARIANTS = ("base",) + tuple(VARIANT_SUFFIX)  # base | clsp | aug | oracle
 LABELLED_EVALS = ("knn", "linear", "embed")      # the evaluations that need labelled train / test splits
 EVAL_NAMES = {"knn": "kNN", "linear": "linear probe", "embed": "t-SNE", "positives": "positives evaluation"}
 
@@ -131,7 +135,8 @@ class PipelineConfig:
     w_sweep: List[float] = field(lambda: [0.0, 0.1, 0.3, 0.5, 1.0])  # rows of figures/w_sweep.png
     figure_anchors: int = 8                       # anchors in figures/anchors.png (and 4 of them in the sweep)
     methods: List[str] = field(lambda: ["simclr", "moco"])
-    variants: List[str] = field(lambda: ["base", "clsp"])  # base | clsp | aug (the third-real-view control)
+    variants: List[str] = field(lambda: ["base", "clsp"])  # base | clsp | aug (the third-real-view control) |
+                                                  # oracle (a real class-mate as the positive: labels, an upper bound)
     seeds: List[int] = field(lambda: [0])         # every pretraining run (and its evaluations) once per seed
     sweep: SweepConfig = field(SweepConfig)       # extra CLSP runs over w, K or the CLSP weight
     floor: bool = True                            # evaluate the untrained encoder of each seed ("no pretraining")
@@ -142,12 +147,14 @@ class PipelineConfig:
     eval: EvalConfig = field(EvalConfig)
     trainer: TrainerConfig = field(TrainerConfig)  # every training stage's trainer section
     report: bool = True
+    jobs: int = 1                                 # stages run side by side when their inputs are ready, each with
+                                                  # its share of the CPU threads, or its own GPUs (clsp.jobs)
 
     def __post_init__(self) -> None:
         check(len(self.methods) > 0, "methods", "must name at least one method")
         for m in self.methods:
             check_choice(m, "methods", METHODS)
-        check(len(self.variants) > 0, "variants", "must name at least one of base, clsp, aug")
+        check(len(self.variants) > 0, "variants", "must name at least one of base, clsp, aug, oracle")
         for v in self.variants:
             check_choice(v, "variants", VARIANTS)
         for m in self.method_overrides:  # a method that is not run keeps its overrides (checked in Pipeline)
@@ -163,6 +170,7 @@ class PipelineConfig:
         check_choice(self.paper, "paper", ("",) + PAPER_RUNS)
         check(all(0.0 <= w <= 1.0 for w in self.w_sweep), "w_sweep", f"values must be in [0, 1], got {self.w_sweep}")
         check_positive(self.figure_anchors, "figure_anchors")
+        check(self.jobs >= 1, "jobs", f"must be >= 1 (stages run at a time), got {self.jobs}")
         check(bool(self.out_dir), "out_dir", "must name the run directory")
         # The stage sections' dataset, trainer and out_dir are the pipeline's: record them as such.
         layout = RunLayout(Path(self.out_dir))
@@ -228,7 +236,8 @@ def pretrain_config(cfg: PipelineConfig, spec: RunSpec, run: RunLayout) -> Pretr
     store = str(run.store(spec.store)) if spec.store else None
     variant_layer = {"base": {"clsp": {"weight": 0.0, "positives": None}},
                      "clsp": {"clsp": {"positives": store, "third_view": "synthetic"}},
-                     "aug": {"clsp": {"positives": None, "third_view": "augment"}}}[variant]
+                     "aug": {"clsp": {"positives": None, "third_view": "augment"}},
+                     "oracle": {"clsp": {"positives": None, "third_view": "oracle"}}}[variant]
     sweep_layer = {"clsp": {"weight": spec.sweep[1]}} if spec.sweep is not None and spec.sweep[0] == "weight" else {}
     owned = {"method": method, "dataset": to_dict(cfg.dataset), "trainer": to_dict(cfg.trainer), "seed": spec.seed,
              "out_dir": str(run.pretrain(spec.name))}
@@ -259,6 +268,7 @@ class Stage:
     inputs: Callable[[], Dict[str, str]]         # fingerprints of what it reads, taken just before it runs
     run: Callable[[], Any]
     output: Optional[Path] = None                # a file the completed stage leaves: without it the stage runs again
+    after: Tuple[str, ...] = ()                  # the stages whose outputs it reads: it starts once they are complete
 
 
 class StageRecords:
@@ -378,15 +388,17 @@ class Pipeline:
         from clsp.positives.synthesize import synthesize
 
         cfg, out = self.cfg, []
+        model = ("diffusion",) if self.diffusion is not None else ()
         for sweep in cfg.stores():
             store = self.layout.store(store_name(sweep))
-            name = store_name(sweep).replace("positives", "synthesis", 1)
+            name = synthesis_name(store.name)
             synth = synthesize_config(cfg, self.model_dir, store, sweep)
             out.append(Stage(name, synth, lambda: {"dataset": self.dataset_fingerprint(), "model": self.model_hash()},
-                             self._training(name, ["synthesize"], synth, synthesize, torchrun=True), store / MANIFEST))
+                             self._training(name, ["synthesize"], synth, synthesize, torchrun=True), store / MANIFEST,
+                             after=model))
         figures = {"anchors": cfg.figure_anchors, "w_sweep": list(cfg.w_sweep), "synthesis": to_dict(cfg.synthesis)}
         out.append(Stage("figures", figures, lambda: {"store": self.store_hash(), "model": self.model_hash()},
-                         self.draw_figures, self.layout.figure("anchors")))
+                         self.draw_figures, self.layout.figure("anchors"), after=(synthesis_name(self.store.name),)))
         if cfg.eval.positives and "positives" not in self.skipped_evals:
             for sweep in cfg.stores():
                 out.append(self.positives_stage(sweep))
@@ -403,7 +415,8 @@ class Pipeline:
         return Stage(f"eval/{store.name}", config, lambda: {"store": self.store_hash(store), "model": self.model_hash()},
                      lambda: positives_eval(store, self.cfg.dataset, self.layout.store_evaluation(store.name), settings,
                                             model_dir=self.model_dir if settings.sweep_w else None,
-                                            progress=self.cfg.trainer.progress), self.layout.store_metrics(store.name))
+                                            progress=self.cfg.trainer.progress), self.layout.store_metrics(store.name),
+                     after=(synthesis_name(store.name),))
 
     def pretrain_stage(self, name: str, pre: PretrainConfig) -> Stage:
         spec = self.specs[name]
@@ -421,7 +434,8 @@ class Pipeline:
                 found["positives"] = self.store_hash(Path(pre.clsp.positives))
             return found
         return Stage(f"pretrain/{name}", pre, inputs, self._training(f"pretrain/{name}", ["pretrain"], pre, pretrain),
-                     self.layout.pretrain_metrics(name))
+                     self.layout.pretrain_metrics(name),
+                     after=(synthesis_name(Path(pre.clsp.positives).name),) if pre.third_view == "synthetic" else ())
 
     def _training(self, name: str, command: list[str], config: Any, function: Callable[[Any], Any],
                   torchrun: bool = False) -> Callable[[], Any]:
@@ -467,6 +481,7 @@ class Pipeline:
         figures = spec.method != "none" and spec.sweep is None and spec.seed == cfg.seeds[0]
         store = self.layout.store(spec.store or store_name(None))
         stages = []
+        after = (f"pretrain/{name}",)                 # and the store, for hardness
 
         def out_dir(kind: str) -> Path:
             return self.layout.evaluation(name, kind)
@@ -482,26 +497,27 @@ class Pipeline:
 
             stages.append(Stage(f"eval/{name}/knn", {"dataset": to_dict(data), "temperature": ev.knn_temperature}, inputs(),
                                 lambda: knn_eval(encoder, data, out_dir("knn"), temperature=ev.knn_temperature),
-                                output("knn")))
+                                output("knn"), after))
         if ev.linear and "linear" not in self.skipped_evals:
             from clsp.eval.linear import linear_eval
 
             stages.append(Stage(f"eval/{name}/linear", {"dataset": to_dict(data), "probe": to_dict(ev.linear_probe)}, inputs(),
                                 lambda: linear_eval(encoder, data, out_dir("linear"), ev.linear_probe),
-                                output("linear")))
+                                output("linear"), after))
         if ev.embed and figures and "embed" not in self.skipped_evals:
             from clsp.eval.embed import embed_plot
 
             stages.append(Stage(f"eval/{name}/embed", {"dataset": to_dict(data), "n": ev.embed_n, "seed": ev.seed}, inputs(),
                                 lambda: embed_plot(encoder, data, out_dir("embed"), n=ev.embed_n, seed=ev.seed),
-                                output("embed")))
+                                output("embed"), after))
         if ev.hardness and figures:
             from clsp.eval.hardness import hardness_eval
 
             stages.append(Stage(f"eval/{name}/hardness", {"dataset": to_dict(cfg.dataset), "n": ev.hardness_n, "seed": ev.seed},
                                 inputs(with_store=True),
                                 lambda: hardness_eval(encoder, cfg.dataset, store, out_dir("hardness"), n=ev.hardness_n,
-                                                      seed=ev.seed), output("hardness")))
+                                                      seed=ev.seed), output("hardness"),
+                                after + (synthesis_name(store.name),)))
         if ev.transfer and spec.sweep is None:
             from clsp.eval.transfer import transfer_eval
 
@@ -509,7 +525,7 @@ class Pipeline:
                                                           "probe": to_dict(ev.linear_probe)}, inputs(),
                                 lambda: transfer_eval(encoder, list(ev.transfer), out_dir("transfer"), root=ev.transfer_root,
                                                       probe_cfg=ev.linear_probe, skip_missing=ev.skip_missing_transfer),
-                                output("transfer")))
+                                output("transfer"), after))
         return stages
 
     def draw_figures(self) -> None:
@@ -548,7 +564,7 @@ class Pipeline:
         and labelled train and test splits for kNN, linear and t-SNE. Those three are skipped, and said so,
         when the training set has no labels (a flat folder) and no labelled set is named (eval.dataset)."""
         from clsp.data.config import load_split
-        from clsp.methods.pretrain import require_labels_for
+        from clsp.methods.pretrain import check_third_view_inputs, require_labels_for
         from clsp.training import world_size
 
         cfg, ev = self.cfg, self.cfg.eval
@@ -562,6 +578,10 @@ class Pipeline:
                             "model on it; give a trained local diffusers model with model_dir=DIR")
         for name, pre in self.runs.items():
             require_labels_for(pre.method, train)
+            check_third_view_inputs(pre, train, None, train.resident)      # the oracle's labels
+            if pre.third_view == "synthetic" and pre.clsp.positives_per_step > cfg.synthesis.k:
+                raise UserError(f"pretraining {name}: clsp.positives_per_step={pre.clsp.positives_per_step} is more than "
+                                f"the synthesis.k={cfg.synthesis.k} candidates stored per image; use at most {cfg.synthesis.k}")
             batch = pre.batch_size * world_size(pre.trainer)
             if len(train) < batch:
                 raise UserError(f"{cfg.dataset.name} split '{cfg.dataset.train_split}' has {len(train)} images, fewer than "
@@ -580,6 +600,33 @@ class Pipeline:
                                                "candidate by its anchor's class")
         self.data_record["skipped"] = dict(self.skipped_evals)
 
+    def _run_in_order(self, stages: list[Stage], records: StageRecords) -> None:
+        """jobs: 1, the stages one after another in this process, in plan order."""
+        from clsp.rundir import fingerprint
+
+        for i, stage in enumerate(stages, 1):
+            key = fingerprint(stage.config, stage.inputs())
+            if records.is_complete(stage.name, key, stage.output):
+                log.info(f"pipeline: [{i}/{len(stages)}] {stage.name}: complete for the same inputs, skipped")
+                continue
+            log.info(f"pipeline: [{i}/{len(stages)}] {stage.name}: running")
+            started, cpu_started = time.perf_counter(), cpu_time()
+            stage.run()
+            seconds = time.perf_counter() - started
+            records.complete(stage.name, key, seconds, cpu_time() - cpu_started)
+            log.info(f"pipeline: [{i}/{len(stages)}] {stage.name}: done in {seconds:.1f} s")
+
+    def stage_command(self) -> list[str]:
+        """The command of a worker that runs stages in a process of its own (with `--worker`): this run's recorded
+        config, with the slot's share of trainer.threads when that is set (else CLSP_THREADS gives it)."""
+        import sys
+
+        from clsp.jobs import thread_share
+
+        share = [f"trainer.threads={thread_share(self.cfg.trainer, self.cfg.jobs)[0]}"] \
+            if self.cfg.trainer.threads is not None else []
+        return [sys.executable, "-m", "clsp", "pipeline", "--config", str(self.layout.config), *share]
+
     def execute(self) -> Path:
         """Run the stages, holding the run directory's lock (a second pipeline on it stops at once)."""
         from clsp.lock import run_lock
@@ -594,6 +641,10 @@ class Pipeline:
 
         self.preflight()
         stages = self.stages()
+        if self.cfg.jobs > 1:  # before anything is written: the slots' threads and GPUs (may refuse the devices)
+            from clsp.jobs import job_environments
+
+            slots = job_environments(self.layout.root, self.cfg.trainer, self.cfg.jobs)
         run = rundir.Stage(self.layout.root, self.cfg)
         run.start()
         write_json_atomic(self.layout.data, self.data_record)
@@ -602,17 +653,13 @@ class Pipeline:
             log.info(f"pipeline: {kinds} skipped: {next(iter(self.skipped_evals.values()))}")
         records = StageRecords(self.layout.root)
         log.info(f"pipeline: {len(stages)} stages -> {self.layout.root}")
-        for i, stage in enumerate(stages, 1):
-            key = fingerprint(stage.config, stage.inputs())
-            if records.is_complete(stage.name, key, stage.output):
-                log.info(f"pipeline: [{i}/{len(stages)}] {stage.name}: complete for the same inputs, skipped")
-                continue
-            log.info(f"pipeline: [{i}/{len(stages)}] {stage.name}: running")
-            started, cpu_started = time.perf_counter(), cpu_time()
-            stage.run()
-            seconds = time.perf_counter() - started
-            records.complete(stage.name, key, seconds, cpu_time() - cpu_started)
-            log.info(f"pipeline: [{i}/{len(stages)}] {stage.name}: done in {seconds:.1f} s")
+        if self.cfg.jobs > 1:
+            from clsp.jobs import run_parallel
+
+            run_parallel(stages, records, lambda stage: fingerprint(stage.config, stage.inputs()), self.stage_command(),
+                         slots)
+        else:
+            self._run_in_order(stages, records)
         report = None
         if self.cfg.report:
             from clsp.report.html import build_report
@@ -622,6 +669,11 @@ class Pipeline:
             log.info(f"pipeline: report written in {time.perf_counter() - started:.1f} s")
         run.done({"report": str(report) if report else None})
         return report or self.layout.root
+
+
+def synthesis_name(store: str) -> str:
+    """The stage that makes a store: synthesis for positives/, synthesis-w0.3 for positives-w0.3/."""
+    return store.replace("positives", "synthesis", 1)
 
 
 def _describe(ds) -> Dict[str, Any]:
@@ -638,21 +690,47 @@ def run_pipeline(cfg: PipelineConfig) -> Path:
     return Pipeline(cfg).execute()
 
 
+def serve_stages(cfg: PipelineConfig) -> None:
+    """A worker of a running pipeline (`--worker`, started by clsp.jobs for `jobs: N`): the same plan, and the
+    stages it is sent run one at a time. The pipeline that started it holds the run lock and writes the records."""
+    from clsp.jobs import serve
+    from clsp.lock import run_lock
+    from clsp.training import apply_threads
+
+    apply_threads(cfg.trainer)
+    pipeline = Pipeline(cfg)
+    with run_lock(pipeline.layout.root):   # the parent's: nothing to take (clsp.lock.held_by_parent)
+        pipeline.preflight()               # the same plan as the parent's (it decides which evaluations run)
+        serve({stage.name: stage for stage in pipeline.stages()})
+
+
 # -- CLI --------------------------------------------------------------------------------------------
 
 def register(subparsers) -> None:
-    from clsp.cli import TRAINING_FLAGS, add_command, config_command
+    import argparse
+
+    from clsp.cli import TRAINING_FLAGS, add_command, config_command, model_sampler
 
     parser = add_command(
         subparsers, "pipeline",
         description="Run the whole method in one run directory: train the diffusion model (or use model_dir), "
                     "synthesize positives, pretrain each method with and without CLSP, evaluate, write report.html. "
                     "Run it again to resume: completed stages are skipped.")
-    config_command(parser, PipelineConfig, _run, check=Pipeline,
+    config_command(parser, PipelineConfig, _run, presets="", check=Pipeline,
+                   defaults=model_sampler("synthesis.sampler", "model_dir"),
                    flags=TRAINING_FLAGS,
                    examples=["clsp pipeline --config demo",
                              "clsp pipeline --config demo methods=[simclr] --out runs/demo-simclr",
                              "clsp pipeline --config cifar10 pretrain.epochs=200 trainer.devices=8"])
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # for `jobs` (clsp.jobs)
+    whole = parser.get_default("func")
+
+    def execute(args) -> int:
+        if not args.worker:
+            return whole(args)
+        serve_stages(args.resolve(args))
+        return 0
+    parser.set_defaults(func=execute)
 
 
 def _run(cfg: PipelineConfig) -> int:

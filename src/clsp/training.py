@@ -73,13 +73,13 @@ def make_trainer(cfg: TrainerConfig, run_dir: str | Path, max_steps: int, callba
                  gradient_clip_val: float | None = None, max_epochs: int = -1, **kwargs):
     """A Lightning Trainer writing logs and checkpoints under run_dir."""
     import lightning as L
-    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+    from lightning.pytorch.callbacks import LearningRateMonitor
     from lightning.pytorch.loggers import TensorBoardLogger
 
     run_dir = Path(run_dir)
-    ckpt = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="step{step:08d}", auto_insert_metric_name=False,
-                           every_n_train_steps=cfg.checkpoint_every, save_last=True, save_top_k=1,
-                           monitor="step", mode="max", save_on_train_epoch_end=True)
+    ckpt = checkpoint_after_logging()(dirpath=run_dir / "checkpoints", filename="step{step:08d}", auto_insert_metric_name=False,
+                                      every_n_train_steps=cfg.checkpoint_every, save_last=True, save_top_k=1,
+                                      monitor="step", mode="max", save_on_train_epoch_end=True)
     cbs = [ckpt, LearningRateMonitor(logging_interval="step"), time_estimate()] + list(callbacks or [])
     if cfg.progress:
         cbs.append(run_progress_bar(refresh_rate=max(1, cfg.log_every)))
@@ -97,6 +97,45 @@ def make_trainer(cfg: TrainerConfig, run_dir: str | Path, max_steps: int, callba
         gradient_clip_val=gradient_clip_val, deterministic=cfg.deterministic, enable_model_summary=False,
         num_sanity_val_steps=0, **kwargs,
     )
+
+
+def checkpoint_after_logging():
+    """Lightning's ModelCheckpoint, saving the state after step s once step s has logged everything.
+
+    Lightning saves in `on_train_batch_end`, before it writes that step's metrics row and, at an epoch's last
+    step, before the epoch's end (the probe and kNN monitors and their row). A kill or a full disk in that
+    window left a checkpoint whose rows, or whose final validation, no rerun wrote again (metrics.csv one row
+    short, metrics.json an epoch behind). Here the checkpoint of step s is written at the start of step s + 1,
+    or when training ends: the same state, with its rows already on disk."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    class CheckpointAfterLogging(ModelCheckpoint):
+        def on_train_start(self, trainer, pl_module) -> None:
+            super().on_train_start(trainer, pl_module)
+            self._last_global_step_saved = trainer.global_step   # a resumed session keeps the checkpoint it came from
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            pass
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+            self._save_if_due(trainer, pl_module)
+
+        def on_train_end(self, trainer, pl_module) -> None:
+            self._save_if_due(trainer, pl_module)
+            super().on_train_end(trainer, pl_module)
+
+        def _save_if_due(self, trainer, pl_module) -> None:
+            # The loop's count of logged steps as it stood in on_train_batch_end, where Lightning expects a
+            # checkpoint (it counts the step after that hook): a resumed run logs each step under its own number.
+            loop = trainer.fit_loop.epoch_loop
+            loop._batches_that_stepped -= 1
+            try:
+                super().on_train_batch_end(trainer, pl_module, None, None, 0)
+            finally:
+                loop._batches_that_stepped += 1
+
+    CheckpointAfterLogging.__qualname__ = ModelCheckpoint.__qualname__  # its state key: checkpoints of either resume
+    return CheckpointAfterLogging
 
 
 def quiet_lightning() -> None:

@@ -73,6 +73,15 @@ def test_every_command_has_help_and_a_config(capsys):
         assert "--print-config" in text and "--config PRESET" in text and "key=value" in text, words
 
 
+def test_top_level_help_names_every_method_and_every_evaluation():
+    from clsp.methods import METHODS
+
+    listing = " ".join(text for _, text in COMMANDS.values()).lower()
+    assert all(method in listing for method in METHODS), listing
+    evals = dict(subcommand_parsers())
+    assert all(words[1] in listing for words in evals if words[0] == "eval"), listing  # knn ... positives
+
+
 def test_flags_are_aliases_of_keys_with_the_schemas_defaults(capsys):
     from clsp.eval.cli import LinearEval
     from clsp.eval.linear import LinearProbeConfig
@@ -129,12 +138,28 @@ def test_print_config_prints_the_resolved_config_without_running(tmp_path, capsy
         ["pipeline", "--config", "demo", "methods=[simclr]", "--out", str(tmp_path / "run")])
 
 
-def test_a_command_finds_its_own_presets_first(capsys):
+@pytest.mark.parametrize("words", [["synthesize"], ["diffusion", "sample"], ["eval", "knn"], ["eval", "positives"], ["fid"]])
+def test_print_config_works_before_the_keys_a_run_needs(words, capsys):
+    assert main([*words, "--print-config"]) == 0              # errors send users here, before --model / --out
+    out, err = capsys.readouterr()
+    assert isinstance(yaml.safe_load(out), dict) and "to run, also set:" in err
+    with pytest.raises(ConfigError, match="must name"):       # running still needs them
+        resolve_config(words)
+
+
+def test_a_command_resolves_only_its_own_presets(capsys):
     from clsp.methods.pretrain import PretrainConfig
 
     cfg = resolve_config(["pretrain", "--config", "demo"])  # configs/pretrain/demo.yaml, not the pipeline's demo
     assert cfg == load_config(PretrainConfig, "pretrain/demo")
     assert resolve_config(["diffusion", "train", "--config", "tiny-digits"]).model == "tiny"
+    # a name only another command has: refused, naming that preset and the command that runs it
+    with pytest.raises(ConfigError, match=r"configs/fashion-mnist.yaml is a preset of `clsp pipeline`.*fashion-mnist-simclr"):
+        resolve_config(["pretrain", "--config", "fashion-mnist"])
+    with pytest.raises(ConfigError, match=r"configs/pretrain/fashion-mnist-simclr.yaml is a preset of `clsp pretrain`"):
+        resolve_config(["pipeline", "--config", "fashion-mnist-simclr"])
+    with pytest.raises(ConfigError, match=r"configs/demo.yaml is a preset of `clsp pipeline`.*has no presets"):
+        resolve_config(["eval", "knn", "--config", "demo"])
 
 
 def test_a_preset_can_be_trimmed_and_a_key_removed():

@@ -44,3 +44,15 @@ def test_save_png_round_trips_and_w_sweep_renders(tmp_path):
     assert picture.dtype == np.uint8 and picture.ndim == 3 and picture.shape[0] > picture.shape[1]
     assert len({tuple(c) for c in picture.reshape(-1, 3)[::97]}) > 10      # images were drawn, not a blank figure
     assert list(tmp_path.iterdir()) == [tmp_path / "a.png"]                 # no temporary file left
+
+
+def test_a_w_sweep_title_wider_than_its_grid_is_wrapped_not_cut_off():
+    anchors = tiles(2)
+    sweep = [(w, tiles(4, seed=i).reshape(2, 2, 8, 8, 3)) for i, w in enumerate([0.0, 1.0])]
+    title = "interpolation weight w (ddim, 10 steps, layers 4, a long title)"
+    picture = w_sweep_image(anchors, sweep, title=title)
+    untitled = w_sweep_image(anchors, sweep)
+    title_rows = picture[: picture.shape[0] - untitled.shape[0]]
+    ink = (title_rows < 128).any(axis=2)
+    columns = np.flatnonzero(ink.any(axis=0))
+    assert columns.min() > 2 and columns.max() < picture.shape[1] - 3   # the title's text keeps off both edges

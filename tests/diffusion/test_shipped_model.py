@@ -73,3 +73,23 @@ def test_its_positives_keep_their_anchors_class_far_above_chance(shipped, fashio
         assert candidates.shape == (48, 16, 16, 1)
         agreement[w] = float((judge.predict(candidates)[0] == labels).mean())
     assert agreement[0.1] >= 0.3 and agreement[1.0] <= 0.25, agreement
+
+
+def test_commands_sample_the_shipped_model_with_its_records_settings_unless_told_otherwise(tmp_path):
+    from clsp.cli import resolve_config
+    from clsp.diffusion.model import recommended_sampler
+
+    recommended = recommended_sampler(f"clsp:{NAME}")
+    assert recommended == {"layers": 4, "w": 0.1}      # layers = 1 ignores the anchor (agreement at chance)
+    model = ["--model", f"clsp:{NAME}", "--out", str(tmp_path / "o")]
+    for words in (["synthesize"], ["diffusion", "sample"]):
+        s = resolve_config([*words, *model]).sampler
+        assert (s.layers, s.w) == (4, 0.1), words
+        s = resolve_config([*words, *model, "sampler.layers=2", "--w", "0.3"]).sampler
+        assert (s.layers, s.w) == (2, 0.3), words      # a key=value or a flag still sets them
+    preset = tmp_path / "mine.yaml"
+    preset.write_text("sampler: {layers: 3}\n")
+    assert resolve_config(["synthesize", "--config", str(preset), *model]).sampler.layers == 3   # and so does a preset
+    s = resolve_config(["pipeline", "--config", "fashion-mnist", f"model_dir=clsp:{NAME}"]).synthesis.sampler
+    assert (s.layers, s.w) == (4, 0.1)
+    assert resolve_config(["synthesize", "--model", str(tmp_path), "--out", "o"]).sampler.layers == 1   # no record

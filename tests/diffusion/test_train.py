@@ -110,6 +110,51 @@ def test_kill_and_resume_gives_the_weights_of_an_uninterrupted_run(tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_a_full_disk_while_logging_after_a_checkpoint_loses_no_row(tmp_path, monkeypatch):
+    """The disk fills right after the step-4 checkpoint: the next metrics.csv append is cut short (ENOSPC).
+    With space again the rerun's metrics.csv and UNet are an uninterrupted run's: no step's row is lost."""
+    import builtins
+    import errno
+
+    from clsp import training
+
+    overrides = ["dataset.size=8", "batch_size=8", "max_steps=6", "trainer.checkpoint_every=2", "trainer.log_every=1",
+                 "n_sample_grid=0"]
+    reference = train_diffusion(config(tmp_path / "straight", *overrides))
+    run, failed = tmp_path / "run", []
+
+    class CutShort:
+        def __init__(self, f) -> None:
+            self._f = f
+
+        def write(self, text: str) -> int:
+            failed.append(text)
+            self._f.write(text[: len(text) // 2])
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self._f.close()
+
+    def full_after_checkpoint_4(path, mode="r", *args, **kwargs):
+        f = builtins.open(path, mode, *args, **kwargs)
+        full = (run / "checkpoints" / "step00000004.ckpt").exists() and not failed
+        return CutShort(f) if full and "a" in mode and str(path).endswith("metrics.csv") else f
+
+    monkeypatch.setattr(training, "open", full_after_checkpoint_4, raising=False)
+    with pytest.raises(OSError) as failure:
+        train_diffusion(config(run, *overrides))
+    assert failure.value.errno == errno.ENOSPC and failed
+    monkeypatch.undo()
+    train_diffusion(config(run, *overrides))
+    assert (run / "logs" / "metrics.csv").read_bytes() == (tmp_path / "straight" / "logs" / "metrics.csv").read_bytes()
+    a = load_file(reference / "unet" / "diffusion_pytorch_model.safetensors")
+    b = load_file(run / "model" / "unet" / "diffusion_pytorch_model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_flip_is_per_sample():
     torch.manual_seed(0)
     x = torch.arange(64.0).view(1, 1, 1, 64).expand(64, 3, 8, 64).contiguous()

@@ -186,7 +186,9 @@ def test_bad_directories_are_user_errors_naming_the_path(tmp_path, saved_tiny_mo
 
 def test_check_model_matches(tiny_unet):
     check_model_matches(tiny_unet, 8, channels=1)
-    with pytest.raises(UserError, match="8x8 images but the data is 32x32"):
+    with pytest.raises(UserError, match=r"8x8 images but the data is 32x32.*\(dataset.size / --size 8\)"):
         check_model_matches(tiny_unet, 32, channels=1)
+    with pytest.raises(UserError, match=r"\(anchors.size / --size 8\)"):  # the key the calling command has
+        check_model_matches(tiny_unet, 32, channels=1, size_key="anchors.size / --size")
     with pytest.raises(UserError, match="1 input / 1 output channels but the data has 3"):
         check_model_matches(tiny_unet, 8, channels=3)

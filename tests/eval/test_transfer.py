@@ -42,3 +42,15 @@ def test_missing_set_is_named_or_skipped(encoder_file, transfer_root, tmp_path):
     assert [r["dataset"] for r in rows] == ["flowers102", "dtd"]
     assert rows[0]["status"] == "missing" and "flowers102" in rows[0]["reason"]
     assert rows[1]["status"] == "ok"
+
+
+def test_skip_missing_skips_without_trying_a_download(transfer_root, monkeypatch):
+    import clsp.data.cifar
+    from clsp.eval.transfer import load_sets
+
+    def no_download(name):
+        raise AssertionError(f"{name}: a download was tried before skipping")
+
+    monkeypatch.setattr(clsp.data.cifar, "_download", no_download)
+    present, missing = load_sets(["cifar10"], None, 16, skip_missing=True)  # the cache (CLSP_DATA_ROOT) is empty
+    assert present == {} and "cifar10 not found" in missing["cifar10"]

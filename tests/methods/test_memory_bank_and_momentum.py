@@ -70,12 +70,25 @@ def test_targets_start_as_copies_and_follow_the_online_encoder(tmp_path, method,
         for p in module.backbone.parameters():
             p.add_(1.0)
     before = [p.clone() for t in target for p in t.parameters()]
-    module.before_step(1)
+    module.before_step(2)
     tau = momentum_at(1, module.total_steps, *module.momentum_range())
     after = [p for t in target for p in t.parameters()]
     expected = [tau * b + (1 - tau) * o for b, o in zip(before, [p for m in online for p in m.parameters()])]
     for a, e in zip(after, expected):
         torch.testing.assert_close(a, e)
+
+
+def test_momentum_before_each_step_is_solo_learns(tmp_path, monkeypatch):
+    """solo-learn updates after step k with tau(k) (then moves tau on): before step s we apply tau(s - 1),
+    written out here for 4 steps from 0.99 to 0.999: tau(k) = 0.999 - 0.009 (cos(pi k / 4) + 1) / 2."""
+    module = make_module(tmp_path, "byol")
+    module.total_steps = 4
+    seen = []
+    monkeypatch.setattr("clsp.methods.base.momentum_update", lambda online, target, tau: seen.append(tau))
+    monkeypatch.setattr(module, "momentum_range", lambda: (0.99, 0.999))
+    for step in range(5):
+        module.before_step(step)
+    assert seen == pytest.approx([0.99, 0.99, 0.99131802, 0.9945, 0.99768198])
 
 
 def test_checkpoint_keys_are_those_before_the_momentum_base(tmp_path):

@@ -49,6 +49,11 @@ class BatchNormSpy(L.Callback):
         return self._batch_norm(x, running_mean, running_var, weight, bias, training, *args, **kwargs)
 
 
+def torch_kind(layer: torch.nn.Module) -> str:
+    """The torch.nn class a layer is (BatchNorm1d for clsp's per-view BatchNorm1d)."""
+    return next(c.__name__ for c in type(layer).__mro__ if c.__module__.startswith("torch.nn"))
+
+
 @pytest.mark.parametrize("method", METHODS)
 def test_batchnorm_statistics_are_per_view_except_for_simclr_and_supcon(tmp_path, digits_store, method):
     """The release's MoCo and solo-learn's methods normalise each view with its own statistics, so the
@@ -162,7 +167,7 @@ def test_nnclr_preset_is_solo_learns_recipe(tmp_path):
     assert cfg.augment == "asymmetric"
     data = ResidentBatches(torch.zeros(512, 32, 32, 3, dtype=torch.uint8), None, 256, 0)
     module = method_class("nnclr")(cfg, data, ViewMaker(torch.nn.Identity(), None), steps_per_epoch=2)
-    kinds = [type(layer).__name__ for layer in module.projector]
+    kinds = [torch_kind(layer) for layer in module.projector]
     assert kinds == ["Linear", "BatchNorm1d", "ReLU", "Linear", "BatchNorm1d", "ReLU", "Linear", "BatchNorm1d"]
     assert [layer.out_features for layer in module.projector if isinstance(layer, torch.nn.Linear)] == [2048, 2048, 256]
     assert module.predictor[0].out_features == 4096 and module.predictor[-1].out_features == 256
@@ -176,6 +181,21 @@ def test_nnclr_preset_is_solo_learns_recipe(tmp_path):
         jitter = ops[K.ColorJitter]
         assert (jitter.p, jitter.brightness, jitter.contrast, jitter.saturation, jitter.hue) == (0.8, 0.4, 0.4, 0.2, 0.1)
         assert ops[K.RandomGrayscale].p == 0.2 and ops[K.RandomHorizontalFlip].p == 0.5
+
+
+def test_byol_preset_builds_solo_learns_heads(tmp_path):
+    """solo-learn's BYOL: projector and predictor Linear-BN-ReLU-Linear, no BN on the output; LARS lr 1.0."""
+    cfg = load_config(PretrainConfig, CONFIG_DIR / "pretrain" / "cifar10-byol.yaml")
+    assert (cfg.method, cfg.optimizer, cfg.lr, cfg.lars_eta, cfg.lars_clip_lr, cfg.weight_decay, cfg.batch_size) == \
+        ("byol", "lars", 1.0, 0.02, True, 1e-5, 256)
+    assert cfg.augment == "asymmetric"
+    data = ResidentBatches(torch.zeros(512, 32, 32, 3, dtype=torch.uint8), None, 256, 0)
+    module = method_class("byol")(cfg, data, ViewMaker(torch.nn.Identity(), None), steps_per_epoch=2)
+    for head, widths in ((module.projector, [(512, 4096), (4096, 256)]), (module.momentum_projector, [(512, 4096), (4096, 256)]),
+                         (module.predictor, [(256, 4096), (4096, 256)])):
+        assert [torch_kind(layer) for layer in head] == ["Linear", "BatchNorm1d", "ReLU", "Linear"]
+        assert [(layer.in_features, layer.out_features) for layer in head if isinstance(layer, torch.nn.Linear)] == widths
+    assert module.momentum_range() == (0.99, 1.0)
 
 
 def test_asymmetric_views_solarise_the_second_view_only(tmp_path, digits_store):

@@ -8,6 +8,7 @@ import errno
 import json
 import logging
 import signal
+from pathlib import Path
 
 import lightning as L
 import pytest
@@ -126,6 +127,38 @@ def test_a_run_killed_right_after_its_final_checkpoint_keeps_its_metrics(tmp_pat
     assert after["knn_acc"] == before["knn_acc"] is not None
     assert after["wall_seconds"] == pytest.approx(before["wall_seconds"], rel=0.05)
     assert after["images_per_second"] == pytest.approx(before["images_per_second"], rel=0.05)
+
+
+def test_a_kill_right_after_the_last_steps_checkpoint_keeps_the_final_validation(tmp_path, whole, monkeypatch):
+    """The process dies the moment the last step's last.ckpt is on disk: the rerun resumes at the end and its
+    metrics.json and metrics.csv are the uninterrupted run's (the final probe, kNN and epoch row included)."""
+    from clsp import training
+
+    run, make_io, killed = tmp_path / "run", training.atomic_checkpoint_io, []
+
+    def io_that_dies_after_the_last_checkpoint():
+        io = make_io()
+        save = io.save_checkpoint
+
+        def save_then_die(checkpoint, path, storage_options=None):
+            save(checkpoint, path, storage_options)
+            if not killed and checkpoint["global_step"] == 6 and Path(path).name == "last.ckpt":
+                killed.append(path)
+                raise KeyError("killed after the last step's checkpoint")
+
+        io.save_checkpoint = save_then_die
+        return io
+
+    monkeypatch.setattr(training, "atomic_checkpoint_io", io_that_dies_after_the_last_checkpoint)
+    with pytest.raises(KeyError, match="killed"):
+        pretrain(tiny_config(run, *ARGS))
+    monkeypatch.setattr(training, "atomic_checkpoint_io", make_io)
+    pretrain(tiny_config(run, *ARGS))
+    before, after = (json.loads((d / "metrics.json").read_text()) for d in (whole, run))
+    for timing in ("wall_seconds", "images_per_second"):
+        before.pop(timing), after.pop(timing)
+    assert after == before
+    assert (run / "logs" / "metrics.csv").read_bytes() == (whole / "logs" / "metrics.csv").read_bytes()
 
 
 @pytest.mark.parametrize("every, crashes", [(2, (3, 5)), (3, (4, 7))], ids=["mid-epoch", "at-epoch-ends"])

@@ -156,3 +156,19 @@ def test_supcon_is_planned_on_labelled_data_and_refused_on_a_flat_folder(micro_c
     with pytest.raises(UserError, match=r"method supcon learns from the class labels, but folder:.* has none"):
         run_pipeline(micro_config("methods=[supcon]", f"dataset.name=folder:{flat}", "dataset.subset=0"))
     assert not (tmp_path / "run" / "diffusion").exists()
+
+
+def test_the_oracle_variant_draws_class_mates_and_is_refused_without_labels(micro_config, tmp_path):
+    from clsp.layout import RunSpec, VARIANT_LABEL
+
+    plan = Pipeline(micro_config("variants=[base,oracle]", "methods=[simclr]"))
+    oracle = plan.runs["simclr-oracle"]
+    assert oracle.third_view == "oracle" and oracle.clsp.positives is None and oracle.clsp.weight == 1.0
+    assert VARIANT_LABEL[RunSpec("simclr", "oracle").variant] == "+ oracle (labels; upper bound)"
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    from PIL import Image
+    for i in range(40):
+        Image.new("RGB", (8, 8), (i, i, i)).save(flat / f"{i:02d}.png")
+    with pytest.raises(UserError, match="oracle .* no labels"):
+        Pipeline(micro_config("variants=[base,oracle]", "methods=[simclr]", f"dataset.name=folder:{flat}")).preflight()

@@ -19,7 +19,7 @@ def test_preview_rows_show_each_anchor_then_its_candidates(tmp_path, digits_smal
     grid = np.asarray(Image.open(out).convert("RGB"))
     rows = preview_indices(45, 4)
     assert rows.tolist() == [0, 15, 29, 44]
-    tile, pad, gap = 32, 2, 6  # 8x8 enlarged 4x; grids.candidates_grid's padding and gap
+    tile, pad, gap = 64, 2, 6  # 8x8 enlarged 8x (at least 64 px, large enough to judge); grids.candidates_grid's padding and gap
     left = tile + 2 * pad
     assert grid.shape == (4 * (tile + pad) + pad, left + gap + k * (tile + pad) + pad, 3)
 
@@ -27,8 +27,8 @@ def test_preview_rows_show_each_anchor_then_its_candidates(tmp_path, digits_smal
         y = pad + r * (tile + pad)
         return grid[y:y + tile, x0:x0 + tile]
 
-    def drawn(image):                                  # grey tiles are drawn as RGB, enlarged 4x
-        return np.kron(image, np.ones((4, 4, 1), np.uint8)).repeat(3, axis=2)
+    def drawn(image):                                  # grey tiles are drawn as RGB, enlarged 8x
+        return np.kron(image, np.ones((8, 8, 1), np.uint8)).repeat(3, axis=2)
 
     for r, index in enumerate(rows):
         assert np.array_equal(crop(r, pad), drawn(digits_small.images[index]))

@@ -29,10 +29,11 @@ def test_results_table_has_a_row_per_variant_with_differences(tmp_path):
     page = build_report(run).read_text()
     rows = results_rows(page)
     assert list(rows) == ["simclr", "simclr-clsp", "simclr-aug", "moco", "moco-clsp", "moco-aug"]
-    # columns: run, method, variant, seeds, knn best, knn200, linear, d knn, d linear, probe
+    # columns: run, method, variant, seeds, knn best, knn200, linear, d knn, d knn200, d linear, probe
     assert rows["simclr"][3] == "1" and rows["simclr"][4] == "60.00" and rows["simclr"][6] == "70.00"
-    assert rows["simclr-clsp"][7] == "+2.00 n = 1" and rows["simclr-clsp"][8] == "+1.50 n = 1"   # one seed: no noise estimate
-    assert rows["moco-aug"][6] == "74.00" and rows["moco-aug"][8] == "+3.00 n = 1"
+    assert rows["simclr-clsp"][7] == "+2.00 n = 1" and rows["simclr-clsp"][9] == "+1.50 n = 1"   # one seed: no noise estimate
+    assert rows["simclr-clsp"][8] == "+2.00 n = 1"                                                 # at k = 200 too
+    assert rows["moco-aug"][6] == "74.00" and rows["moco-aug"][9] == "+3.00 n = 1"
     assert rows["simclr"][7] == "\u2014"  # a baseline has no difference to itself
     assert "paper linear" not in page  # not a paper preset
 
@@ -40,8 +41,8 @@ def test_results_table_has_a_row_per_variant_with_differences(tmp_path):
 def test_paper_preset_sets_the_papers_numbers_beside_the_run(tmp_path):
     run = make_run_dir(tmp_path, paper="cifar100")
     rows = results_rows(build_report(run).read_text())
-    assert rows["moco-clsp"][10] == f"{paper.LINEAR_TOP1['cifar100']['moco-clsp']:.2f}"
-    assert rows["simclr"][11] == f"{paper.RELEASE_LINEAR_TOP1['cifar100']['simclr']:.2f}"
+    assert rows["moco-clsp"][11] == f"{paper.LINEAR_TOP1['cifar100']['moco-clsp']:.2f}"
+    assert rows["simclr"][12] == f"{paper.RELEASE_LINEAR_TOP1['cifar100']['simclr']:.2f}"
 
 
 def test_missing_pieces_are_stated_not_dropped(tmp_path):
@@ -134,3 +135,29 @@ def test_the_floor_and_a_sweep_have_their_rows_and_their_figure(tmp_path):
     assert cells[0::6] == ["0", "0.1", "1"]                              # the main run stands at w = 0.1
     assert cells[5::6] == ["70.00", "60.00", "10.00"]                     # each value's own store
     assert at.figure("sweep_w").is_file()
+
+
+def test_the_top_line_says_whether_training_beat_the_floor_and_collapsed_runs_get_no_difference(tmp_path):
+    run = make_run_dir(tmp_path, methods=("simclr", "moco"), variants=("base", "clsp"), config_extra={"floor": True})
+    at = RunLayout(run)
+    write_json(at.eval_metrics("no-pretraining", "knn"), {"kind": "knn", "results": {"best": 61.5, "best_k": 5, "fixed": 59.0}})
+    write_json(at.eval_metrics("no-pretraining", "linear"), {"kind": "linear", "results": {"top1": 71.0}})
+    write_encoder_stub(at, "no-pretraining")
+    write_json(at.pretrain_metrics("moco-clsp"), {"collapsed": True, "ssl_loss_final": 6.9, "ssl_loss_collapsed": 6.91})
+    page = build_report(run).read_text()
+    top = html.unescape(re.sub(r"<[^>]+>", "", re.search(r'<p class="verdict" id="verdict">(.*?)</p>', page, re.S).group(1)))
+    assert page.index('id="verdict"') < page.index('class="sub"')          # the line under the title
+    # knn best: simclr 60, simclr-clsp 62, moco 61, moco-clsp 63 against 61.5; linear 70, 71.5, 71, 72.5 against 71
+    assert top.startswith("Not every trained encoder beats the untrained floor.")
+    assert "kNN (best k) 61.50: 2 of 4 beat it (simclr-clsp, moco-clsp)" in top
+    assert "linear 71.00: 2 of 4 beat it (simclr-clsp, moco-clsp)" in top
+    rows = results_rows(page)
+    assert rows["simclr"][4] == "60.00 below floor" and rows["simclr-clsp"][4] == "62.00"
+    assert re.search(r'<tr data-run="simclr" class="below-floor">', page)
+    assert rows["moco-clsp"][7:10] == ["\u2014 collapsed"] * 3                  # a collapsed run: no difference
+    assert rows["simclr-clsp"][7] == "+2.00 n = 1"
+
+    write_json(at.eval_metrics("no-pretraining", "knn"), {"kind": "knn", "results": {"best": 90.0, "best_k": 5, "fixed": 90.0}})
+    write_json(at.eval_metrics("no-pretraining", "linear"), {"kind": "linear", "results": {"top1": 90.0}})
+    page = build_report(run).read_text()
+    assert "<b>No trained encoder beats the untrained floor.</b>" in page

@@ -36,6 +36,14 @@ def load_dataset(name: str, split: str = "train", root: str | os.PathLike | None
     return ds
 
 
+def can_download(name: str) -> bool:
+    """Whether the loader of `name` may download the set when it is not on disk (its `download` option)."""
+    import inspect
+
+    _import_loaders()
+    return name in LOADERS and "download" in inspect.signature(LOADERS[name]).parameters
+
+
 def _import_loaders() -> None:
     """Import the loader modules, one per on-disk format family, whose @register calls fill the registry
     (on first use rather than at import, so that `import clsp.data` stays light)."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from clsp.config import check, check_positive, field
+from clsp.config import check_given, check_positive, field
 from clsp.data.config import DatasetConfig
 
 
@@ -32,7 +32,7 @@ class PreviewConfig:
     out_dir: str = ""
 
     def __post_init__(self) -> None:
-        check(bool(self.out_dir), "out_dir", "must name the directory to write preview.png into (--out DIR)")
+        check_given(bool(self.out_dir), "out_dir", "must name the directory to write preview.png into (--out DIR)")
         check_positive(self.n, "n")
         check_positive(self.views, "views")
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional
 
-from clsp.config import check, check_device, check_positive, field
+from clsp.config import check, check_device, check_given, check_positive, field
 from clsp.data.config import DatasetConfig
 from clsp.diffusion.config import SamplerConfig
 from clsp.errors import UserError
@@ -29,8 +29,8 @@ class SampleConfig:
     out_dir: str = ""                                # writes OUT_DIR/samples.png and OUT_DIR/samples.npy
 
     def __post_init__(self) -> None:
-        check(bool(self.model), "model", "must name a diffusion model directory (--model DIR)")
-        check(bool(self.out_dir), "out_dir", "must name the directory to write into (--out DIR)")
+        check_given(bool(self.model), "model", "must name a diffusion model directory (--model DIR)")
+        check_given(bool(self.out_dir), "out_dir", "must name the directory to write into (--out DIR)")
         check_positive(self.n, "n")
         check_positive(self.k, "k")
         check(all(0.0 <= w <= 1.0 for w in self.sweep_w), "sweep_w", f"values must lie in [0, 1], got {self.sweep_w}")
@@ -40,7 +40,7 @@ class SampleConfig:
 
 
 def register(subparsers) -> None:
-    from clsp.cli import TRAINING_FLAGS, Flag, add_command, config_command, field_flags
+    from clsp.cli import TRAINING_FLAGS, Flag, add_command, config_command, field_flags, model_sampler
     from clsp.diffusion.config import DiffusionTrainConfig
 
     parser = add_command(subparsers, "diffusion")
@@ -59,7 +59,7 @@ def register(subparsers) -> None:
         "sample", help="plain samples, or K interpolated candidates per anchor image",
         description="Writes OUT_DIR/samples.png (a grid: anchors beside their candidates) and OUT_DIR/samples.npy "
                     "(uint8 N x K x H x W x C; K = 1 for plain samples; with --sweep-w, one more leading axis for w).")
-    config_command(sample, SampleConfig, _sample, flags={
+    config_command(sample, SampleConfig, _sample, defaults=model_sampler("sampler", "model"), flags={
         "--model": Flag("model", "a diffusers model directory (unet/ + scheduler/, or flat as google/ddpm-cifar10-32: "
                                  "config.json, weights, scheduler_config.json), or clsp:NAME for a model clsp ships"),
         "--out": Flag("out_dir", "the directory to write samples.png and samples.npy into"),
@@ -113,7 +113,7 @@ def _sample(cfg: SampleConfig) -> int:
         picture = image_grid(images, ncols=math.ceil(math.sqrt(cfg.n)))
     else:
         anchors = _load_anchors(cfg.anchors, cfg.split, cfg.n)
-        check_model_matches(unet, anchors.shape[1], anchors.shape[3])
+        check_model_matches(unet, anchors.shape[1], anchors.shape[3], size_key="anchors.size / --size")
         if cfg.sweep_w:
             rows = [(w, generate_positives(unet, scheduler_config, anchors, cfg.k, dataclasses.replace(s, w=w),
                                            cfg.seed, device, progress=True)) for w in cfg.sweep_w]

@@ -25,7 +25,7 @@ class SamplerConfig:
     share_anchor: bool = False        # one anchor pass per anchor per step, shared by its K candidates
     batch_size: int = 512             # trajectories per UNet call (memory only)
     layers: int = 1                   # feature maps interpolated: 1 = the mid block (the paper); n > 1 also
-                                      # the last n - 1 skip connections of the down path (the release's option)
+                                      # the last n - 1 skip connections of the down path (clsp's own extension)
     guidance: Optional[float] = None  # classifier-free guidance g of a class-conditional model (the release: 1.8);
                                       # None or 0: plain conditional sampling. An unconditional model refuses it
 

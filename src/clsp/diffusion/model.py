@@ -46,6 +46,26 @@ def resolve_model_dir(model_dir: str | os.PathLike) -> Path:
 
 
 SHIPPED_DIR = Path(__file__).resolve().parents[1] / "pretrained"
+RECOMMENDED_SAMPLER = "recommended_sampler"   # the record's sampler settings (SamplerConfig keys) commands default to
+
+
+def recommended_sampler(model_dir: str | os.PathLike) -> dict:
+    """The sampler settings a model's record.json recommends ({} when it has none, or no record).
+
+    A small UNet can ignore its bottleneck (the shipped 16 px model keeps its anchor's class at chance with
+    `layers = 1`), so the settings that make a model's candidates positives belong to the model: the commands
+    that sample with it (`clsp synthesize`, `clsp diffusion sample`, `clsp pipeline`) start from them, and a
+    preset, flag or key=value still sets any of them. To change what a shipped model recommends, edit the
+    `recommended_sampler` of src/clsp/pretrained/NAME/record.json."""
+    try:
+        root = resolve_model_dir(model_dir)
+    except UserError:
+        return {}                                 # the command reports the bad name where it loads the model
+    from clsp.io import read_json_object
+
+    record = read_json_object(root / RECORD) if (root / RECORD).is_file() else None
+    settings = (record or {}).get(RECOMMENDED_SAMPLER)
+    return dict(settings) if isinstance(settings, dict) else {}
 
 
 def load_model(model_dir: str | os.PathLike):
@@ -114,14 +134,16 @@ def save_model(model_dir: str | os.PathLike, unet, scheduler_config: dict) -> Pa
     return final
 
 
-def check_model_matches(unet, image_size: int, channels: int) -> None:
-    """A model sampling images of another size or channel count than the data is a user error."""
+def check_model_matches(unet, image_size: int, channels: int, size_key: str = "dataset.size / --size") -> None:
+    """A model sampling images of another size or channel count than the data is a user error; `size_key`
+    is the key (and flag) that sets the data's size in the calling command."""
     cfg = unet.config
     size = cfg.sample_size
     sizes = tuple(size) if isinstance(size, (list, tuple)) else (size, size)
     if size is not None and sizes != (image_size, image_size):
         raise UserError(f"the diffusion model makes {sizes[0]}x{sizes[1]} images but the data is {image_size}x{image_size}; "
-                        "use a model trained at this size or resize the data (dataset.size / --size)")
+                        f"use a model trained at this size or resize the data ({size_key}"
+                        + (f" {sizes[0]})" if sizes[0] == sizes[1] else ")"))
     if cfg.in_channels != channels or cfg.out_channels != channels:
         raise UserError(f"the diffusion model has {cfg.in_channels} input / {cfg.out_channels} output channels "
                         f"but the data has {channels}")

@@ -9,9 +9,10 @@ At every denoising step t, for a sample x_t and its anchor image x_a:
     eps_hat  = up(h, skips of x_t, t)                            skip connections stay the sample's
     x_{t-1}  = scheduler.step(eps_hat, t, x_t)
 
-With `layers` = n > 1 (the release's deeper interpolation) the last n - 1 skip connections of the
-down path, the deepest ones, are mixed the same way, s <- w s + (1 - w) s_anchor, before the up
-path reads them; n = 1 is the paper's method.
+With `layers` = n > 1 (clsp's own extension: neither the paper nor the release has it; the release's
+`forward_with_anchor` computes the anchor's skip features and never uses them) the last n - 1 skip
+connections of the down path, the deepest ones, are mixed the same way, s <- w s + (1 - w) s_anchor,
+before the up path reads them; n = 1 is the paper's method.
 
 A class-conditional model (`conditional: true` in diffusion training: diffusers' class embedding, the
 last class index the null class of label dropout) samples each anchor's own class c, with classifier-free

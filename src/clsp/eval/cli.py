@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import List, Optional
 
-from clsp.config import check, check_device, check_positive, field
+from clsp.config import check, check_device, check_given, check_positive, field
 from clsp.data.config import DatasetConfig
 from clsp.diffusion.config import SamplerConfig
 from clsp.eval.config import TRANSFER_SETS, LinearProbeConfig, PositivesEvalConfig
@@ -24,12 +24,12 @@ class EncoderEval:
     out_dir: Optional[str] = None                # None: beside the encoder, under eval/<kind>/
 
     def __post_init__(self) -> None:
-        check(bool(self.ckpt), "ckpt", "must name an encoder: --ckpt RUN_DIR/encoder.safetensors (or RUN_DIR)")
+        check_given(bool(self.ckpt), "ckpt", "must name an encoder: --ckpt RUN_DIR/encoder.safetensors (or RUN_DIR)")
         check_device(self.device, "device")
 
 
 def _needs_dataset(cfg: EncoderEval) -> None:
-    check(cfg.dataset is not None, "dataset", "must name the labelled set to evaluate on (--dataset NAME)")
+    check_given(cfg.dataset is not None, "dataset", "must name the labelled set to evaluate on (--dataset NAME)")
 
 
 @dataclass
@@ -81,7 +81,7 @@ class HardnessEval(EncoderEval):
     def __post_init__(self) -> None:
         super().__post_init__()
         _needs_dataset(self)
-        check(bool(self.positives), "positives", "must name the positives store (--positives DIR)")
+        check_given(bool(self.positives), "positives", "must name the positives store (--positives DIR)")
         check(self.augment in (None, "simclr", "moco"), "augment", f"must be simclr or moco, got {self.augment!r}")
         check_positive(self.n, "n")
 
@@ -98,9 +98,9 @@ class PositivesEval:
     out_dir: str = ""
 
     def __post_init__(self) -> None:
-        check(bool(self.positives), "positives", "must name the positives store (--positives DIR)")
-        check(self.dataset is not None, "dataset", "must name the labelled set the store was made from (--dataset NAME)")
-        check(bool(self.out_dir), "out_dir", "must name the output directory (--out DIR)")
+        check_given(bool(self.positives), "positives", "must name the positives store (--positives DIR)")
+        check_given(self.dataset is not None, "dataset", "must name the labelled set the store was made from (--dataset NAME)")
+        check_given(bool(self.out_dir), "out_dir", "must name the output directory (--out DIR)")
         check(self.model is not None or not (self.settings.sweep_w or self.settings.sweep_layers), "model",
               "the w and layers sweeps sample fresh candidates: give the diffusion model (--model DIR)")
         check_device(self.device, "device")
@@ -119,8 +119,8 @@ class FidEval:
     out_dir: Optional[str] = None                # None: beside the model, under eval/fid/
 
     def __post_init__(self) -> None:
-        check(bool(self.model), "model", "must name a diffusion model directory (--model DIR)")
-        check(self.dataset is not None, "dataset", "must name the model's training set (--dataset NAME)")
+        check_given(bool(self.model), "model", "must name a diffusion model directory (--model DIR)")
+        check_given(self.dataset is not None, "dataset", "must name the model's training set (--dataset NAME)")
         check_device(self.device, "device")
 
 

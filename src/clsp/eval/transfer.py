@@ -25,13 +25,17 @@ def transfer_table(rows: list[dict]) -> str:
 
 
 def load_sets(names: Sequence[str], root, size: int, skip_missing: bool) -> tuple[dict, dict]:
-    """(name -> (train, test)) for the sets present, (name -> reason) for the missing ones."""
+    """(name -> (train, test)) for the sets present, (name -> reason) for the missing ones. With `skip_missing`
+    a set that is not on disk is skipped as it is, without trying a download first."""
     from clsp.data import load_dataset
+    from clsp.data.catalogue import can_download
 
     present, missing = {}, {}
     for name in names:
+        options = {"download": False} if skip_missing and can_download(name) else {}
         try:
-            present[name] = (load_dataset(name, "train", root, size), load_dataset(name, "test", root, size))
+            present[name] = (load_dataset(name, "train", root, size, **options),
+                             load_dataset(name, "test", root, size, **options))
         except UserError as e:
             missing[name] = str(e)
     if missing and not skip_missing:

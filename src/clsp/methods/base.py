@@ -4,12 +4,14 @@ One training step: gather the batch on the device (step-derived indices), make t
 momentum encoders follow (`before_step`), then `loss_from_views`: encode the views through backbone
 and projector (one forward per view, or all views in one forward: see `views_in_one_forward`) and
 
-    loss = L_method(views, z) + clsp.weight * mean(2 - 2 cos(z1, z3)) + CE(probe(sg(features)), labels)
+    loss = L_method(views, z) + lambda(step) * mean_p,i q_pi (2 - 2 cos(z1_i, z3p_i)) + CE(probe(sg(features)), labels)
 
-where z3 is the projection of the third view (a synthetic candidate, or a third augmentation for the
-"+aug" control) through the same (query) branch as z1, and sg stops gradients: the online linear probe
-only watches. `loss_from_views` has no side effects (queues are written after the optimiser step, by
-the memory bank), so it is what `torch.compile` compiles: by default on CUDA, where the host's Python and
+where z3p is the projection of the p-th third view (P = clsp.positives_per_step of them: synthetic
+candidates, further augmentations for the "+aug" control, or class-mates for the oracle) through the same
+(query) branch as z1; lambda(step) rises linearly from 0 to clsp.weight over clsp.ramp_epochs (constant
+when 0); q are the label-free quality weights of clsp.quality (1 when none; losses.quality_weights); sg
+stops gradients: the online linear probe only watches. `loss_from_views` has no side effects (queues are
+written after the optimiser step, by the memory bank), so it is what `torch.compile` compiles: by default on CUDA, where the host's Python and
 dispatch would otherwise be a step's cost once the compute is small (trainer.compile).
 Every epoch (or every N) the probe and a kNN classifier are scored on the test split.
 A non-finite loss is recorded on the device at no cost and checked every `log_every` steps and before
@@ -33,7 +35,7 @@ from clsp.errors import UserError
 from clsp.methods import memory_bank
 from clsp.methods.data import ViewMaker, step_rng
 from clsp.methods.lars import LARS
-from clsp.methods.losses import clsp_term
+from clsp.methods.losses import clsp_term, quality_weights
 from clsp.models.backbones import make_backbone
 from clsp.models.heads import make_projector
 from clsp.models.view_norm import per_view_batchnorm, views_apart
@@ -84,6 +86,19 @@ def warmup_cosine(warmup_steps: int, total_steps: int, start_factor: float):
 def momentum_at(step: int, total_steps: int, start: float, end: float) -> float:
     """Key-encoder momentum rising from `start` to `end` on a cosine schedule (BYOL, MoCo v3)."""
     return end - (end - start) * (math.cos(math.pi * min(1.0, step / max(1, total_steps))) + 1) / 2
+
+
+def clsp_weight_at(step: int, weight: float, ramp_steps: int) -> float:
+    """lambda at a step: linear from 0 (step 0) to `weight` (step ramp_steps and after); `weight` when ramp_steps = 0."""
+    return weight if step >= ramp_steps else weight * step / ramp_steps
+
+
+def quality_logs(scores: Tensor, weights: Tensor) -> dict[str, Tensor]:
+    """The distribution of a step's quality scores and weights, for the logs (train/quality_*)."""
+    q = torch.quantile(weights.flatten(), torch.tensor([0.1, 0.5, 0.9], device=weights.device))
+    return {"train/quality_score_mean": scores.mean(), "train/quality_weight_min": weights.min(),
+            "train/quality_weight_q10": q[0], "train/quality_weight_median": q[1], "train/quality_weight_q90": q[2],
+            "train/quality_weight_max": weights.max(), "train/quality_weight_zero": (weights == 0).float().mean()}
 
 
 def frozen_copy(module: nn.Module) -> nn.Module:
@@ -141,12 +156,14 @@ class ContrastiveMethod(L.LightningModule):
         self.cfg = cfg
         self.backbone, self.feat_dim = make_backbone(cfg.backbone.arch, cfg.backbone.stem, cfg.backbone.width)
         p = cfg.projector
-        self.projector = make_projector(self.feat_dim, p.hidden_dim, p.out_dim, p.layers, p.batchnorm)
+        self.projector = make_projector(self.feat_dim, p.hidden_dim, p.out_dim, p.layers, p.batchnorm,
+                                        p.output_batchnorm)
         per_view_batchnorm(self.backbone), per_view_batchnorm(self.projector)   # encode: views in one forward
         self.probe = nn.Linear(self.feat_dim, num_classes) if num_classes else None
         self.data, self.views, self.monitor = data, views, monitor
         self.steps_per_epoch = steps_per_epoch
         self.total_steps = steps_per_epoch * cfg.epochs
+        self.clsp_ramp_steps = round(cfg.clsp.ramp_epochs * steps_per_epoch)
         self.results: dict[str, float] = {}
         self._first_bad_step: Tensor | None = None
         self._seconds_before = 0.0                      # training time of earlier sessions
@@ -191,10 +208,11 @@ class ContrastiveMethod(L.LightningModule):
     def training_step(self, batch, batch_idx: int) -> Tensor:
         step, rank = self.global_step, self.global_rank
         indices, images, labels = batch          # on the device (ResidentBatches / StreamingBatches)
+        clsp_weight = torch.full((), clsp_weight_at(step, self.cfg.clsp.weight, self.clsp_ramp_steps), device=self.device)
         with step_rng(self.cfg.seed, step, rank, self.device):
             views = self.views(images, indices, step, rank)
             self.before_step(step)
-            loss, logs, entries = self.step_loss(views, labels)
+            loss, logs, entries = self.step_loss(views, labels, clsp_weight)
         self._entries = None if entries is None else (step, entries)
         self._guard_finite(loss, step)
         probe_counts = logs.pop("train/probe_counts", None)
@@ -204,23 +222,38 @@ class ContrastiveMethod(L.LightningModule):
         self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(images))
         return loss
 
-    def loss_from_views(self, views: list[Tensor], labels: Tensor | None) -> tuple[Tensor, dict[str, Tensor], Tensor | None]:
+    def loss_from_views(self, views: list[Tensor], labels: Tensor | None, clsp_weight: Tensor | float | None = None,
+                        ) -> tuple[Tensor, dict[str, Tensor], Tensor | None]:
         """(loss, scalars to log, queue entries) of one step from its augmented views, without side effects
-        (BatchNorm's running statistics aside): the part of the step that `torch.compile` compiles."""
+        (BatchNorm's running statistics aside): the part of the step that `torch.compile` compiles.
+        `clsp_weight` is lambda at this step (a 0-d tensor, so that a ramp does not recompile); None: clsp.weight."""
         feats, z = self.encode(views)
         loss_ssl, logs, entries = self.ssl_loss(views, z, labels) if self.needs_labels else self.ssl_loss(views, z)
         loss = loss_ssl
         logs = {"train/loss_ssl": loss_ssl, **logs}
-        if len(views) == 3:
-            loss_clsp = clsp_term(z[0], z[2])
-            loss = loss + self.cfg.clsp.weight * loss_clsp
+        if len(views) > 2:
+            weight = self.cfg.clsp.weight if clsp_weight is None else clsp_weight
+            q = None
+            if self.cfg.clsp.quality == "online":
+                scores = self.quality_scores(views, z)                             # (P, B), no gradient
+                q = quality_weights(scores)
+                logs.update(quality_logs(scores, q))
+            loss_clsp = clsp_term(z[0], z[2:], q)
+            loss = loss + weight * loss_clsp
             logs["train/loss_clsp"] = loss_clsp
+            logs["train/clsp_weight"] = torch.as_tensor(weight)
         if self.probe is not None and labels is not None:
             logits = self.probe(torch.cat(feats[:2]).detach().float())
             targets = labels.repeat(2)
             loss = loss + F.cross_entropy(logits, targets)
             logs["train/probe_counts"] = torch.stack([(logits.argmax(1) == targets).sum(), targets.new_tensor(len(targets))])
         return loss, logs, entries
+
+    def quality_scores(self, views: list[Tensor], z: list[Tensor]) -> Tensor:
+        """Label-free score of each positive: cos(z1_i, z3p_i) of the online projections, detached, (P, B).
+        Momentum methods score in their target encoder's space instead (MomentumMethod)."""
+        with torch.no_grad():
+            return torch.stack([F.cosine_similarity(z[0].float(), zp.float(), dim=1) for zp in z[2:]])
 
     def optimizer_step(self, *args, **kwargs) -> None:
         super().optimizer_step(*args, **kwargs)
@@ -378,7 +411,11 @@ class MomentumMethod(ContrastiveMethod):
     starts as a frozen copy of its online module and, once per step before the forward (so outside the
     compiled loss), follows it:
 
-        target <- tau_s target + (1 - tau_s) online,    tau_s = momentum_at(s, S, *momentum_range())
+        target <- tau target + (1 - tau) online,    tau = momentum_at(s - 1, S, *momentum_range())
+
+    Before step s the target takes the update that solo-learn and the release apply after step s - 1
+    (`on_train_batch_end`, then `update_tau`): tau(s - 1), so the first real update uses the base tau.
+    Before step 0 the target equals the online encoder and the update changes nothing.
     """
 
     momentum_pairs: tuple[tuple[str, str], ...] = ()
@@ -393,10 +430,16 @@ class MomentumMethod(ContrastiveMethod):
         raise NotImplementedError(f"{type(self).__name__} must define momentum_range")
 
     def before_step(self, step: int) -> None:
-        tau = momentum_at(step, self.total_steps, *self.momentum_range())
+        tau = momentum_at(max(step - 1, 0), self.total_steps, *self.momentum_range())
         momentum_update([getattr(self, online) for online, _ in self.momentum_pairs],
                         [getattr(self, target) for _, target in self.momentum_pairs], tau)
         self.log("train/key_momentum", tau, on_step=True, on_epoch=False, batch_size=1)
+
+    def quality_scores(self, views: list[Tensor], z: list[Tensor]) -> Tensor:
+        """cos(m1_i, m3p_i) in the target encoder's space (GenView scores in a slow encoder too): it moves
+        slowly and is not the space the term pulls together. Costs a target forward of x1 and the P positives."""
+        anchor, *positives = self.target_projections([views[0], *views[2:]])
+        return torch.stack([(anchor * m).sum(1) for m in positives])
 
     def target_projections(self, views: list[Tensor]) -> list[Tensor]:
         """L2-normalised projections of each view by the target backbone and projector (the first two pairs)."""

@@ -1,6 +1,6 @@
 """BYOL (Grill et al. 2020): the online branch predicts the target branch's projection of the other view.
 
-    tau_s = 1 - (1 - tau_0) (cos(pi s / S) + 1) / 2            target momentum, 0.99 -> 1 over S steps
+    tau_s = 1 - (1 - tau_0) (cos(pi s / S) + 1) / 2            target momentum, 0.99 -> 1; applied before step s + 1
     p_v   = predictor(z_v)                                     z_v the online projection of view v
     L     = (2 - 2 cos(p1, sg(m2))) + (2 - 2 cos(p2, sg(m1)))  m_v the target projection, batch means
 

@@ -60,7 +60,8 @@ class ProjectorConfig:
     hidden_dim: int = 4096
     out_dim: int = 256
     layers: int = 2                   # the paper: Linear-ReLU-Linear; NNCLR, All4One (solo-learn): 3 with batch norm
-    batchnorm: bool = False
+    batchnorm: bool = False           # BN after each hidden Linear
+    output_batchnorm: Optional[bool] = None  # BN on the output; None = as `batchnorm` (false for BYOL's head)
 
     def __post_init__(self) -> None:
         check_positive(self.hidden_dim, "projector.hidden_dim")
@@ -72,11 +73,20 @@ class ProjectorConfig:
 class ClspConfig:
     weight: float = 0.0               # lambda; 0 = the plain method
     positives: Optional[str] = None   # positives store directory (`clsp synthesize` makes it); set by the pipeline
-    third_view: str = "synthetic"     # synthetic (CLSP) | augment (the paper's "+aug" control)
+    third_view: str = "synthetic"     # synthetic (CLSP) | augment (the paper's "+aug" control) | oracle (another
+                                      # real image of the anchor's class: an upper bound that needs labels)
+    ramp_epochs: float = 0.0          # lambda rises linearly from 0 to `weight` over this many epochs; 0 = constant
+    quality: str = "none"             # none | online: weight each candidate's term by a label-free score
+                                      # (clsp.methods.quality); store: a score the store carries (none does yet)
+    positives_per_step: int = 1       # P candidates per image and step, drawn without replacement from the K
+                                      # stored: P extra views (P extra backbone forwards per image), term averaged
 
     def __post_init__(self) -> None:
         check_nonnegative(self.weight, "clsp.weight")
-        check_choice(self.third_view, "clsp.third_view", ["synthetic", "augment"])
+        check_choice(self.third_view, "clsp.third_view", ["synthetic", "augment", "oracle"])
+        check_nonnegative(self.ramp_epochs, "clsp.ramp_epochs")
+        check_choice(self.quality, "clsp.quality", ["none", "online", "store"])
+        check_positive(self.positives_per_step, "clsp.positives_per_step")
 
 
 @dataclass

@@ -96,22 +96,67 @@ def _without_labels(items: list) -> tuple[Tensor, Tensor, None]:
     return indices, images, None
 
 
+class ClassMates:
+    """The oracle's draw: for each anchor, another real training image of its class, uniformly at random.
+
+    The per-class index tables are built once on the device (`to`): `members` lists the dataset's indices
+    sorted by label, class c owning members[start[c] : start[c] + count[c]], and `place[i]` is image i's
+    position in its class. A draw is then a few gathers with no host sync: r uniform in [0, count - 1),
+    shifted past the anchor's own place, so the anchor itself is never drawn unless it is alone in its class.
+    Reads the images of a resident batch source (clsp.training.ResidentBatches), whichever device they are on.
+    """
+
+    def __init__(self, batches) -> None:
+        self.batches = batches
+        self._tables()
+
+    def _tables(self) -> None:
+        labels = self.batches.labels
+        self.members = torch.argsort(labels, stable=True)
+        self.count = torch.bincount(labels)
+        self.start = torch.cumsum(self.count, 0) - self.count
+        self.place = torch.empty_like(self.members)
+        self.place[self.members] = torch.arange(len(labels), device=labels.device) - self.start[labels[self.members]]
+
+    def to(self, device: torch.device) -> "ClassMates":
+        if self.members.device != torch.device(device):
+            self._tables()               # after the batches moved (pretraining moves them first)
+        return self
+
+    def draw(self, indices: Tensor, generator: torch.Generator) -> Tensor:
+        """One class-mate's dataset index per anchor index (the anchor's own when it is alone in its class)."""
+        labels = self.batches.labels[indices]
+        others = (self.count[labels] - 1).clamp_min(1)
+        r = (torch.rand(indices.shape, device=indices.device, generator=generator) * others).long().clamp_max(others - 1)
+        r = r + (r >= self.place[indices]).long() * (self.count[labels] > 1).long()
+        return self.members[self.start[labels] + r]
+
+    def __call__(self, indices: Tensor, generator: torch.Generator) -> Tensor:
+        """uint8 images of one class-mate per anchor."""
+        return self.batches.images[self.draw(indices, generator)]
+
+
 class ViewMaker:
-    """The views of a batch: two augmentations of each image and, when asked, a third view that is an
-    augmented synthetic candidate (`synthetic`, CLSP) or a third augmentation of the image (`augment`,
-    the paper's "+aug" control). The third view takes the first view's augmentation; `second_augment`
-    (None: the same as `augment`) is the second view's, for asymmetric recipes. Views that share an
-    augmentation and an image size are augmented in one call."""
+    """The views of a batch: two augmentations of each image and, when asked, P third views (P =
+    `per_step`, 1 by default), each the positive of the CLSP term:
+        synthetic   an augmented synthetic candidate (CLSP), P drawn without replacement from the K stored;
+        augment     a further augmentation of the image (the paper's "+aug" control);
+        oracle      an augmented other real image of the anchor's class (`class_mates`): labels, an upper bound.
+    The third views take the first view's augmentation; `second_augment` (None: the same as `augment`) is
+    the second view's, for asymmetric recipes. Views that share an augmentation and an image size are
+    augmented in one call. Views come in order [x1, x2, x3_1, ..., x3_P]."""
 
     def __init__(self, augment: torch.nn.Module, third_view: str | None, positives=None, seed: int = 0,
-                 positives_on_device: bool = True, second_augment: torch.nn.Module | None = None) -> None:
+                 positives_on_device: bool = True, second_augment: torch.nn.Module | None = None,
+                 class_mates: ClassMates | None = None, per_step: int = 1) -> None:
         self.augment, self.third_view, self.positives, self.seed = augment, third_view, positives, seed
         self.second_augment = augment if second_augment is None else second_augment
         self.positives_on_device = positives_on_device  # False: a store too big for the device stays memory-mapped
+        self.class_mates, self.per_step = class_mates, per_step
 
     @property
     def n_views(self) -> int:
-        return 2 if self.third_view is None else 3
+        return 2 if self.third_view is None else 2 + self.per_step
 
     def to(self, device: torch.device) -> "ViewMaker":
         same = self.second_augment is self.augment
@@ -119,20 +164,35 @@ class ViewMaker:
         self.second_augment = self.augment if same else self.second_augment.to(device)
         if self.positives is not None and self.positives_on_device:
             self.positives = self.positives.to(device)
+        if self.class_mates is not None:
+            self.class_mates = self.class_mates.to(device)
         return self
 
     def __call__(self, images: Tensor, indices: Tensor, step: int, rank: int) -> list[Tensor]:
         sources = [(self.augment, images), (self.second_augment, images)]
         if self.third_view == "synthetic":
-            candidates = self.positives.sample(indices.to(self.positives.device), generator=self._candidate_rng(step, rank))
-            sources.append((self.augment, candidates.to(images.device, non_blocking=True)))
+            generator = self._rng(self.positives.device, step, rank, "candidates")
+            candidates = self._candidates(indices.to(self.positives.device), generator)
+            sources += [(self.augment, c.to(images.device, non_blocking=True)) for c in candidates]
         elif self.third_view == "augment":
-            sources.append((self.augment, images))
+            sources += [(self.augment, images)] * self.per_step
+        elif self.third_view == "oracle":
+            generator = self._rng(images.device, step, rank, "oracle")
+            sources += [(self.augment, self.class_mates(indices, generator)) for _ in range(self.per_step)]
         return augment_together(sources)
 
-    def _candidate_rng(self, step: int, rank: int) -> torch.Generator:
-        generator = torch.Generator(device=self.positives.device)
-        return generator.manual_seed(step_seed(self.seed, step, rank, "candidates"))
+    def _candidates(self, indices: Tensor, generator: torch.Generator) -> list[Tensor]:
+        """P candidates per index, drawn without replacement from its K (one uniform draw when P = 1)."""
+        if self.per_step == 1:
+            return [self.positives.sample(indices, generator=generator)]
+        every = self.positives.candidates(indices)                                      # (B, K, H, W, C)
+        order = torch.rand(every.shape[:2], device=every.device, generator=generator).argsort(1)
+        slots = order[:, :self.per_step]
+        picked = every[torch.arange(len(every), device=every.device)[:, None], slots]   # (B, P, H, W, C)
+        return list(picked.unbind(1))
+
+    def _rng(self, device: torch.device, step: int, rank: int, stream: str) -> torch.Generator:
+        return torch.Generator(device=device).manual_seed(step_seed(self.seed, step, rank, stream))
 
 
 def augment_together(sources: list[tuple[torch.nn.Module, Tensor]]) -> list[Tensor]:

@@ -148,9 +148,28 @@ def byol_loss(p: Tensor, z: Tensor) -> Tensor:
 
 
 @fp32
-def clsp_term(z1: Tensor, z3: Tensor) -> Tensor:
-    """CLSP's synthetic-positive term: mean_i (2 - 2 cos(z1_i, z3_i)) = mean_i |z1_i/|z1_i| - z3_i/|z3_i||^2."""
-    return (2 - 2 * F.cosine_similarity(z1, z3, dim=1)).mean()
+def clsp_term(z1: Tensor, z3: Tensor | list[Tensor], weights: Tensor | None = None) -> Tensor:
+    """CLSP's synthetic-positive term: mean_i (2 - 2 cos(z1_i, z3_i)) = mean_i |z1_i/|z1_i| - z3_i/|z3_i||^2.
+
+    With P positives per image (z3 a list of P (B, d) projections) and per-pair weights q (P, B):
+        mean_{p, i} q_pi (2 - 2 cos(z1_i, z3_pi)).
+    """
+    z3 = list(z3) if isinstance(z3, (list, tuple)) else [z3]
+    if len(z3) == 1 and weights is None:                                       # the paper's term
+        return (2 - 2 * F.cosine_similarity(z1, z3[0], dim=1)).mean()
+    distance = 2 - 2 * F.cosine_similarity(z1[None], torch.stack(z3), dim=2)   # (P, B)
+    return (distance if weights is None else weights * distance).mean()
+
+
+def quality_weights(scores: Tensor) -> Tensor:
+    """Per-pair weights of the CLSP term from label-free scores in [-1, 1] (cosines of anchor and candidate):
+        q = max(s, 0) / mean(max(s, 0)).
+    A candidate pointing away from its anchor (s <= 0, likely another content) weighs nothing: a negative
+    weight would push it away, which is the contrastive loss's job, not the positive term's. Dividing by
+    the mean over the batch (and the P positives) keeps the mean weight at 1, so lambda keeps its meaning
+    and only the split of the term between pairs changes. Scores carry no gradient."""
+    kept = scores.detach().float().clamp_min(0)
+    return kept / kept.mean().clamp_min(1e-6)
 
 
 def _off_diagonal(c: Tensor) -> Tensor:

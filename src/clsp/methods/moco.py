@@ -1,6 +1,6 @@
 """MoCo v2+ (Chen et al. 2020, symmetrised): queries from the online encoder, keys from a momentum copy.
 
-    tau_s = 1 - (1 - tau_0) (cos(pi s / S) + 1) / 2            key momentum, 0.99 -> 0.999 over S steps
+    tau_s = 1 - (1 - tau_0) (cos(pi s / S) + 1) / 2            key momentum, 0.99 -> 0.999; applied before step s + 1
     L = 1/2 [InfoNCE(q1, k2, Q2) + InfoNCE(q2, k1, Q1)]        one negative queue per view
     Q_v <- enqueue(k_v over the global batch)                   clsp.methods.memory_bank, after the optimiser step
 

@@ -42,6 +42,24 @@ def validate(cfg: PretrainConfig, world: int) -> None:
     if cfg.third_view == "synthetic" and not cfg.clsp.positives:
         raise UserError("clsp.weight > 0 needs a positives store: set clsp.positives=DIR (made by `clsp synthesize`), "
                         "or clsp.third_view=augment for the +aug control, or clsp.weight=0 for the plain method")
+    if cfg.third_view is not None and cfg.clsp.quality == "store":
+        raise UserError("clsp.quality=store needs a per-candidate score in the positives store, and no store carries "
+                        "one yet; use clsp.quality=online (scored by the method's own encoder) or none")
+
+
+def check_third_view_inputs(cfg: PretrainConfig, train, store, resident: bool) -> None:
+    """What the third view needs from the data: K >= P stored candidates, labels and a resident set for the oracle."""
+    clsp = cfg.clsp
+    if store is not None and clsp.positives_per_step > store.k:
+        raise UserError(f"clsp.positives_per_step={clsp.positives_per_step} asks for more candidates per step than the "
+                        f"store {clsp.positives} holds per image (K = {store.k}); use at most {store.k}, or synthesize more")
+    if cfg.third_view == "oracle":
+        if train.labels is None:
+            raise UserError(f"clsp.third_view=oracle draws another image of the anchor's class, but {train.name} split "
+                            f"'{train.split}' has no labels; use a labelled split, or third_view synthetic or augment")
+        if not resident:
+            raise UserError(f"clsp.third_view=oracle needs the training set held in memory, and {train.name} at this size "
+                            "streams from disk; use a smaller dataset.size or subset, or third_view synthetic or augment")
 
 
 def run_inputs(train, store, crop_source=None) -> dict[str, str]:
@@ -74,7 +92,7 @@ def _pretrain(cfg: PretrainConfig, callbacks: list | None) -> Path:
     from clsp.data.augment import make_view_augments
     from clsp.data.config import load_split
     from clsp.methods.base import MonitorData
-    from clsp.methods.data import StreamingBatches, ViewMaker
+    from clsp.methods.data import ClassMates, StreamingBatches, ViewMaker
 
     world = training.world_size(cfg.trainer)
     validate(cfg, world)
@@ -93,6 +111,7 @@ def _pretrain(cfg: PretrainConfig, callbacks: list | None) -> Path:
         store = PositivesStore.open(cfg.clsp.positives, train)
     source = train if cfg.crop_source_size in (None, train.image_size) else \
         load_split(dataclasses.replace(cfg.dataset, size=cfg.crop_source_size), cfg.dataset.train_split)
+    check_third_view_inputs(cfg, train, store, source.resident)
     stage = rundir.Stage(out, cfg, run_inputs(train, store, source))
     if stage.complete:
         log.info(f"pretrain: {out} already holds this run (done.json matches); skipping")
@@ -112,7 +131,9 @@ def _pretrain(cfg: PretrainConfig, callbacks: list | None) -> Path:
         data = StreamingBatches(source, cfg.batch_size, cfg.seed, cfg.workers)
     size = train.image_size                # the views' side, whatever side they are cropped from
     first, second = make_view_augments(cfg.augment, size, train.mean, train.std, cfg.crop_min_scale)
-    views = ViewMaker(first, cfg.third_view, store, cfg.seed, positives_on_device=resident, second_augment=second)
+    class_mates = ClassMates(data) if cfg.third_view == "oracle" else None
+    views = ViewMaker(first, cfg.third_view, store, cfg.seed, positives_on_device=resident, second_augment=second,
+                      class_mates=class_mates, per_step=cfg.clsp.positives_per_step)
     monitor, num_classes = None, 0
     if test is not None:
         num_classes = len(train.classes)
@@ -127,7 +148,8 @@ def _pretrain(cfg: PretrainConfig, callbacks: list | None) -> Path:
                                     callbacks=list(callbacks or []), use_distributed_sampler=False)
     if resume is not None:
         log.info(f"pretrain: resuming from {resume}")
-    log.info(f"pretrain: {cfg.method}{' + CLSP' if cfg.third_view == 'synthetic' else ' + aug' if cfg.third_view else ''}"
+    third = {"synthetic": " + CLSP", "augment": " + aug", "oracle": " + oracle"}.get(cfg.third_view or "", "")
+    log.info(f"pretrain: {cfg.method}{third}"
              f" on {cfg.dataset.name} ({len(train)} images, {steps_per_epoch} steps/epoch x {cfg.epochs} epochs, "
              f"global batch {global_batch}) -> {out}")
     training.fit(trainer, module, train_dataloaders=data.loader(world, training.checkpoint_step(resume)),
@@ -144,6 +166,8 @@ def _pretrain(cfg: PretrainConfig, callbacks: list | None) -> Path:
         "wall_seconds": wall, "images_per_second": trainer.global_step * global_batch / wall if wall > 0 else None,
         "views_per_image": views.n_views, "global_batch": global_batch,
         **collapse_check(out / "logs" / "metrics.csv", module.collapsed_ssl_loss(global_batch)),
+        "clsp_ramp_epochs": cfg.clsp.ramp_epochs, "positives_per_step": cfg.clsp.positives_per_step,
+        "quality": quality_summary(out / "logs" / "metrics.csv") if cfg.third_view and cfg.clsp.quality != "none" else None,
     }
     from clsp.io import write_json_atomic
     from clsp.models.encoder import ENCODER_FILE, save_encoder
@@ -171,6 +195,25 @@ def collapse_check(csv_path: Path, collapsed_loss: float | None) -> dict:
     final = sum(tail) / len(tail) if tail else None
     collapsed = None if final is None or collapsed_loss is None else bool(final >= 0.98 * collapsed_loss)
     return {"ssl_loss_final": final, "ssl_loss_collapsed": collapsed_loss, "collapsed": collapsed}
+
+
+def quality_summary(csv_path: Path) -> dict | None:
+    """The quality weights over the run: each logged statistic (train/quality_*) averaged over the logged steps
+    (score_mean, weight_min, weight_q10, weight_median, weight_q90, weight_max, weight_zero: the share at 0)."""
+    import csv
+
+    try:
+        with open(csv_path, newline="") as f:
+            rows = list(csv.DictReader(f))
+    except OSError:
+        return None
+    columns = [c for c in (rows[0] if rows else {}) if c.startswith("train/quality_")]
+    summary = {}
+    for column in columns:
+        values = [float(r[column]) for r in rows if r.get(column)]
+        if values:
+            summary[column.removeprefix("train/quality_")] = sum(values) / len(values)
+    return summary or None
 
 
 def encoder_meta(cfg: PretrainConfig, train, feat_dim: int) -> dict:

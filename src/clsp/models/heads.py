@@ -23,10 +23,12 @@ def mlp(in_dim: int, hidden_dim: int, out_dim: int, layers: int = 2, batchnorm: 
 
 
 def make_projector(feat_dim: int, hidden_dim: int = 4096, out_dim: int = 256, layers: int = 2,
-                   batchnorm: bool = False) -> nn.Sequential:
+                   batchnorm: bool = False, output_batchnorm: bool | None = None) -> nn.Sequential:
     """The paper's projector is Linear(feat, 4096) - ReLU - Linear(4096, 256), no batch norm;
-    NNCLR's and All4One's (solo-learn) are 3 layers with batch norm throughout (output included)."""
-    return mlp(feat_dim, hidden_dim, out_dim, layers, batchnorm, last_batchnorm=batchnorm)
+    NNCLR's and All4One's (solo-learn) are 3 layers with batch norm throughout (output included);
+    BYOL's (solo-learn) is Linear - BN - ReLU - Linear, no BN on the output (`output_batchnorm=False`)."""
+    last = batchnorm if output_batchnorm is None else output_batchnorm
+    return mlp(feat_dim, hidden_dim, out_dim, layers, batchnorm, last_batchnorm=last)
 
 
 def make_predictor(dim: int = 256, hidden_dim: int = 4096) -> nn.Sequential:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from clsp.config import check, check_positive
+from clsp.config import check, check_given, check_positive
 from clsp.data.config import DatasetConfig
 
 
@@ -21,7 +21,7 @@ class PreviewConfig:
 
     def __post_init__(self) -> None:
         check(bool(self.store), "store", "must name a positives store directory")
-        check(bool(self.out_dir), "out_dir", "must name the directory to write preview.png into (--out DIR)")
+        check_given(bool(self.out_dir), "out_dir", "must name the directory to write preview.png into (--out DIR)")
         check_positive(self.n, "n")
 
 
@@ -37,14 +37,14 @@ class StatsConfig:
 
 
 def register(subparsers) -> None:
-    from clsp.cli import Flag, add_command, config_command
+    from clsp.cli import Flag, add_command, config_command, model_sampler
     from clsp.positives.config import SynthesizeConfig
 
     p = add_command(subparsers, "synthesize",
                     description="Generate K candidates per image with the interpolating sampler, chunk by chunk. "
                                 "Re-running the same command resumes an interrupted store. Several processes: "
                                 "torchrun --nproc_per_node N -m clsp synthesize ...")
-    config_command(p, SynthesizeConfig, run_synthesize, presets="synthesize", flags={
+    config_command(p, SynthesizeConfig, run_synthesize, presets="synthesize", defaults=model_sampler("sampler", "model"), flags={
         "--model": Flag("model", "diffusion model directory (diffusers layout)"),
         "--dataset": Flag("dataset.name", "dataset name (see `clsp data info`) or folder:PATH"),
         "--split": Flag("split", "split to synthesize positives for"),

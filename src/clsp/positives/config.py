@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from clsp.config import check, check_device, check_positive, field
+from clsp.config import check_device, check_given, check_positive, field
 from clsp.data.config import DatasetConfig
 from clsp.diffusion.config import SamplerConfig
 
@@ -23,8 +23,8 @@ class SynthesizeConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        check(bool(self.model), "model", "must name a diffusion model directory (--model DIR)")
-        check(bool(self.out_dir), "out_dir", "must name the store directory to write (--out STORE)")
+        check_given(bool(self.model), "model", "must name a diffusion model directory (--model DIR)")
+        check_given(bool(self.out_dir), "out_dir", "must name the store directory to write (--out STORE)")
         check_positive(self.k, "k")
         check_positive(self.chunk_size, "chunk_size")
         check_device(self.device, "device")

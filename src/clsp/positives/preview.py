@@ -12,7 +12,7 @@ def preview_indices(n: int, count: int) -> np.ndarray:
     return np.unique(np.linspace(0, n - 1, min(count, n)).round().astype(np.int64))
 
 
-def preview(store_path: str | Path, dataset, out: str | Path, count: int = 8, min_tile: int = 32) -> Path:
+def preview(store_path: str | Path, dataset, out: str | Path, count: int = 8, min_tile: int = 64) -> Path:
     """Write a PNG grid: one row per anchor, the real image first, then its K candidates; small images
     are enlarged (nearest neighbour) to at least `min_tile` pixels so that they can be seen."""
     from clsp.grids import candidates_grid, save_png

@@ -24,7 +24,8 @@ CURVE_PANELS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("kNN monitor, test top-1 (%)", ("test/knn_acc",)),
 )
 CLSP_PANEL = CURVE_PANELS[1][0]
-VARIANT_STYLE = {"base": ("tab:blue", "-"), "clsp": ("tab:red", "-"), "aug": ("tab:green", "--")}
+VARIANT_STYLE = {"base": ("tab:blue", "-"), "clsp": ("tab:red", "-"), "aug": ("tab:green", "--"),
+                 "oracle": ("tab:purple", ":")}
 
 
 def read_metrics_csv(path: str | Path) -> list[dict[str, str]]:
@@ -96,7 +97,7 @@ def curves_figure(method: str, runs: dict[str, tuple[str, list[dict[str, str]]]]
     third_view = any(variant != "base" for variant, _ in runs.values())
     panels = [p for p in CURVE_PANELS if third_view or p[0] != CLSP_PANEL]   # no CLSP term without a third view
     fig = _new_figure(4 * len(panels), 3.2)
-    axes = fig.subplots(1, len(panels))
+    axes = fig.subplots(1, len(panels), sharex=True)  # one step axis: a sparse monitor sits where it was measured
     missing = []
     for ax, (title, candidates) in zip(axes, panels):
         drawn = False
@@ -113,6 +114,7 @@ def curves_figure(method: str, runs: dict[str, tuple[str, list[dict[str, str]]]]
             drawn = True
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("step")
+        ax.tick_params(labelbottom=True)
         ax.grid(alpha=0.3)
         if drawn:
             ax.legend(fontsize=8)

@@ -19,7 +19,7 @@ import yaml
 
 from clsp.errors import UserError
 from clsp.io import read_json_object, write_bytes_atomic, write_text_atomic
-from clsp.layout import FLOOR, POSITIVES_FIGURE, TRAINING_LOG, VARIANT_LABEL, RunLayout, RunSpec, run_name, runs_from_config, store_name
+from clsp.layout import FLOOR, POSITIVES_FIGURE, TRAINING_LOG, VARIANT_LABEL, VARIANT_SUFFIX, RunLayout, RunSpec, run_name, runs_from_config, store_name
 from clsp.report import figures, paper, study
 
 EVAL_KINDS = ("knn", "linear", "embed", "hardness", "transfer")
@@ -115,7 +115,7 @@ class RunDirectory:
 
 def spec_of_name(name: str) -> RunSpec:
     """A run the plan does not name (an older config): method and variant read off its name."""
-    for variant, suffix in (("clsp", "-clsp"), ("aug", "-aug")):
+    for variant, suffix in VARIANT_SUFFIX.items():
         if name.endswith(suffix):
             return RunSpec(name[: -len(suffix)], variant)
     return RunSpec(name, "base")
@@ -199,32 +199,40 @@ def results_section(run: RunDirectory, page: Page) -> str:
     groups = study.group_summaries(list(numbers.values()))
     specs = {run.specs[name].group: run.specs[name] for name in run.runs}
     headers = ["run", "method", "variant", "seeds", "kNN top-1 (best k)", "kNN top-1 (k=200)", "linear top-1",
-               "&Delta; kNN vs baseline", "&Delta; linear vs baseline", "online probe"]
+               "&Delta; kNN (best k) vs baseline", "&Delta; kNN (k=200) vs baseline", "&Delta; linear vs baseline",
+               "online probe"]
     if paper_run:
         headers += ["paper linear", "release linear", "release kNN"]
     fixed_k = {r.spec.group: r.values.get("k200") for r in numbers.values() if r.values.get("k200") is not None}
+    collapsed = {group: [n for n, r in numbers.items() if r.spec.group == group and r.collapsed] for group in groups}
+    floor = floor_summary(groups, specs)
     rows = []
     for group, summary in groups.items():
         spec = specs[group]
         base_group = RunSpec(spec.method, "base").group
         base = groups.get(base_group) if spec.variant not in ("base", "none") else None
         seeds = max(s.n + s.failed for s in summary.values())
+        below = below_floor(summary, floor) if spec.method != "none" else set()
+
+        def delta(metric: str) -> str:  # a collapsed run's accuracy is its backbone's: no difference is read off it
+            if base is not None and (collapsed[group] or collapsed.get(base_group)):
+                return f'<td class="num" title="a collapsed run: no difference is computed">{fmt(None)} <span class="na">collapsed</span></td>'
+            return _difference_cell(study.difference(summary[metric], base[metric]) if base else None)
+
         cells = [f"<td><code>{e(group)}</code></td>", f"<td>{e(spec.method if spec.method != 'none' else '')}</td>",
                  f"<td>{e(_variant_text(spec))}</td>", f'<td class="num">{seeds}</td>',
-                 _summary_cell(summary["knn"]), _summary_cell(summary["knn200"], _fixed_k_note(fixed_k.get(group))),
-                 _summary_cell(summary["linear"]),
-                 _difference_cell(study.difference(summary["knn"], base["knn"]) if base else None),
-                 _difference_cell(study.difference(summary["linear"], base["linear"]) if base else None),
-                 _summary_cell(summary["probe"])]
+                 _summary_cell(summary["knn"], below="knn" in below),
+                 _summary_cell(summary["knn200"], _fixed_k_note(fixed_k.get(group)), below="knn200" in below),
+                 _summary_cell(summary["linear"], below="linear" in below),
+                 delta("knn"), delta("knn200"), delta("linear"), _summary_cell(summary["probe"])]
         if paper_run:
             cells += [f'<td class="num paper">{fmt(paper.paper_linear(paper_run, group))}</td>',
                       f'<td class="num paper">{fmt(paper.release_linear(paper_run, group))}</td>',
                       f'<td class="num paper">{fmt(paper.release_knn(paper_run, group))}</td>']
-        collapsed = [n for n, r in numbers.items() if r.spec.group == group and r.collapsed]
-        if collapsed:
+        if collapsed[group]:
             cells[0] = (f'<td><code>{e(group)}</code> <span class="failed" title="see the collapse note below">'
-                        f'collapsed ({len(collapsed)} of {seeds})</span></td>')
-        row_class = ' class="floor"' if spec.method == "none" else ""
+                        f'collapsed ({len(collapsed[group])} of {seeds})</span></td>')
+        row_class = ' class="floor"' if spec.method == "none" else (' class="below-floor"' if below else "")
         rows.append(f'<tr data-run="{e(group)}"{row_class}>' + "".join(cells) + "</tr>")
     body = ""
     if not run.runs:
@@ -243,8 +251,10 @@ def results_section(run: RunDirectory, page: Page) -> str:
             "{5, 10, 20, 50, 100, 200} (the release's protocol) and k = 200 (a k beyond the training split is its size, shown "
             "beside the number). Linear: frozen backbone, the paper's protocol "
             "with this run's epochs. <i>no-pretraining</i> is the untrained encoder each run starts from: the floor. "
+            "A number below the floor's is marked <i>below floor</i>. "
             "&Delta;: this row minus the same method's baseline, &plusmn; its standard error; it is coloured only when it "
-            "exceeds two standard errors, and marked <i>n = 1</i> where one seed gives no noise estimate. A probe that "
+            "exceeds two standard errors, marked <i>n = 1</i> where one seed gives no noise estimate, and not computed "
+            "where either run collapsed. A probe that "
             "diverged or stayed at chance is shown as <i>failed</i> and left out of the means.</p>")
     if paper_run:
         note += (f'<p class="note">Paper columns: {e(paper.CITATION)}, ResNet-18, '
@@ -267,7 +277,26 @@ def results_section(run: RunDirectory, page: Page) -> str:
                  'representation\'s)</summary><ul>'
                  + "".join(f"<li><code>{e(n)}</code>: {e(reason)}</li>" for n, reason in collapses) + "</ul></details>")
     body += per_seed_details(run, numbers)
+    body += quality_details(run)
     return table + note + body
+
+
+def quality_details(run: RunDirectory) -> str:
+    """The CLSP term's quality weights (clsp.quality) of each run that used them: their distribution over the run."""
+    rows = []
+    for name in run.runs:
+        quality = (run.pretrain_metrics(name) or {}).get("quality")
+        if isinstance(quality, dict):
+            cells = [quality.get(k) for k in ("score_mean", "weight_min", "weight_q10", "weight_median", "weight_q90",
+                                              "weight_max", "weight_zero")]
+            rows.append(f"<tr><td><code>{e(name)}</code></td>" + "".join(f'<td class="num">{fmt(v, 3)}</td>' for v in cells)
+                        + "</tr>")
+    if not rows:
+        return ""
+    headers = ["run", "mean score", "weight min", "q10", "median", "q90", "max", "share at 0"]
+    return ('<details open><summary>quality weights of the CLSP term (clsp.quality; per step, averaged over the run; '
+            'weights = max(cos, 0) / batch mean, so their mean is 1)</summary><table><thead><tr>'
+            + "".join(f"<th>{h}</th>" for h in headers) + "</tr></thead><tbody>" + "".join(rows) + "</tbody></table></details>")
 
 
 def _variant_text(spec: RunSpec) -> str:
@@ -275,14 +304,61 @@ def _variant_text(spec: RunSpec) -> str:
     return text + (f" ({spec.sweep[0]} = {spec.sweep[1]:g})" if spec.sweep else "")
 
 
-def _summary_cell(summary: study.Summary, note: str = "") -> str:
+def _summary_cell(summary: study.Summary, note: str = "", below: bool = False) -> str:
     if summary.mean is None:
         if summary.failed:
             return f'<td class="num failed" title="{e("; ".join(summary.reasons))}">failed</td>'
         return f'<td class="num">{fmt(None)}</td>'
     spread = f" &plusmn; {summary.std:.2f}" if summary.std is not None else ""
     failed = f' <span class="failed" title="{e("; ".join(summary.reasons))}">({summary.failed} failed)</span>' if summary.failed else ""
+    if below:
+        return f'<td class="num below">{summary.mean:.2f}{spread}{note}{failed} <span class="below-tag">below floor</span></td>'
     return f'<td class="num">{summary.mean:.2f}{spread}{note}{failed}</td>'
+
+
+FLOOR_METRICS = {"knn": "kNN (best k)", "knn200": "kNN (k=200)", "linear": "linear"}
+
+
+def floor_summary(groups: dict, specs: dict) -> dict[str, study.Summary] | None:
+    """The untrained encoder's numbers (the floor every trained run must clear), if the run measured it."""
+    return next((summary for group, summary in groups.items() if specs[group].method == "none"), None)
+
+
+def below_floor(summary: dict[str, study.Summary], floor: dict[str, study.Summary] | None) -> set[str]:
+    """The metrics on which a trained group's mean is below the untrained floor's."""
+    if floor is None:
+        return set()
+    return {m for m in FLOOR_METRICS
+            if summary[m].mean is not None and floor[m].mean is not None and summary[m].mean < floor[m].mean}
+
+
+def floor_verdict(run: RunDirectory) -> str:
+    """The report's top line: whether the trained encoders beat the untrained floor, metric by metric."""
+    numbers = [run.numbers(name) for name in run.runs]
+    groups = study.group_summaries(numbers)
+    specs = {r.spec.group: r.spec for r in numbers}
+    floor = floor_summary(groups, specs)
+    trained = [g for g in groups if specs[g].method != "none"]
+    if not trained:
+        return ""
+    if floor is None:
+        return ('<p class="verdict" id="verdict">The untrained floor was not measured (<code>floor: false</code>): '
+                "this page cannot say whether training beat an untrained encoder.</p>")
+    counts = []  # (label, floor mean, groups above it, groups measured)
+    for metric, label in FLOOR_METRICS.items():
+        measured = [g for g in trained if groups[g][metric].mean is not None]
+        if floor[metric].mean is not None and measured:
+            counts.append((label, floor[metric].mean, [g for g in measured if groups[g][metric].mean > floor[metric].mean],
+                           measured))
+    if not counts:
+        return ""
+    lead = ("No trained encoder beats the untrained floor" if not any(above for _, _, above, _ in counts) else
+            "Every trained encoder beats the untrained floor" if all(len(above) == len(measured) for _, _, above, measured in counts)
+            else "Not every trained encoder beats the untrained floor")
+    parts = [f"{label} {mean:.2f}: {len(above)} of {len(measured)} beat it"
+             + (f" ({', '.join(above)})" if 0 < len(above) < len(measured) else "") for label, mean, above, measured in counts]
+    return (f'<p class="verdict" id="verdict"><b>{e(lead)}.</b> Untrained encoder, {e("; ".join(parts))}. '
+            "Rows below it are marked in the results.</p>")
 
 
 def _difference_cell(d: study.Difference | None) -> str:
@@ -531,7 +607,8 @@ def _interpolated(run: RunDirectory) -> str:
     layers = int(layers or 1)
     if layers == 1:
         return "the UNet's mid-block (bottleneck) features"
-    return f"the UNet's mid-block features and its {layers - 1} deepest skip connection{'s' if layers > 2 else ''}"
+    return (f"the UNet's mid-block features and its {layers - 1} deepest skip connection{'s' if layers > 2 else ''} "
+            "(clsp's extension: the paper and its release mix the bottleneck only)")
 
 
 def _synthesis_w(run: RunDirectory) -> Any:
@@ -665,7 +742,9 @@ td.pos { color: #11772d; font-weight: 600; } td.neg { color: #b3261e; font-weigh
 .missing { color: #8a5a00; background: #fff6e0; border-left: 3px solid #e0a000; padding: 0.2em 0.6em; margin: 0.3em 0; }
 .note { color: #555; font-size: 0.92em; } figure { margin: 0.6em 0; } figcaption { color: #444; font-size: 0.92em; }
 img { max-width: 100%; height: auto; border: 1px solid #eee; } img.pixels { image-rendering: pixelated; }
-.grid { display: flex; flex-wrap: wrap; gap: 1em; } .grid figure { flex: 1 1 360px; max-width: 600px; }
+.grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(360px, 1fr)); gap: 1em; } .grid figure { margin: 0; }
+td.below { background: #fdecea; } .below-tag { color: #b3261e; font-size: 0.8em; white-space: nowrap; }
+.verdict { background: #fdf3e1; border-left: 3px solid #c77700; padding: 0.4em 0.7em; margin: 0.4em 0; }
 .row { display: flex; flex-wrap: wrap; gap: 2em; align-items: flex-start; }
 nav a { margin-right: 1em; } pre { background: #f8f8f8; padding: 0.8em; overflow-x: auto; font-size: 0.85em; }
 #img-status { color: #888; font-size: 0.8em; }
@@ -722,6 +801,7 @@ def render(run: RunDirectory) -> str:
 <meta name="viewport" content="width=device-width, initial-scale=1"><style>{STYLE}</style></head>
 <body>
 <h1>{e(title)}</h1>
+{floor_verdict(run)}
 <p class="sub">{subtitle}</p>
 <nav>{nav}</nav>
 {missing}
