@@ -1,12 +1,13 @@
 """Copy what a finished pipeline run found into a folder small enough to commit (results/<name>/).
 
-    python scripts/collect_results.py RUN_DIR DEST [--command "clsp pipeline ..."]
+    python scripts/collect_results.py RUN_DIR DEST [--command "clsp pipeline ..."] [--reference STUDY_RUN_DIR]
 
 Kept: the report (self-contained HTML, figures embedded), the run's records (config.yaml, env.json, data.json,
 inputs.json, timings.json, stages/), every metrics.json of pretraining and evaluation, the training curves
 (logs/metrics.csv) and the positives evaluations' figures. Left out: encoders, checkpoints, stores (large, and
 remade by the command). summary.md states the command, machine, date, commit, the wall time of each stage and the
-study table (mean +- std over seeds, the difference to the base run and whether it exceeds two standard errors).
+study table (mean +- std over seeds, the differences to the base and + aug runs and whether they exceed two standard
+errors; --reference names the run directory holding those when RUN_DIR holds only extra arms).
 """
 
 from __future__ import annotations
@@ -62,11 +63,23 @@ def fmt_diff(d: study.Difference) -> str:
     return f"{d.delta:+.2f} ± {d.se:.2f} " + {"up": "**> 2 SE**", "down": "**< -2 SE**"}.get(d.verdict, "(within 2 SE)")
 
 
-def summary(run: Path, command: str) -> str:
+def groups_of(run: Path) -> tuple[RunDirectory, dict, dict, dict]:
+    """The run directory, its run name -> RunNumbers, group -> metric -> Summary and group -> RunSpec."""
     rd = RunDirectory.read(run)
     numbers = {name: rd.numbers(name) for name in rd.runs}
-    groups = study.group_summaries(list(numbers.values()))
-    specs = {rd.specs[n].group: rd.specs[n] for n in rd.runs}
+    return rd, numbers, study.group_summaries(list(numbers.values())), {rd.specs[n].group: rd.specs[n] for n in rd.runs}
+
+
+def reference_group(variant: str, spec: RunSpec, groups: dict, reference: dict) -> dict | None:
+    """The summaries of the method's `variant` group: this run's, else the reference run's (a run directory that
+    holds only extra arms is compared with the base and + aug runs of the study it extends)."""
+    name = RunSpec(spec.method, variant).group
+    return groups.get(name) or reference.get(name)
+
+
+def summary(run: Path, command: str, reference_run: Path | None = None) -> str:
+    rd, numbers, groups, specs = groups_of(run)
+    reference = groups_of(reference_run)[2] if reference_run else {}
     env, timings = rd.env, rd.timings
     lines = [f"# {run.name}: results", "",
              f"- command: `{command or ' '.join(['clsp', *env.get('argv', [])[1:]])}`",
@@ -74,17 +87,22 @@ def summary(run: Path, command: str) -> str:
              f"{os.cpu_count()} CPUs, device {next(iter(timings.get('stages', {}).values()), {}).get('device', '?')}",
              f"- started {env.get('started_at', '?')}; commit {env.get('git_commit', '?')}",
              f"- total stage time {timings.get('total_seconds', 0) / 60:.1f} min", "",
-             "| group | seeds | kNN best k | kNN k=200 | linear | Δ kNN vs base | Δ linear vs base | collapsed |",
-             "|---|---|---|---|---|---|---|---|"]
+             *([f"- compared with the base and + aug runs of {reference_run}"] if reference_run else []),
+             "| group | seeds | kNN best k | kNN k=200 | linear | Δ kNN vs base | Δ linear vs base | Δ kNN vs + aug "
+             "| Δ linear vs + aug | collapsed |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for group, s in groups.items():
         spec = specs[group]
-        base = groups.get(RunSpec(spec.method, "base").group) if spec.variant not in ("base", "none") else None
+        versus = []
+        for variant in ("base", "aug"):
+            ref = reference_group(variant, spec, groups, reference) if spec.variant not in (variant, "base", "none") else None
+            versus += [fmt_diff(study.difference(s[m], ref[m])) if ref else "" for m in ("knn", "linear")]
         collapsed = sum(1 for r in numbers.values() if r.spec.group == group and r.collapsed)
+        if collapsed:   # a collapsed run's accuracies are its backbone's, not a contrastive space's: no difference
+            versus = ["(collapsed)" if v else "" for v in versus]
         seeds = max(x.n + x.failed for x in s.values())
         lines.append(f"| {group} | {seeds} | {fmt(s['knn'])} | {fmt(s['knn200'])} | {fmt(s['linear'])} | "
-                     f"{fmt_diff(study.difference(s['knn'], base['knn'])) if base else ''} | "
-                     f"{fmt_diff(study.difference(s['linear'], base['linear'])) if base else ''} | "
-                     f"{collapsed or ''} |")
+                     + " | ".join(versus) + f" | {collapsed or ''} |")
     lines += ["", "Positives (clsp eval positives, per store):", "",
               "| store | w | agreement % | Frechet | pixels at 0 % | diversity | cos to anchor |", "|---|---|---|---|---|---|---|"]
     for path in sorted(run.glob("eval/positives*/metrics.json")):
@@ -105,10 +123,12 @@ def main() -> int:
     parser.add_argument("run", type=Path)
     parser.add_argument("dest", type=Path)
     parser.add_argument("--command", default="")
+    parser.add_argument("--reference", type=Path, default=None,
+                        help="a run directory whose base and + aug runs the differences use when RUN has none")
     args = parser.parse_args()
     args.dest.mkdir(parents=True, exist_ok=True)
     n = copy_tree(args.run, args.dest)
-    (args.dest / "summary.md").write_text(summary(args.run, args.command))
+    (args.dest / "summary.md").write_text(summary(args.run, args.command, args.reference))
     print(f"{args.dest}: {n} files and summary.md")
     return 0
 

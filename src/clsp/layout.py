@@ -26,13 +26,14 @@ VARIANT_SUFFIX = {"clsp": "-clsp", "aug": "-aug", "oracle": "-oracle"}
 VARIANT_LABEL = {"base": "baseline", "clsp": "+ CLSP", "aug": "+ aug (control)", "oracle": "+ oracle (labels; upper bound)",
                  "none": "no pretraining"}
 FLOOR = "no-pretraining"
-SWEEPABLE = ("w", "k", "weight")          # synthesis w, candidates K, CLSP weight lambda
-STORE_SWEEPS = ("w", "k")                 # the settings that need a store of their own
+SWEEPABLE = ("w", "k", "weight", "start")  # synthesis w, candidates K, CLSP weight lambda, partial-noise start s
+STORE_SWEEPS = ("w", "k", "start")        # the settings that need a store of their own
 
 ENCODER_FILE = "encoder.safetensors"      # what pretraining leaves and evaluation reads (clsp.models.encoder)
 METRICS_FILE = "metrics.json"             # a pretraining run's summary; every evaluation's results (docs/metrics.md)
 TRAINING_LOG = "logs/metrics.csv"         # the training curves of a run (clsp.training's CSV logger)
 POSITIVES_FIGURE = "positives.png"        # agreement and hardness against w, beside a store's evaluation
+TRADEOFF_FIGURE = "positives_tradeoff.png"  # agreement against hardness, one curve per generator, beside it too
 
 
 def value_text(value: float) -> str:
@@ -114,6 +115,7 @@ def runs_from_config(config: dict) -> list[RunSpec]:
     synthesis = config.get("synthesis") or {}
     pretrain = config.get("pretrain") or {}
     main_values = {"w": (synthesis.get("sampler") or {}).get("w"), "k": synthesis.get("k"),
+                   "start": (synthesis.get("sampler") or {}).get("start", 1.0),
                    "weight": (pretrain.get("clsp") or {}).get("weight")}
     return plan_runs(config.get("methods") or [], config.get("variants") or [], config.get("seeds") or [0],
                      sweep.get("setting") or "", sweep.get("values") or [], sweep.get("methods") or [],

@@ -40,9 +40,10 @@ from clsp.data.config import DatasetConfig
 from clsp.diffusion.config import DiffusionTrainConfig, SamplerConfig
 from clsp.errors import ConfigError, UserError
 from clsp.eval.config import LinearProbeConfig
-from clsp.layout import SWEEPABLE, VARIANT_SUFFIX, RunLayout, RunSpec, plan_runs, store_name
+from clsp.layout import STORE_SWEEPS, SWEEPABLE, VARIANT_SUFFIX, RunLayout, RunSpec, plan_runs, store_name
 from clsp.methods import METHODS
 from clsp.methods.config import PretrainConfig
+from clsp.positives.config import StrengthConfig
 from clsp.report.paper import PAPER_RUNS
 from clsp.training_config import TrainerConfig
 
@@ -58,7 +59,8 @@ class SynthesisConfig:
     """Stage 2; the model, the dataset and the store's path come from the pipeline."""
 
     k: int = 8                                    # candidates per training image
-    sampler: SamplerConfig = field(SamplerConfig)  # sampler, steps, eta, w (0.1: the paper), batch_size, ...
+    sampler: SamplerConfig = field(SamplerConfig)  # sampler, steps, eta, w (0.1: the paper), start, batch_size, ...
+    strength: StrengthConfig = field(StrengthConfig)  # per-candidate start (grid, floor, space); off by default
     seed: int = 0
     chunk_size: int = 512                         # images per store chunk (the unit of resume)
 
@@ -86,6 +88,9 @@ class EvalConfig:
     positives: bool = True                        # `clsp eval positives` on each store (needs labels)
     positives_n: int = 1000                       # anchors judged per store
     positives_sweep_n: int = 100                  # anchors per w of w_sweep, sampled afresh
+    positives_sweep_start: List[float] = field(list)    # partial-noise starts the main store's evaluation samples afresh
+    positives_sweep_start_w: List[float] = field(list)  # the w of each start curve ([] = the synthesis w)
+    positives_sweep_floor: List[float] = field(list)    # label-free floors of the per-candidate start to sample afresh
     transfer: List[str] = field(list)             # downstream sets, e.g. [cifar10, cifar100, pets, ...]
     transfer_root: Optional[str] = None           # where the downstream sets are (None: the registry's defaults)
     skip_missing_transfer: bool = False           # report a missing downstream set as missing instead of failing
@@ -102,11 +107,11 @@ class EvalConfig:
 class SweepConfig:
     """Extra CLSP runs, one per value of one setting (the paper's ablations), each a real training run.
 
-    setting w or k: one positives store per value (positives-w0.3/), and per value a CLSP run of each
-    swept method; setting weight: the CLSP weight lambda, no store of its own. A value equal to the main
+    setting w, k or start: one positives store per value (positives-w0.3/, positives-start0.4/), and per value a
+    CLSP run of each swept method; setting weight: the CLSP weight lambda, no store of its own. A value equal to the main
     setting is the main CLSP run itself."""
 
-    setting: str = ""                             # "" (no sweep) | w | k | weight
+    setting: str = ""                             # "" (no sweep) | w | k | weight | start
     values: List[float] = field(list)
     methods: List[str] = field(list)              # methods whose CLSP run is swept ([] = every method)
     seeds: List[int] = field(list)                # seeds of the swept runs ([] = the pipeline's seeds)
@@ -118,6 +123,8 @@ class SweepConfig:
             check(all(0.0 <= v <= 1.0 for v in self.values), "sweep.values", f"w values must be in [0, 1], got {self.values}")
         if self.setting == "k":
             check(all(v >= 1 and float(v).is_integer() for v in self.values), "sweep.values", f"K values must be whole numbers >= 1, got {self.values}")
+        if self.setting == "start":
+            check(all(0.0 < v <= 1.0 for v in self.values), "sweep.values", f"starts must be in (0, 1], got {self.values}")
         if self.setting == "weight":
             check(all(v > 0 for v in self.values), "sweep.values", f"CLSP weights must be > 0, got {self.values}")
 
@@ -184,20 +191,21 @@ class PipelineConfig:
 
     @property
     def needs_positives(self) -> bool:
-        """Synthesis is needed for the clsp variant, a w or K sweep, and the hardness and positives evaluations."""
-        return ("clsp" in self.variants or self.sweep.setting in ("w", "k") or self.eval.hardness
+        """Synthesis is needed for the clsp variant, a w, K or start sweep, and the hardness and positives evaluations."""
+        return ("clsp" in self.variants or self.sweep.setting in STORE_SWEEPS or self.eval.hardness
                 or self.eval.positives)
 
     def planned_runs(self) -> list[RunSpec]:
         """Every encoder of this pipeline (clsp.layout names them)."""
-        main = {"w": self.synthesis.sampler.w, "k": self.synthesis.k, "weight": self.pretrain.clsp.weight}
+        main = {"w": self.synthesis.sampler.w, "k": self.synthesis.k, "weight": self.pretrain.clsp.weight,
+                "start": self.synthesis.sampler.start}
         return plan_runs(self.methods, self.variants, self.seeds, self.sweep.setting, self.sweep.values,
                          self.sweep.methods, self.sweep.seeds, main, self.floor)
 
     def stores(self) -> list[Optional[tuple[str, float]]]:
         """The positives stores: the main one (None) and one per swept w or K value that differs from it."""
         out: list[Optional[tuple[str, float]]] = [None]
-        main = {"w": self.synthesis.sampler.w, "k": self.synthesis.k}
+        main = {"w": self.synthesis.sampler.w, "k": self.synthesis.k, "start": self.synthesis.sampler.start}
         if self.sweep.setting in main:
             out += [(self.sweep.setting, float(v)) for v in self.sweep.values if float(v) != float(main[self.sweep.setting])]
         return out
@@ -210,7 +218,8 @@ def diffusion_config(cfg: PipelineConfig, run: RunLayout) -> DiffusionTrainConfi
 
 
 def synthesize_config(cfg: PipelineConfig, model_dir: Path, store: Path, sweep: Optional[tuple[str, float]] = None):
-    """The synthesis section, with the swept w or K of `sweep` when given."""
+    """The synthesis section, with the swept w, K or start of `sweep` when given (a swept start is fixed: the
+    per-candidate rule is off in that store)."""
     from clsp.positives.synthesize import SynthesizeConfig
 
     s = cfg.synthesis
@@ -219,8 +228,11 @@ def synthesize_config(cfg: PipelineConfig, model_dir: Path, store: Path, sweep: 
         sampler = dataclasses.replace(sampler, w=sweep[1])
     if sweep is not None and sweep[0] == "k":
         k = int(sweep[1])
+    strength = s.strength
+    if sweep is not None and sweep[0] == "start":
+        sampler, strength = dataclasses.replace(sampler, start=sweep[1]), StrengthConfig()
     return SynthesizeConfig(model=str(model_dir), dataset=cfg.dataset, split=cfg.dataset.train_split, k=k,
-                            sampler=sampler, seed=s.seed, chunk_size=s.chunk_size, out_dir=str(store),
+                            sampler=sampler, strength=strength, seed=s.seed, chunk_size=s.chunk_size, out_dir=str(store),
                             device={"gpu": "cuda"}.get(cfg.trainer.accelerator, cfg.trainer.accelerator),
                             progress=cfg.trainer.progress)
 
@@ -409,12 +421,18 @@ class Pipeline:
         from clsp.eval.positives import PositivesEvalConfig, positives_eval
 
         ev, store = self.cfg.eval, self.layout.store(store_name(sweep))
-        settings = PositivesEvalConfig(n=ev.positives_n, sweep_w=list(self.cfg.w_sweep) if sweep is None else [],
+        main = sweep is None
+        settings = PositivesEvalConfig(n=ev.positives_n, sweep_w=list(self.cfg.w_sweep) if main else [],
+                                       sweep_start=list(ev.positives_sweep_start) if main else [],
+                                       sweep_start_w=list(ev.positives_sweep_start_w) if main else [],
+                                       sweep_floor=list(ev.positives_sweep_floor) if main else [],
+                                       strength_space=self.cfg.synthesis.strength.space,
+                                       strength_grid=list(self.cfg.synthesis.strength.grid),
                                        sweep_n=ev.positives_sweep_n, seed=ev.seed)
         config = {"dataset": to_dict(self.cfg.dataset), **to_dict(settings)}
         return Stage(f"eval/{store.name}", config, lambda: {"store": self.store_hash(store), "model": self.model_hash()},
                      lambda: positives_eval(store, self.cfg.dataset, self.layout.store_evaluation(store.name), settings,
-                                            model_dir=self.model_dir if settings.sweep_w else None,
+                                            model_dir=self.model_dir if settings.sweeps else None,
                                             progress=self.cfg.trainer.progress), self.layout.store_metrics(store.name),
                      after=(synthesis_name(store.name),))
 

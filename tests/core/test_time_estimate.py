@@ -38,6 +38,7 @@ def test_training_estimate_is_logged_after_a_few_steps(tmp_path, caplog):
 def test_synthesis_estimate_on_a_cpu(caplog, monkeypatch, digits):
     from clsp.diffusion.schedulers import TRAINING_SCHEDULE
     from clsp.diffusion.unet import make_unet
+    from clsp.diffusion.sampler import SamplerConfig
     from clsp.positives.synthesize import SynthesizeConfig, estimate_on_cpu
 
     cfg = SynthesizeConfig(model="m", out_dir="o", k=4)
@@ -47,3 +48,10 @@ def test_synthesis_estimate_on_a_cpu(caplog, monkeypatch, digits):
         estimate_on_cpu(make_unet("tiny", 8, channels=1), dict(TRAINING_SCHEDULE), digits, cfg, images=1000)
     # 8 s / (16 images x 2 steps) = 0.25 s an image-step; 1000 images x 100 steps = 25000 s
     assert "synthesize: 2 steps for 16 images took 8.0 s; 1,000 images x 100 steps will take about 6 h 56 min" in caplog.text
+    # a partial-noise start runs floor(s * steps) steps (the probe itself runs full steps, so any start fits it)
+    caplog.clear()
+    clock = iter([0.0, 8.0])
+    with caplog.at_level("INFO", logger="clsp"):
+        estimate_on_cpu(make_unet("tiny", 8, channels=1), dict(TRAINING_SCHEDULE), digits,
+                        SynthesizeConfig(model="m", out_dir="o", k=4, sampler=SamplerConfig(start=0.3)), images=1000)
+    assert "1,000 images x 30 steps will take about 2 h 05 min" in caplog.text

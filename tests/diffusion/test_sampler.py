@@ -281,3 +281,54 @@ def test_the_sampler_table_builds_each_scheduler_and_gives_its_step_what_it_take
     assert set(step_kwargs(name, 0.3, torch.Generator())) == {"eta", "generator"} & accepted
     with pytest.raises(ValueError, match="unknown sampler"):
         make_scheduler(schedule, "euler", 10)
+
+
+# -- the partial-noise start (sampler.start, issue 23) ------------------------------------------------
+
+@pytest.mark.parametrize("name", ["ddim", "ddpm", "dpmsolver++", "unipc"])
+def test_start_1_is_todays_sampler_and_a_partial_start_runs_the_last_steps_from_the_noised_anchor(
+        tiny_unet, schedule, digit_anchors, name, monkeypatch):
+    from clsp.diffusion.sampler import steps_run
+
+    settings = dict(sampler=name, steps=5, w=0.2, layers=2, eta=0.5, batch_size=12)
+    today = generate_positives(tiny_unet, schedule, digit_anchors[:3], 4, SamplerConfig(**settings), seed=7)
+    assert torch.equal(generate_positives(tiny_unet, schedule, digit_anchors[:3], 4, SamplerConfig(**settings, start=1.0),
+                                          seed=7), today)
+    # s = 1 reads the sample stream exactly as plain sampling does (w = 1 equals `sample`)
+    plain = dict(settings, w=1.0)
+    assert torch.equal(generate_positives(tiny_unet, schedule, digit_anchors[:3], 4, SamplerConfig(**plain, start=1.0), seed=7)
+                       .reshape(12, 8, 8, 1), sample(tiny_unet, schedule, 12, SamplerConfig(**plain), seed=7))
+
+    inputs, timesteps = [], []
+    real_forward = type(tiny_unet).forward
+
+    def watched(self, x, t, *args, **kwargs):
+        inputs.append(x.clone())
+        timesteps.append(int(t))
+        return real_forward(self, x, t, *args, **kwargs)
+
+    monkeypatch.setattr(type(tiny_unet), "forward", watched)
+    start = 0.4                                                     # 2 of 5 steps
+    partial = generate_positives(tiny_unet, schedule, digit_anchors[:3], 4, SamplerConfig(**settings, start=start), seed=7)
+    scheduler = make_scheduler(schedule, name, 5)
+    kept = scheduler.timesteps[5 - steps_run(5, start):]
+    assert steps_run(5, start) == 2 and timesteps == [int(t) for t in kept]       # one UNet call per kept step
+    abar = scheduler.alphas_cumprod[kept[0]]
+    eps = torch.randn((12, 1, 8, 8), generator=torch.Generator().manual_seed(7))  # the trajectory's own first draw
+    x_a = to_unit_range(digit_anchors[:3]).repeat_interleave(4, dim=0)
+    torch.testing.assert_close(inputs[0], abar.sqrt() * x_a + (1 - abar).sqrt() * eps)
+    # started closer to the anchor, the candidate keeps more of it than one started from pure noise
+    error = lambda c: (c.float() - digit_anchors[:3, None].float()).abs().mean()   # noqa: E731
+    assert error(partial) < 0.85 * error(today)
+
+
+def test_bad_starts_are_refused_in_one_line(tiny_unet, schedule, digit_anchors):
+    from clsp.errors import ConfigError
+
+    for bad in (0.0, -0.2, 1.5):
+        with pytest.raises(ConfigError, match=r"'start'.*\(0, 1\]"):
+            SamplerConfig(start=bad)
+    with pytest.raises(ConfigError, match=r"leaves 0 steps"):
+        SamplerConfig(steps=10, start=0.05)
+    with pytest.raises(UserError, match="needs anchors"):
+        sample(tiny_unet, schedule, 2, SamplerConfig(steps=4, start=0.5), seed=0)

@@ -129,14 +129,23 @@ def test_cli_on_a_real_store_writes_metrics_and_a_sweep_figure(tmp_path, monkeyp
     assert main(["synthesize", "--model", str(model), *common, "--k", "2", "--out", str(tmp_path / "store"),
                  "sampler.steps=2", "chunk_size=20", "--device", "cpu"]) == 0
     assert main(["eval", "positives", "--positives", str(tmp_path / "store"), *common, "--model", str(model),
-                 "--sweep-w", "0,1", "--sweep-layers", "1,3", "--n", "20", "--sweep-n", "6", "--out", str(tmp_path / "eval")]) == 0
+                 "--sweep-w", "0,1", "--sweep-layers", "1,3", "--sweep-start", "1,0.5", "--sweep-start-w", "0.1,1",
+                 "--sweep-floor", "0.4,0.9", "--n", "20", "--sweep-n", "6", "--out", str(tmp_path / "eval")]) == 0
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     r = metrics["results"]
     assert metrics["kind"] == "positives" and [row["w"] for row in r["sweep"]] == [0.0, 1.0]
     assert [row["layers"] for row in r["layers_sweep"]] == [1, 3] and r["layers_sweep"][0]["n_anchors"] == 6
-    assert r["store"]["n_anchors"] == 20 and r["store"]["k"] == 2 and 0 <= r["store"]["agreement"] <= 100
-    assert (tmp_path / "eval" / "positives.png").is_file()
+    assert [(row["w"], row["start"]) for row in r["start_sweep"]] == [(0.1, 1.0), (0.1, 0.5), (1.0, 1.0), (1.0, 0.5)]
+    floors = r["floor_sweep"]
+    assert [row["floor"] for row in floors] == [0.4, 0.9] and floors[0]["grid"] == [1.0, 0.5]
+    assert set(floors[0]["strength"]["start_share"]) <= {"1", "0.5"}
+    assert floors[0]["strength"]["start_mean"] >= floors[1]["strength"]["start_mean"]   # a higher floor, smaller starts
+    assert r["store"]["strength"]["n"] == 40 and r["store"]["strength"]["start_share"] == {"1": 1.0}
+    marks = r["store"]["marks"]
+    assert 0 <= marks["two_augmentations"]["agreement"] <= 100 and -1 <= marks["nearest_real"]["similarity"] <= 1
+    assert (tmp_path / "eval" / "positives.png").is_file() and (tmp_path / "eval" / "positives_tradeoff.png").is_file()
     out = capsys.readouterr().out
     assert "class agreement" in out and "w sweep" in out and "layers sweep" in out
+    assert "start sweep" in out and "floor sweep" in out and "two augmentations" in out
     assert main(["eval", "positives", "--positives", str(tmp_path / "store"), *common, "--sweep-w", "0.5",
                  "--out", str(tmp_path / "x")]) == 2                                      # a sweep needs the model

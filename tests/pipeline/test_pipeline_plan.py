@@ -60,6 +60,17 @@ def test_a_weight_sweep_varies_lambda_without_stores_and_a_k_sweep_makes_stores(
     assert "synthesis-k1" in stages and stages["synthesis-k1"].config.k == 1 and "synthesis-k2" not in stages
 
 
+def test_a_start_sweep_makes_a_store_and_a_clsp_run_per_start(micro_config):
+    plan = Pipeline(micro_config("sweep={setting: start, values: [1.0, 0.5]}", "synthesis.strength.grid=[1.0,0.5]",
+                                 "eval.positives_sweep_start=[1.0,0.5]", "eval.positives_sweep_floor=[0.6]"))
+    stages = {s.name: s for s in plan.stages()}
+    assert "synthesis-start0.5" in stages and "synthesis-start1" not in stages          # start 1 is the main store
+    swept, main = stages["synthesis-start0.5"].config, stages["synthesis"].config
+    assert (swept.sampler.start, swept.strength.active) == (0.5, False) and main.strength.grid == [1.0, 0.5]
+    assert plan.runs["simclr-clsp-start0.5"].clsp.positives.endswith("positives-start0.5")
+    assert stages["eval/positives"].config["sweep_start"] == [1.0, 0.5] and stages["eval/positives-start0.5"].config["sweep_start"] == []
+
+
 def test_a_given_model_dir_replaces_diffusion_training(micro_config, tmp_path):
     plan = Pipeline(micro_config(f"model_dir={tmp_path}"))
     assert plan.diffusion is None and plan.model_dir == tmp_path.resolve()
@@ -83,6 +94,8 @@ def test_a_given_model_dir_replaces_diffusion_training(micro_config, tmp_path):
     (["sweep={setting: eta, values: [1]}"], "sweep.setting"),
     (["sweep={setting: w, values: [1.5]}"], "sweep.values"),
     (["sweep={setting: k, values: [2.5]}"], "sweep.values"),
+    (["sweep={setting: start, values: [0]}"], "sweep.values"),
+    (["synthesis.sampler.start=0.2"], "leaves 0 steps"),
     (["sweep={setting: w, values: [0.5]}", "variants=[base]"], "add clsp to variants"),
 ])
 def test_bad_settings_stop_before_any_work(micro_config, tmp_path, overrides, message):

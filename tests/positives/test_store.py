@@ -160,3 +160,33 @@ def test_indices_outside_the_store_are_refused(tmp_path, digits_small):
             store.sample(torch.tensor(bad))
     with pytest.raises(IndexError):  # the resident tensor is indexed by torch, which checks without a host sync
         store.to("cpu").candidates(torch.tensor([45]))
+
+
+def test_strength_records_read_back_per_candidate_and_a_missing_one_is_refused(tmp_path, digits_small):
+    from clsp.positives.store import StoreWriter, chunk_bounds, strength_path
+
+    n, k = len(digits_small), 2
+    cands = planted_candidates(n, k)
+    record = np.random.default_rng(1).random((n, k, 2)).astype(np.float32)       # (start, similarity) per candidate
+    manifest = make_manifest(digits_small, k)
+    manifest["generation"]["strength"] = {"grid": [], "floor": 0.5, "space": "pixels"}
+    writer = StoreWriter(tmp_path / "s", manifest)
+    writer.start()
+    for i in writer.my_chunks():
+        start, stop = chunk_bounds(i, n, 8)
+        writer.write_chunk(i, cands[start:stop], record[start:stop])
+    writer.finish()
+    store = PositivesStore.open(tmp_path / "s", digits_small)
+    got = store.strength([44, 0, 9])
+    np.testing.assert_array_equal(got["start"], record[[44, 0, 9], :, 0])
+    np.testing.assert_array_equal(got["similarity"], record[[44, 0, 9], :, 1])
+    np.testing.assert_array_equal(store.to("cpu").strength()["similarity"], record[..., 1])
+    with pytest.raises(IndexError):
+        store.strength([45])
+    strength_path(tmp_path / "s", 2).unlink()
+    with pytest.raises(UserError, match=r"strength_00002.npy: missing"):
+        PositivesStore.open(tmp_path / "s", digits_small)
+
+    write_store(tmp_path / "old", digits_small, cands)                       # a store made before issue 23
+    old = PositivesStore.open(tmp_path / "old", digits_small)
+    assert not old.has_strength and old.strength([0]) is None

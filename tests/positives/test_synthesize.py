@@ -241,3 +241,57 @@ def test_nan_born_candidates_are_counted_as_degenerate(tiny_model, tmp_path):
     stats = store_stats(PositivesStore.open(store))
     assert stats["degenerate"]["constant"] == stats["degenerate"]["all_black"] == 12 * K
     assert all(s["max"] == 0 for s in stats["slots"])
+
+
+def test_the_per_candidate_rule_picks_the_largest_start_that_stays_near_the_anchor_and_stores_it(tiny_model, tmp_path, capsys):
+    import numpy as np
+
+    from clsp.diffusion.model import load_model
+    from clsp.diffusion.sampler import SamplerConfig, generate_positives
+    from clsp.positives.strength import Features, StrengthConfig, cosine_to_anchor, generate_with_strength
+    from clsp.training import step_seed
+
+    unet, schedule = load_model(tiny_model)
+    anchors = torch.from_numpy(load_split(config(tiny_model, tmp_path).dataset, "train").images[:CHUNK])
+    pixels = Features("pixels")
+    sampler = SamplerConfig(steps=STEPS)
+    with one_thread():
+        full = generate_positives(unet, schedule, anchors, K, sampler, seed=9)                 # s = 1
+        low = generate_positives(unet, schedule, anchors, K, SamplerConfig(steps=STEPS, start=0.34), seed=9)
+        floor = float((cosine_to_anchor(pixels, anchors, full).mean() + cosine_to_anchor(pixels, anchors, low).mean()) / 2)
+        rule = StrengthConfig(grid=[0.34, 1.0, 0.67], floor=floor, space="pixels")
+        candidates, start, similarity = generate_with_strength(unet, schedule, anchors, K, sampler, rule, seed=9,
+                                                               features=pixels)
+        # the first round tries the largest s on every candidate: exactly those that stay near enough keep it
+        first = generate_positives(unet, schedule, anchors.repeat_interleave(K, 0), 1, sampler,
+                                   seed=step_seed(9, 0, stream="clsp-strength"))[:, 0]
+    first_sim = cosine_to_anchor(pixels, anchors.repeat_interleave(K, 0), first[:, None])[:, 0].view(CHUNK, K)
+    assert torch.equal(start == 1.0, first_sim >= floor)
+    assert torch.equal(candidates[start == 1.0], first.view(CHUNK, K, 8, 8, 1)[start == 1.0])
+    grid = set(torch.tensor([1.0, 0.67, 0.34]).tolist())                                     # as float32 holds them
+    assert set(start.unique().tolist()) <= grid and len(start.unique()) >= 2                  # per candidate
+    assert bool((similarity[start > 0.34] >= floor).all())
+    torch.testing.assert_close(similarity, cosine_to_anchor(pixels, anchors, candidates))
+
+    # the store keeps s and the similarity beside every candidate; stats show them
+    out = tmp_path / "store"
+    with one_thread():
+        synthesize(config(tiny_model, out, "strength.grid=[1.0,0.67,0.34]", f"strength.floor={floor}", "strength.space=pixels"))
+    store = PositivesStore.open(out)
+    recorded = store.strength(np.arange(CHUNK, 2 * CHUNK))
+    assert recorded["start"].shape == (CHUNK, K) and set(np.unique(store.strength()["start"]).tolist()) <= grid
+    again = cosine_to_anchor(pixels, torch.from_numpy(load_split(config(tiny_model, out).dataset, "train").images[CHUNK:2 * CHUNK]),
+                             store.candidates(np.arange(CHUNK, 2 * CHUNK)))
+    np.testing.assert_allclose(recorded["similarity"], again.numpy(), atol=1e-5)
+    assert main(["positives", "stats", str(out)]) == 0
+    assert "partial-noise start per candidate: s = 1" in capsys.readouterr().out
+
+
+def test_bad_starts_exit_2_before_anything_is_written(tiny_model, tmp_path, capsys):
+    out = tmp_path / "store"
+    for bad, said in ((["--start", "0"], "'sampler.start': must be in (0, 1]"),
+                      (["--start", "0.2"], "leaves 0 steps to run"),
+                      (["strength.grid=[0.9,0.1]"], "'strength.grid': [0.1] of 3 steps leave no step")):
+        assert main(cli_args(tiny_model, out) + bad) == 2
+        assert said in capsys.readouterr().err
+        assert not out.exists()

@@ -132,8 +132,9 @@ def test_the_floor_and_a_sweep_have_their_rows_and_their_figure(tmp_path):
     assert rows["simclr-clsp-w0"][2] == "+ CLSP (w = 0)"
     sweep = re.search(r'<table class="small sweep">(.*?)</table>', page, re.S).group(1)
     cells = [html.unescape(re.sub(r"<[^>]+>", "", c)).strip() for c in re.findall(r"<td[^>]*>(.*?)</td>", sweep)]
-    assert cells[0::6] == ["0", "0.1", "1"]                              # the main run stands at w = 0.1
-    assert cells[5::6] == ["70.00", "60.00", "10.00"]                     # each value's own store
+    assert cells[0::7] == ["0", "0.1", "1"]                              # the main run stands at w = 0.1
+    assert cells[5::7] == ["70.00", "60.00", "10.00"]                     # each value's own store
+    assert cells[6::7] == ["—"] * 3                                       # their hardness: not in these metrics
     assert at.figure("sweep_w").is_file()
 
 

@@ -28,6 +28,9 @@ class SamplerConfig:
                                       # the last n - 1 skip connections of the down path (clsp's own extension)
     guidance: Optional[float] = None  # classifier-free guidance g of a class-conditional model (the release: 1.8);
                                       # None or 0: plain conditional sampling. An unconditional model refuses it
+    start: float = 1.0                # partial-noise start s in (0, 1]: with anchors, each trajectory begins at its
+                                      # anchor noised to step ~s*T and runs the last floor(s * steps) steps
+                                      # (GenView / SDEdit); 1 = from pure noise (the paper)
 
     def __post_init__(self) -> None:
         check_choice(self.sampler, "sampler", SAMPLERS)
@@ -38,6 +41,16 @@ class SamplerConfig:
         check_positive(self.batch_size, "batch_size")
         check_positive(self.layers, "layers")
         check(self.guidance is None or self.guidance >= 0, "guidance", f"must be >= 0 (or null), got {self.guidance}")
+        check(0.0 < self.start <= 1.0, "start", f"must be in (0, 1], got {self.start}")
+        check(steps_run(self.steps, self.start) >= 1, "start",
+              f"{self.start} of {self.steps} steps leaves {steps_run(self.steps, self.start)} steps to run; "
+              f"raise start to at least {1 / self.steps:g} or use more steps")
+
+
+def steps_run(steps: int, start: float) -> int:
+    """How many of `steps` denoising steps a trajectory started at s = `start` runs: floor(s * steps), as
+    diffusers' img2img pipelines count them (a hair of slack so that 0.3 * 10 is 3, not 2)."""
+    return int(steps * start + 1e-9)
 
 
 @dataclass

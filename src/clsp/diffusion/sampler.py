@@ -23,6 +23,13 @@ guidance g (`guidance`, the release's convention):
 With interpolation (w < 1) each of the two predictions is the interpolated one: its anchor features come
 from the anchor's own pass under the same class input (c, or null).
 
+A partial-noise start (`start` = s < 1, GenView / SDEdit) runs only the last floor(s * steps) steps: the
+trajectory begins at its anchor noised to the first step kept, t0 ~ s*T, with its own starting noise,
+
+    x_t0     = sqrt(abar_t0) x_a + sqrt(1 - abar_t0) eps           eps: the sample stream's first draw
+
+and everything above (w, layers, guidance) applies from there. s = 1 is the full run from pure noise, bit for bit.
+
 Random streams: the sample stream (initial noise x_T, the sampler's own noise) is one generator seeded
 with `seed` and drawn for all n trajectories at once, step by step, exactly as `sample` draws it;
 the anchor noise comes from a second generator. So w = 1 reproduces `sample` bit for bit, and the
@@ -38,7 +45,7 @@ import contextlib
 import torch
 
 from clsp.config import check
-from clsp.diffusion.config import SamplerConfig
+from clsp.diffusion.config import SamplerConfig, steps_run  # noqa: F401  (steps_run re-exported)
 from clsp.diffusion.schedulers import make_scheduler, step_kwargs
 from clsp.errors import UserError
 from clsp.training import step_seed
@@ -280,6 +287,9 @@ def _denoise(unet, scheduler_config: dict, n: int, cfg: SamplerConfig, seed: int
     x = torch.randn((n, channels, height, width), generator=sample_stream, device=device).contiguous(memory_format=memory_format)
     kwargs = step_kwargs(cfg.sampler, cfg.eta, sample_stream)
     anchor_side = None if anchors is None else _AnchorSide(anchors, k, cfg.share_anchor, scheduler, seed, device, memory_format)
+    first = len(timesteps) - steps_run(len(timesteps), cfg.start)
+    if first:                                             # a partial-noise start: x = x_a noised to the first step kept
+        x = partial_noise_start(scheduler, anchor_side, first, x)
     hook = Interpolation(unet, cfg.w, cfg.layers) if anchors is not None else None
     batch = cfg.batch_size if not cfg.share_anchor else max(k, cfg.batch_size // k * k)   # whole anchors per batch
 
@@ -294,7 +304,7 @@ def _denoise(unet, scheduler_config: dict, n: int, cfg: SamplerConfig, seed: int
 
     try:
         with hook or contextlib.nullcontext():
-            for i, t in enumerate(_progress(timesteps, progress)):
+            for i, t in enumerate(_progress(timesteps, progress, first), start=first):
                 t_unet = timesteps_device[i]
                 if anchor_side is not None:
                     anchor_side.noise_to_step(i)
@@ -308,6 +318,23 @@ def _denoise(unet, scheduler_config: dict, n: int, cfg: SamplerConfig, seed: int
     finally:
         unet.train(was_training)
     return to_uint8(x, clip=cfg.clip_final).cpu()
+
+
+def partial_noise_start(scheduler, anchor_side: "_AnchorSide | None", first: int, noise: torch.Tensor) -> torch.Tensor:
+    """The state a trajectory started at `scheduler.timesteps[first]` begins from: its anchor noised to that step
+    with the trajectory's own starting noise (the sample stream's first draw, so the anchor-noise stream and every
+    later draw are those of a full-length run),
+
+        x_t0 = sqrt(abar_t0) x_a + sqrt(1 - abar_t0) eps.
+
+    A multistep solver is told where its run begins (`set_begin_index`, as diffusers' img2img pipelines do)."""
+    if anchor_side is None:
+        raise UserError("sampler.start < 1 starts from the anchors, noised: it needs anchors (plain sampling starts "
+                        "from pure noise; set start: 1)")
+    if hasattr(scheduler, "set_begin_index"):
+        scheduler.set_begin_index(first)
+    x_a = anchor_side.x if not anchor_side.shared else anchor_side.x.repeat_interleave(anchor_side.k, dim=0)
+    return anchor_side.signal[first] * x_a + anchor_side.noise_scale[first] * noise
 
 
 def check_guidance(unet, cfg: SamplerConfig) -> None:
@@ -342,9 +369,9 @@ def _sample_size(unet, anchors: torch.Tensor | None) -> tuple[int, int]:
     return (int(size[0]), int(size[1])) if isinstance(size, (list, tuple)) else (int(size), int(size))
 
 
-def _progress(timesteps: torch.Tensor, enabled: bool):
+def _progress(timesteps: torch.Tensor, enabled: bool, first: int = 0):
     if not enabled:
-        return timesteps
+        return timesteps[first:]
     from tqdm.auto import tqdm
 
-    return tqdm(timesteps, desc="denoising", unit="step")
+    return tqdm(timesteps[first:], desc="denoising", unit="step")

@@ -101,8 +101,8 @@ class PositivesEval:
         check_given(bool(self.positives), "positives", "must name the positives store (--positives DIR)")
         check_given(self.dataset is not None, "dataset", "must name the labelled set the store was made from (--dataset NAME)")
         check_given(bool(self.out_dir), "out_dir", "must name the output directory (--out DIR)")
-        check(self.model is not None or not (self.settings.sweep_w or self.settings.sweep_layers), "model",
-              "the w and layers sweeps sample fresh candidates: give the diffusion model (--model DIR)")
+        check(self.model is not None or not self.settings.sweeps, "model",
+              "the w, layers, start and floor sweeps sample fresh candidates: give the diffusion model (--model DIR)")
         check_device(self.device, "device")
 
 
@@ -177,15 +177,19 @@ def register(subparsers) -> None:
         examples=[f"clsp eval hardness --ckpt {ckpt} --dataset fashion-mnist --positives runs/demo/positives"])
 
     p = sub.add_parser("positives", help="how good are the synthetic positives: class agreement, Frechet distance, "
-                                         "pixels, diversity, hardness (a reference classifier's verdict), w and layers sweeps")
+                                         "pixels, diversity, hardness (a reference classifier's verdict), w, layers, "
+                                         "start and floor sweeps, agreement against hardness per generator")
     config_command(p, PositivesEval, run_positives, flags=flags(
         {k: v for k, v in ENCODER_FLAGS.items() if k in ("--dataset", "--size", "--subset", "--root", "--device")},
         positives=("positives", "the positives store directory written by `clsp synthesize`"),
         model=("model", "the diffusion model that made the store (for --sweep-w / --sweep-layers)"),
         sweep_w=("settings.sweep_w", "w values to sample afresh and judge, e.g. 0,0.1,0.3,0.5,1"),
         sweep_layers=("settings.sweep_layers", "interpolation depths to sample afresh at the store's w, e.g. 1,4"),
+        sweep_start=("settings.sweep_start", "partial-noise starts s to sample afresh, e.g. 1,0.7,0.5,0.3"),
+        sweep_start_w=("settings.sweep_start_w", "the w of each start curve (default: the store's), e.g. 0.1,1"),
+        sweep_floor=("settings.sweep_floor", "label-free similarity floors of the per-candidate start, e.g. 0.5,0.6"),
         n=("settings.n", "anchors whose stored candidates are judged"), sweep_n=("settings.sweep_n", "anchors per sweep value"),
-        seed=("settings.seed", "anchor subset seed"), out=("out_dir", "output directory (metrics.json, positives.png)")),
+        seed=("settings.seed", "anchor subset seed"), out=("out_dir", "output directory (metrics.json, positives.png, positives_tradeoff.png)")),
         examples=["clsp eval positives --positives runs/demo/positives --dataset fashion-mnist --size 16 --subset 500 "
                   "--model clsp:fashion-mnist-16 --sweep-w 0,0.1,0.3,0.5,1 --sweep-layers 1,4 --out runs/demo-positives"])
 

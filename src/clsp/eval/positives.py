@@ -17,6 +17,12 @@ the reference classifier of `clsp.eval.reference` (trained on the real labelled 
   w sweep       (with the diffusion model) agreement, hardness and diversity of fresh candidates at each w:
                 the trade-off the method lives on, as one figure
   layers sweep  the same at the store's w for each interpolation depth (1 = the paper's bottleneck only)
+  start sweep   the same for each partial-noise start s (`sampler.start`), at the store's w and at each w of
+                `sweep_start_w` (w = 1: SDEdit from the anchor, no interpolation)
+  floor sweep   the same for the label-free per-candidate start (`clsp.positives.strength`) at each similarity floor
+  trade-off     agreement against hardness (cosine to the anchor in the judge's space), one curve per generator,
+                beside two augmentations of the anchor and its nearest real image (each with its own agreement):
+                the figure a user picks a generator and a setting from (positives_tradeoff.png)
 
 Anchors are a fixed random subset of the training split; every number says how many images stand behind it.
 """
@@ -32,6 +38,7 @@ import torch
 from clsp.eval.config import PositivesEvalConfig
 from clsp.eval.reference import Reference
 from clsp.layout import POSITIVES_FIGURE as FIGURE
+from clsp.layout import TRADEOFF_FIGURE
 
 
 # -- the measures, each a pure function of arrays ----------------------------------------------------
@@ -79,13 +86,15 @@ def mean_pairwise_distance(features: np.ndarray) -> float:
     return float((1.0 - off).mean())
 
 
-def nearest_neighbour_similarity(anchor_feats: np.ndarray, bank: np.ndarray, exclude: np.ndarray) -> np.ndarray:
-    """Cosine similarity of each anchor to its nearest bank entry, the entry `exclude[i]` (itself) left out."""
+def nearest_neighbour_similarity(anchor_feats: np.ndarray, bank: np.ndarray, exclude: np.ndarray, index: bool = False):
+    """Cosine similarity of each anchor to its nearest bank entry, the entry `exclude[i]` (itself) left out
+    (with index=True: and that entry's position in the bank)."""
     sims = anchor_feats @ bank.T
     rows = np.arange(len(sims))
     valid = exclude >= 0
     sims[rows[valid], exclude[valid]] = -np.inf
-    return sims.max(1)
+    nearest = sims.argmax(1)
+    return (sims[rows, nearest], nearest) if index else sims[rows, nearest]
 
 
 # -- the evaluation --------------------------------------------------------------------------------
@@ -99,6 +108,7 @@ class _Judge:
         self.real_idx = np.sort(rng.permutation(len(train))[: cfg.real_n])
         real = train.images_at(self.real_idx)
         self.real_pred, self.real_feats = reference.predict(real)
+        self.real_labels = train.labels[self.real_idx]
         self.real_raw = reference.raw_features(real)
         test_pred, _ = reference.predict(test.images_at(np.arange(len(test))))
         self.test_agreement = agreement(test_pred, test.labels)
@@ -126,12 +136,20 @@ class _Judge:
             out["frechet"] = frechet(self.reference.raw_features(flat), self.real_raw)
             position = {int(j): i for i, j in enumerate(self.real_idx)}       # anchors inside the bank are left out
             exclude = np.array([position.get(int(a), -1) for a in anchor_idx])
-            out["similarity"]["nearest_real"] = float(nearest_neighbour_similarity(anchor_feats, self.real_feats, exclude).mean())
+            nearest_sim, nearest = nearest_neighbour_similarity(anchor_feats, self.real_feats, exclude, index=True)
+            out["similarity"]["nearest_real"] = float(nearest_sim.mean())
             other = np.random.default_rng(seed).integers(0, len(self.real_idx), size=n)
             out["similarity"]["random_real"] = float((anchor_feats * self.real_feats[other]).sum(1).mean())
-            views = [self.reference.predict(self._augment(anchor_idx, seed + i))[1] for i in range(2)]
+            judged = [self.reference.predict(self._augment(anchor_idx, seed + i)) for i in range(2)]
+            views = [f for _, f in judged]
             out["similarity"]["augmented"] = float((anchor_feats * views[0]).sum(1).mean())
             out["augmentation_distance"] = float(1.0 - (views[0] * views[1]).sum(1).mean())
+            # the reference marks of the trade-off: each with its hardness and how often it keeps the anchor's class
+            out["marks"] = {
+                "two_augmentations": {"similarity": float((views[0] * views[1]).sum(1).mean()),
+                                      "agreement": agreement(np.concatenate([p for p, _ in judged]), np.tile(labels, 2))},
+                "nearest_real": {"similarity": float(nearest_sim.mean()),
+                                 "agreement": agreement(self.real_labels[nearest], labels)}}
         return out
 
     def _augment(self, anchor_idx: np.ndarray, seed: int) -> np.ndarray:
@@ -168,11 +186,13 @@ def evaluate_positives(store, train, test, cfg: PositivesEvalConfig, model=None,
         "chance": 100.0 / len(train.classes),
         "ceiling": judge.test_agreement,
         "store": {**stored, "w": store.manifest["generation"]["sampler"]["w"],
-                  "sampler": store.manifest["generation"]["sampler"]},
+                  "sampler": store.manifest["generation"]["sampler"], "strength": _store_strength(store, anchor_idx)},
         "real": {"pixels": judge.real_pixels, "frechet_test_vs_train": frechet(judge.test_raw, judge.real_raw),
                  "n": int(len(judge.real_idx))},
         "sweep": [],
         "layers_sweep": [],
+        "start_sweep": [],
+        "floor_sweep": [],
     }
     if model is not None:
         few = anchor_idx[: cfg.sweep_n]
@@ -180,21 +200,48 @@ def evaluate_positives(store, train, test, cfg: PositivesEvalConfig, model=None,
                             for w in sorted(set(float(w) for w in cfg.sweep_w))]
         results["layers_sweep"] = [{"layers": n, **_fresh(judge, few, model, dataclasses.replace(sampler, layers=n), cfg)}
                                    for n in sorted(set(int(n) for n in cfg.sweep_layers))]
+        steps_ok = lambda s: s * sampler.steps >= 1 - 1e-9      # noqa: E731  (a start that leaves a step)
+        results["start_sweep"] = [
+            {"w": w, "start": s, **_fresh(judge, few, model, dataclasses.replace(sampler, w=w, start=s), cfg)}
+            for w in sorted(set(float(w) for w in cfg.sweep_start_w or [sampler.w]))
+            for s in sorted(set(float(s) for s in cfg.sweep_start if steps_ok(s)), reverse=True)]
+        results["floor_sweep"] = [{"floor": f, "grid": cfg.grid, "space": cfg.strength_space,
+                                   **_fresh(judge, few, model, sampler, cfg, strength=(f, cfg.grid))}
+                                  for f in sorted(set(float(f) for f in cfg.sweep_floor))]
     return results
 
 
-def _fresh(judge: _Judge, anchor_idx: np.ndarray, model, sampler, cfg: PositivesEvalConfig, with_nn: bool = False) -> dict:
+def _fresh(judge: _Judge, anchor_idx: np.ndarray, model, sampler, cfg: PositivesEvalConfig, with_nn: bool = False,
+           strength: tuple[float, list] | None = None) -> dict:
     """Every measure for K fresh candidates of each anchor, sampled with `sampler` (one seed for every setting,
-    so that settings differ only by themselves)."""
+    so that settings differ only by themselves); with `strength` = (floor, grid), each candidate's start picked by
+    the label-free rule (its chosen starts and similarities summarised beside the measures)."""
     from clsp.diffusion.sampler import generate_positives
+    from clsp.positives.strength import StrengthConfig, generate_with_strength, summarise
 
     unet, scheduler_config = model
     device = "cuda" if torch.cuda.is_available() else "cpu"
     anchors = torch.from_numpy(judge.train.images_at(anchor_idx))
     labels = torch.from_numpy(judge.train.labels[anchor_idx])            # a class-conditional model samples them
-    candidates = generate_positives(unet, scheduler_config, anchors, cfg.sweep_k, sampler, seed=cfg.seed, device=device,
-                                    anchor_labels=labels)
-    return judge.judge(anchor_idx, candidates.numpy(), cfg.seed, with_nn=with_nn)
+    if strength is None:
+        candidates = generate_positives(unet, scheduler_config, anchors, cfg.sweep_k, sampler, seed=cfg.seed, device=device,
+                                        anchor_labels=labels)
+        return judge.judge(anchor_idx, candidates.numpy(), cfg.seed, with_nn=with_nn)
+    rule = StrengthConfig(grid=list(strength[1]), floor=strength[0], space=cfg.strength_space)
+    candidates, start, similarity = generate_with_strength(unet, scheduler_config, anchors, cfg.sweep_k, sampler, rule,
+                                                           seed=cfg.seed, device=device, anchor_labels=labels)
+    return {**judge.judge(anchor_idx, candidates.numpy(), cfg.seed, with_nn=with_nn),
+            "strength": summarise(start.numpy(), similarity.numpy())}
+
+
+def _store_strength(store, anchor_idx: np.ndarray) -> dict | None:
+    """The store's recorded per-candidate starts and label-free similarities of the judged anchors, summarised."""
+    from clsp.positives.strength import summarise
+
+    recorded = store.strength(anchor_idx) if getattr(store, "has_strength", False) else None
+    if recorded is None:
+        return None
+    return {**summarise(recorded["start"], recorded["similarity"]), "space": store.manifest["generation"]["strength"]["space"]}
 
 
 # -- outputs ---------------------------------------------------------------------------------------
@@ -214,18 +261,37 @@ def positives_table(results: dict) -> str:
         ["cosine to anchor: candidate / nearest real / random real", s["similarity"]["synthetic"],
          s["similarity"]["nearest_real"], s["similarity"]["random_real"]],
     ]
-    title = (f"positives (w = {s['w']}): {s['n_anchors']} anchors x K = {s['k']}, judged by a reference classifier "
-             f"with {results['reference']['test_accuracy']:.1f}% test accuracy")
+    marks = s.get("marks")
+    if marks:
+        rows.append(["agreement (%): two augmentations / nearest real", None, marks["two_augmentations"]["agreement"],
+                     marks["nearest_real"]["agreement"]])
+        rows.append(["cosine to anchor: two augmentations (of each other)", None, marks["two_augmentations"]["similarity"], None])
+    if s.get("strength"):
+        st = s["strength"]
+        rows.append([f"stored start s (mean) / label-free cosine ({st['space']})", st["start_mean"], st["similarity"]["mean"], None])
+    start = s["sampler"].get("start", 1.0)
+    title = (f"positives (w = {s['w']}{'' if start == 1.0 else f', start = {start}'}): {s['n_anchors']} anchors x K = {s['k']}, "
+             f"judged by a reference classifier with {results['reference']['test_accuracy']:.1f}% test accuracy")
     table = format_table(["measure", "candidates", "real images", "chance / random"], rows, title)
-    for key, label in (("sweep", "w"), ("layers_sweep", "layers")):
+    for key, labels in SWEEP_COLUMNS.items():
         rows = results.get(key) or []
         if rows:
             table += "\n\n" + format_table(
-                [label, "agreement (%)", "cos to anchor", "diversity", "pixels at 0 (%)", f"within {NEAR} of 0 (%)"],
-                [[r[label], r["agreement"], r["similarity"]["synthetic"], r["diversity"], r["pixels"]["at_0"],
-                  r["pixels"].get("near_0")] for r in rows],
-                f"{label} sweep: {rows[0]['n_anchors']} anchors x K = {rows[0]['k']} each")
+                [*labels, "agreement (%)", "cos to anchor", "diversity", "pixels at 0 (%)", f"within {NEAR} of 0 (%)"],
+                [[*(_column(r, label) for label in labels), r["agreement"], r["similarity"]["synthetic"], r["diversity"],
+                  r["pixels"]["at_0"], r["pixels"].get("near_0")] for r in rows],
+                f"{SWEEP_TITLES[key]}: {rows[0]['n_anchors']} anchors x K = {rows[0]['k']} each")
     return table
+
+
+# the sweeps of a positives evaluation: their identifying columns and their titles
+SWEEP_COLUMNS = {"sweep": ("w",), "layers_sweep": ("layers",), "start_sweep": ("w", "start"), "floor_sweep": ("floor", "mean s")}
+SWEEP_TITLES = {"sweep": "w sweep", "layers_sweep": "layers sweep", "start_sweep": "start sweep (partial-noise start s)",
+                "floor_sweep": "floor sweep (per-candidate start, label-free)"}
+
+
+def _column(row: dict, label: str):
+    return row["strength"]["start_mean"] if label == "mean s" else row[label]
 
 
 def plot_sweep(results: dict, path: Path, title: str = "") -> Path | None:
@@ -264,6 +330,66 @@ def plot_sweep(results: dict, path: Path, title: str = "") -> Path | None:
     return save_figure(fig, path)
 
 
+def tradeoff_curves(results: dict) -> list[tuple[str, list[tuple[float, float, str]]]]:
+    """(generator, [(hardness, agreement, the setting's label)]) for each generator the evaluation sampled."""
+    curves = []
+
+    def points(rows, label):
+        return [(r["similarity"]["synthetic"], r["agreement"], label(r)) for r in rows]
+
+    if results.get("sweep"):
+        curves.append(("interpolation, w (start 1)", points(results["sweep"], lambda r: f"w={r['w']:g}")))
+    if results.get("layers_sweep"):
+        w = results["store"]["w"]
+        curves.append((f"interpolation depth (w = {w:g})", points(results["layers_sweep"], lambda r: f"L{r['layers']}")))
+    for w in sorted({r["w"] for r in results.get("start_sweep") or []}, reverse=True):
+        name = "SDEdit from the anchor (w = 1), start s" if w == 1.0 else f"interpolation w = {w:g}, start s"
+        curves.append((name, points([r for r in results["start_sweep"] if r["w"] == w], lambda r: f"s={r['start']:g}")))
+    if results.get("floor_sweep"):
+        first = results["floor_sweep"][0]
+        curves.append((f"per-candidate s ({first['space']} floor)", points(results["floor_sweep"], lambda r: f"f={r['floor']:g}")))
+    return curves
+
+
+def plot_tradeoff(results: dict, path: Path, title: str = "") -> Path | None:
+    """Agreement (class kept, by the judge) against hardness (cosine to the anchor in the judge's space), one curve per
+    generator, with two augmentations of the anchor and its nearest real image marked: lower right is the goal."""
+    curves = tradeoff_curves(results)
+    if not curves:
+        return None
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from clsp.grids import save_figure
+
+    fig = Figure(figsize=(7.5, 5.2), dpi=150)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for i, (name, pts) in enumerate(curves):
+        x, y, labels = zip(*pts)
+        ax.plot(x, y, "o-", ms=4, lw=1.2, color=f"C{i}", label=name)
+        for xi, yi, text in pts:
+            ax.annotate(text, (xi, yi), textcoords="offset points", xytext=(3, 3), fontsize=6, color=f"C{i}")
+    store, marks = results["store"], results["store"].get("marks") or {}
+    ax.plot(store["similarity"]["synthetic"], store["agreement"], "s", color="black", ms=7, mfc="none",
+            label=f"the store's candidates ({store['n_anchors']} anchors)")
+    if marks:
+        aug, near = marks["two_augmentations"], marks["nearest_real"]
+        ax.plot(aug["similarity"], aug["agreement"], "*", color="C3", ms=12, label="two augmentations of the anchor")
+        ax.axvline(aug["similarity"], color="C3", ls=":", lw=0.8)
+        ax.plot(near["similarity"], near["agreement"], "D", color="C8", ms=7, label="the anchor's nearest real image")
+    ax.axhline(results["ceiling"], color="green", ls="--", lw=1, label=f"judge's ceiling ({results['ceiling']:.1f}%)")
+    ax.axhline(results["chance"], color="grey", ls=":", lw=1, label=f"chance ({results['chance']:.1f}%)")
+    ax.set_xlabel("hardness: cosine to the anchor in the judge's space (left = harder)")
+    ax.set_ylabel("class kept: agreement with the anchor's label (%)")
+    ax.set_ylim(0, 100)
+    ax.legend(fontsize=6.5, frameon=False, loc="lower right")
+    if title:
+        ax.set_title(title, fontsize=8)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
 def positives_eval(store_path, dataset_cfg, out_dir, cfg: PositivesEvalConfig | None = None, model_dir=None,
                    progress: bool = True) -> dict:
     """Judge the store made for `dataset_cfg`'s train split; writes metrics.json (+ positives.png with a sweep)."""
@@ -286,13 +412,13 @@ def positives_eval(store_path, dataset_cfg, out_dir, cfg: PositivesEvalConfig | 
     full = dataclasses.replace(dataset_cfg, subset=0)
     judge_train, judge_test = (load_split(full, full.train_split), load_split(full, full.test_split)) \
         if dataset_cfg.subset else (train, test)
-    sweep = bool(cfg.sweep_w or cfg.sweep_layers) and model_dir is not None
+    sweep = cfg.sweeps and model_dir is not None
     config = {"kind": "positives", "dataset": to_dict(dataset_cfg), "positives": str(store_path), **to_dict(cfg),
               "model": str(model_dir) if sweep else None}
     inputs = {"train": train.fingerprint, "test": test.fingerprint, "judge": judge_train.fingerprint,
               "positives": hash_json(identity(store.manifest)),
               "model": hash_directory(model_dir) if sweep else "none"}
-    files = [FIGURE] if sweep and cfg.sweep_w else []
+    files = ([FIGURE] if sweep and cfg.sweep_w else []) + ([TRADEOFF_FIGURE] if sweep else [])
 
     def compute() -> dict:
         model, sampler = None, None
@@ -306,11 +432,16 @@ def positives_eval(store_path, dataset_cfg, out_dir, cfg: PositivesEvalConfig | 
 
         reference = reference_classifier(judge_train, judge_test, cfg.reference)
         results = evaluate_positives(store, train, judge_test, cfg, model, sampler, reference=reference, progress=progress)
-        if files:
+        if FIGURE in files:
             title = (f"{train.name}: fresh candidates at each w ({results['sweep'][0]['n_anchors']} anchors x "
                      f"K = {cfg.sweep_k}, {sampler.sampler} {sampler.steps} steps, layers = {sampler.layers})")
             plot_sweep(results, out / FIGURE, title)
             results["figure"] = FIGURE
+        if TRADEOFF_FIGURE in files:
+            title = (f"{train.name}: class kept against hardness, fresh candidates ({min(cfg.sweep_n, cfg.n)} anchors x "
+                     f"K = {cfg.sweep_k}, {sampler.sampler} {sampler.steps} steps, layers = {sampler.layers})")
+            plot_tradeoff(results, out / TRADEOFF_FIGURE, title)
+            results["tradeoff_figure"] = TRADEOFF_FIGURE
         return results
 
     return run_evaluation(out, "positives", config, inputs, compute, positives_table, None, dataset_record(train),

@@ -53,6 +53,7 @@ def register(subparsers) -> None:
         "--subset": Flag("dataset.subset", "use a fixed random subset of this many images"),
         "--k": Flag("k", "candidates per image"),
         "--w": Flag("sampler.w", "interpolation weight of the sample's own bottleneck (paper: 0.1)"),
+        "--start": Flag("sampler.start", "partial-noise start s in (0, 1]: denoise from the anchor noised to ~s*T (1: pure noise)"),
         "--guidance": Flag("sampler.guidance", "classifier-free guidance of a class-conditional model (release: 1.8)"),
         "--out": Flag("out_dir", "the store directory to write (or resume)"),
         "--sampler": Flag("sampler.sampler", "ddim | ddpm | dpmsolver++ | unipc"),
@@ -64,6 +65,8 @@ def register(subparsers) -> None:
         "--device": Flag("device", "auto | cpu | cuda | cuda:N"),
     }, examples=["clsp synthesize --model runs/diffusion/model --dataset fashion-mnist --k 8 --w 0.1 --out runs/positives",
                  "clsp synthesize --config cifar10 --model runs/diffusion/model --out runs/positives sampler.share_anchor=true",
+                 "clsp synthesize --model clsp:fashion-mnist-16 --dataset fashion-mnist --size 16 --out runs/pos-s "
+                 "sampler.layers=4 'strength.grid=[0.8,0.6,0.4]' strength.floor=0.6",
                  "clsp synthesize --config cifar10-conditional --model runs/cond/model --out runs/positives-cond"])
 
     pos = add_command(subparsers, "positives")

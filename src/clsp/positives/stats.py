@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from clsp.io import write_json_atomic
+from clsp.positives.strength import summarise
 
 STATS = "stats.json"
 MAX_LISTED = 20
@@ -65,6 +66,7 @@ def store_stats(store) -> dict:
     slots = [{"slot": s, "mean": round(float(mean[s]), 4), "std": round(float(std[s]), 4), "min": int(low[s]),
               "max": int(high[s]), "constant": int(constant[s])} for s in range(k)]
     images = store.n * k
+    strength = store.strength() if store.has_strength else None
     return {
         "store": str(store.path),
         "n": store.n, "k": k, "image_shape": list(store.image_shape),
@@ -73,6 +75,10 @@ def store_stats(store) -> dict:
         "degenerate": {"images": images, "constant": int(constant.sum()), "all_black": int(black.sum()),
                        "all_white": int(white.sum()), "fraction": float(constant.sum()) / max(images, 1),
                        "first": listed},
+        # per candidate: the partial-noise start it was made with and its label-free cosine to its anchor
+        "strength": None if strength is None else {
+            **summarise(strength["start"], strength["similarity"]),
+            "space": store.manifest["generation"]["strength"]["space"]},
     }
 
 
@@ -101,4 +107,10 @@ def format_stats(stats: dict) -> str:
     lines.append(f"degenerate (constant) images: {d['constant']:,} of {d['images']:,} ({100 * d['fraction']:.3f}%), "
                  f"all black {d['all_black']:,}, all white {d['all_white']:,}"
                  + (" (NaN-born samples appear as constant, usually all-black, images)" if d["constant"] else ""))
+    st = stats.get("strength")
+    if st:
+        shares = ", ".join(f"s = {v}: {100 * share:.1f}%" for v, share in sorted(st["start_share"].items(), reverse=True))
+        sim = st["similarity"]
+        lines.append(f"partial-noise start per candidate: {shares}; cosine to the anchor ({st['space']} space): "
+                     f"mean {sim['mean']:.3f}, median {sim['q50']:.3f}, 5-95% {sim['q5']:.3f} .. {sim['q95']:.3f}")
     return "\n".join(lines)

@@ -6,6 +6,8 @@ Layout of a store directory::
     synthesize.yaml     the resolved config that made it (`clsp synthesize --config` it to resume)
     chunk_00000.npy     uint8 [n, K, H, W, C] for images [0, chunk_size), in dataset order
     chunk_00001.npy     ...
+    strength_00000.npy  float32 [n, K, 2] beside chunk 0: per candidate, the partial-noise start s it was made with and
+                        its label-free cosine to its anchor (`clsp.positives.strength`); read with `PositivesStore.strength`
     progress_rank1.json completion records of rank 1 while a multi-process job runs (merged at the end)
     verified.json       size, mtime and checksum of each chunk as last verified (a cache)
     stats.json          written by `clsp positives stats`
@@ -49,6 +51,13 @@ log = logging.getLogger("clsp")
 
 def chunk_path(store: str | os.PathLike, index: int) -> Path:
     return Path(store) / f"chunk_{index:05d}.npy"
+
+
+def strength_path(store: str | os.PathLike, index: int) -> Path:
+    return Path(store) / f"strength_{index:05d}.npy"
+
+
+STRENGTH_FIELDS = ("start", "similarity")       # the last axis of a strength file
 
 
 def rank_progress_path(store: str | os.PathLike, rank: int) -> Path:
@@ -244,11 +253,17 @@ class StoreWriter:
                 with atomic_path(self.path / CONFIG) as tmp:
                     tmp.write_text(config_yaml)
 
-    def write_chunk(self, index: int, candidates: np.ndarray) -> None:
-        """Write one chunk atomically, then record it as complete with the checksum of its bytes."""
+    def write_chunk(self, index: int, candidates: np.ndarray, strength: np.ndarray | None = None) -> None:
+        """Write one chunk atomically, then record it as complete with the checksum of its bytes. `strength`
+        (float32 [n, K, 2]: start, similarity per candidate) lands first, so a complete chunk always has it."""
         expected = chunk_shape(self.manifest, index)
         if candidates.shape != expected or candidates.dtype != np.uint8:
             raise ValueError(f"chunk {index}: expected uint8 {expected}, got {candidates.dtype} {candidates.shape}")
+        if strength is not None:
+            if strength.shape != (*expected[:2], len(STRENGTH_FIELDS)):
+                raise ValueError(f"chunk {index}: strength must be {(*expected[:2], len(STRENGTH_FIELDS))}, got {strength.shape}")
+            with atomic_write(strength_path(self.path, index)) as f:
+                np.save(f, np.ascontiguousarray(strength, dtype=np.float32))
         with atomic_write(chunk_path(self.path, index)) as f:
             hashing = _HashingWriter(f)
             np.save(hashing, np.ascontiguousarray(candidates))
@@ -284,10 +299,12 @@ class PositivesStore:
     [N, K, H, W, C], so a training step gathers its positives without leaving the GPU.
     """
 
-    def __init__(self, path: Path, manifest: dict, chunks: list[np.ndarray], resident=None) -> None:
+    def __init__(self, path: Path, manifest: dict, chunks: list[np.ndarray], resident=None,
+                 strength: list[np.ndarray] | None = None) -> None:
         self.path, self.manifest = path, manifest
         self._chunks = chunks          # memory-mapped chunk arrays (CPU)
         self._resident = resident      # one tensor [N, K, H, W, C] (any device)
+        self._strength = strength      # memory-mapped strength arrays [n, K, 2] (CPU), or None
 
     @classmethod
     def open(cls, path: str | os.PathLike, dataset=None) -> "PositivesStore":
@@ -319,12 +336,20 @@ class PositivesStore:
                 problems[chunk_path(path, i).name] = problem
             chunks.append(chunk)
         write_verified(path, verified)
+        strength = []
+        if manifest["generation"].get("strength") is not None:       # stores made before issue 23 have none
+            for i in range(manifest["chunks_total"]):
+                n, k = chunk_shape(manifest, i)[:2]
+                array, problem = _map_array(strength_path(path, i), (n, k, len(STRENGTH_FIELDS)), np.float32)
+                if problem is not None:
+                    problems[strength_path(path, i).name] = problem
+                strength.append(array)
         if problems:
             listed = "; ".join(f"{name}: {problem}" for name, problem in list(problems.items())[:5])
             more = f"; and {len(problems) - 5} more" if len(problems) > 5 else ""
             raise UserError(f"positives store {path} is incomplete ({len(chunks) - len(problems)} of {len(chunks)} chunks "
                             f"intact; {listed}{more}); {regenerate}")
-        return cls(path, manifest, chunks)
+        return cls(path, manifest, chunks, strength=strength or None)
 
     # -- what it holds -----------------------------------------------------------------------------
 
@@ -364,14 +389,34 @@ class PositivesStore:
 
         device = torch.device(device)
         if self._resident is not None:
-            return self if self._resident.device == device else PositivesStore(self.path, self.manifest, self._chunks, self._resident.to(device))
+            return self if self._resident.device == device else \
+                PositivesStore(self.path, self.manifest, self._chunks, self._resident.to(device), self._strength)
         resident = torch.empty((self.n, self.k, *self.image_shape), dtype=torch.uint8, device=device)
         for i, chunk in enumerate(self._chunks):
             start = i * self.chunk_size
             resident[start:start + len(chunk)] = torch.from_numpy(np.array(chunk)).to(device)  # a copy: the map is read-only
-        return PositivesStore(self.path, self.manifest, self._chunks, resident)
+        return PositivesStore(self.path, self.manifest, self._chunks, resident, self._strength)
 
     # -- reading -----------------------------------------------------------------------------------
+
+    @property
+    def has_strength(self) -> bool:
+        return self._strength is not None
+
+    def strength(self, indices=None) -> dict[str, np.ndarray] | None:
+        """Per candidate of each index (all when None): `start`, the partial-noise start s it was made with, and
+        `similarity`, its label-free cosine to its anchor in the space `manifest["generation"]["strength"]["space"]`
+        names; float32 (B, K) each (CPU). None for a store made before they were recorded."""
+        if self._strength is None:
+            return None
+        every = np.concatenate([np.asarray(a) for a in self._strength]) if indices is None else None
+        if every is None:
+            rows = np.asarray(indices, dtype=np.int64).ravel()
+            if len(rows) and (rows.min() < 0 or rows.max() >= self.n):
+                raise IndexError(f"positives store has {self.n} images; got indices outside [0, {self.n})")
+            every = np.stack([self._strength[r // self.chunk_size][r % self.chunk_size] for r in rows]) if len(rows) \
+                else np.zeros((0, self.k, len(STRENGTH_FIELDS)), np.float32)
+        return {name: np.ascontiguousarray(every[..., i]) for i, name in enumerate(STRENGTH_FIELDS)}
 
     def candidates(self, indices) -> "torch.Tensor":
         """All K candidates of each index: uint8 (B, K, H, W, C) on the store's device."""
@@ -410,13 +455,20 @@ class PositivesStore:
 
 def _map_chunk(path: Path, shape: tuple[int, ...]) -> tuple[np.ndarray | None, str | None]:
     """The chunk memory-mapped, or why its header is not that of uint8 candidates of `shape`."""
+    return _map_array(path, shape, np.uint8)
+
+
+def _map_array(path: Path, shape: tuple[int, ...], dtype) -> tuple[np.ndarray | None, str | None]:
+    """The .npy file memory-mapped, or why it is missing or its header is not that of `dtype` `shape`."""
     try:
-        chunk = np.load(path, mmap_mode="r", allow_pickle=False)
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except FileNotFoundError:
+        return None, "missing"
     except (ValueError, OSError) as e:
         return None, f"unreadable header: {e}"
-    if chunk.dtype != np.uint8 or chunk.shape != shape:
-        return None, f"its header says {chunk.dtype} {chunk.shape}, not uint8 {shape}"
-    return chunk, None
+    if array.dtype != np.dtype(dtype) or array.shape != shape:
+        return None, f"its header says {array.dtype} {array.shape}, not {np.dtype(dtype)} {shape}"
+    return array, None
 
 
 class _HashingWriter:

@@ -69,13 +69,23 @@ def estimate_on_cpu(unet, scheduler_config: dict, dataset, cfg: SynthesizeConfig
         return
     anchors = torch.from_numpy(dataset.images_at(np.arange(per_batch)))
     started = time.perf_counter()
-    generate_positives(unet, scheduler_config, anchors, cfg.k, dataclasses.replace(cfg.sampler, steps=probe_steps),
+    generate_positives(unet, scheduler_config, anchors, cfg.k, dataclasses.replace(cfg.sampler, steps=probe_steps, start=1.0),
                        seed=cfg.seed, device="cpu", anchor_labels=anchor_labels(unet, dataset, cfg, per_batch))
     per_image_step = (time.perf_counter() - started) / (per_batch * probe_steps)
-    total = per_image_step * images * cfg.sampler.steps
+    total = per_image_step * images * steps_per_image(cfg)
     if total > 60:
         log.info(f"synthesize: {probe_steps} steps for {per_batch} images took {per_image_step * per_batch * probe_steps:.1f} s; "
-                 f"{images:,} images x {cfg.sampler.steps} steps will take about {format_duration(total)} on this cpu")
+                 f"{images:,} images x {steps_per_image(cfg):g} steps will take about {format_duration(total)} on this cpu")
+
+
+def steps_per_image(cfg: SynthesizeConfig) -> float:
+    """Denoising steps a candidate runs: floor(start * steps), and with the per-candidate rule at most the sum over
+    its grid (every grid value tried: an upper bound)."""
+    from clsp.diffusion.sampler import steps_run
+
+    if cfg.strength.active:
+        return sum(steps_run(cfg.sampler.steps, s) for s in cfg.strength.grid)
+    return steps_run(cfg.sampler.steps, cfg.sampler.start)
 
 
 def anchor_labels(unet, dataset, cfg: SynthesizeConfig, stop: int | None = None):
@@ -93,6 +103,25 @@ def anchor_labels(unet, dataset, cfg: SynthesizeConfig, stop: int | None = None)
         raise UserError(f"the diffusion model knows {null_class(unet)} classes but {dataset.name} has {len(dataset.classes)}; "
                         "use the model trained on this dataset")
     return torch.from_numpy(dataset.labels[:stop]).long()
+
+
+def make_chunk(unet, scheduler_config: dict, anchors, cfg: SynthesizeConfig, seed: int, device, labels, features):
+    """One chunk's candidates, uint8 (n, K, H, W, C), and its strength record, float32 (n, K, 2): each candidate's
+    start s and label-free cosine to its anchor. With `strength.grid` the rule picks s per candidate; without it
+    every candidate has `sampler.start` and the cosine is only measured."""
+    import torch
+
+    from clsp.positives.strength import cosine_to_anchor, generate_with_strength
+
+    if cfg.strength.active:
+        candidates, start, similarity = generate_with_strength(unet, scheduler_config, anchors, cfg.k, cfg.sampler,
+                                                               cfg.strength, seed, device, labels, features)
+    else:
+        candidates = generate_positives(unet, scheduler_config, anchors, cfg.k, cfg.sampler, seed=seed, device=device,
+                                        anchor_labels=labels).cpu()
+        similarity = cosine_to_anchor(features, anchors, candidates)
+        start = torch.full_like(similarity, cfg.sampler.start)
+    return candidates.numpy(), torch.stack([start, similarity], dim=-1).numpy().astype(np.float32)
 
 
 def _absolute(cfg: SynthesizeConfig) -> SynthesizeConfig:
@@ -124,6 +153,7 @@ def _synthesize(cfg: SynthesizeConfig) -> Path:
     from clsp.diffusion.sampler import check_guidance
     from clsp.io import hash_directory
     from clsp.positives.store import StoreWriter, chunk_bounds, dataset_record, new_manifest
+    from clsp.positives.strength import Features
     from clsp.rundir import git_commit, package_versions
 
     cfg = _absolute(cfg)                                      # a clsp:NAME model becomes its directory
@@ -133,7 +163,8 @@ def _synthesize(cfg: SynthesizeConfig) -> Path:
     check_model_matches(unet, dataset.shape[0], channels=dataset.shape[2])
     check_guidance(unet, cfg.sampler)
     labels = anchor_labels(unet, dataset, cfg)
-    generation = {"k": cfg.k, "seed": cfg.seed, "chunk_size": cfg.chunk_size, "sampler": to_dict(cfg.sampler)}
+    generation = {"k": cfg.k, "seed": cfg.seed, "chunk_size": cfg.chunk_size, "sampler": to_dict(cfg.sampler),
+                  "strength": to_dict(cfg.strength)}
     sources = {"model_dir": str(Path(cfg.model).resolve()), "dataset_config": to_dict(cfg.dataset), "split": cfg.split}
     versions = dict(package_versions(), git_commit=git_commit())
     writer = StoreWriter(cfg.out_dir, new_manifest(dataset_record(dataset), hash_directory(cfg.model), generation, sources, versions),
@@ -156,16 +187,16 @@ def _synthesize(cfg: SynthesizeConfig) -> Path:
     device = pick_device(cfg.device, local_rank)
     unet = unet.to(device).eval()
     bounds = [chunk_bounds(i, n, cfg.chunk_size) for i in mine]
+    features = Features(cfg.strength.space, unet)
     if rank == 0 and device.type == "cpu" and bounds:
         estimate_on_cpu(unet, scheduler_config, dataset, cfg, sum(stop - start for start, stop in bounds))
     with tqdm(total=sum(stop - start for start, stop in bounds), unit="img", desc="synthesize", dynamic_ncols=True,
               disable=not cfg.progress or rank != 0) as bar:
         for index, (start, stop) in zip(mine, bounds):
             anchors = torch.from_numpy(dataset.images_at(np.arange(start, stop)))
-            candidates = generate_positives(unet, scheduler_config, anchors, cfg.k, cfg.sampler,
-                                            seed=chunk_seed(cfg.seed, index), device=device,
-                                            anchor_labels=None if labels is None else labels[start:stop])
-            writer.write_chunk(index, candidates.cpu().numpy())
+            candidates, strength = make_chunk(unet, scheduler_config, anchors, cfg, chunk_seed(cfg.seed, index), device,
+                                              None if labels is None else labels[start:stop], features)
+            writer.write_chunk(index, candidates, strength)
             bar.update(stop - start)
 
     if world > 1:  # rank 0 completes the manifest once every rank's chunks are on disk

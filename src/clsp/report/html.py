@@ -19,7 +19,8 @@ import yaml
 
 from clsp.errors import UserError
 from clsp.io import read_json_object, write_bytes_atomic, write_text_atomic
-from clsp.layout import FLOOR, POSITIVES_FIGURE, TRAINING_LOG, VARIANT_LABEL, VARIANT_SUFFIX, RunLayout, RunSpec, run_name, runs_from_config, store_name
+from clsp.layout import (FLOOR, POSITIVES_FIGURE, TRADEOFF_FIGURE, TRAINING_LOG, VARIANT_LABEL, VARIANT_SUFFIX, RunLayout,
+                         RunSpec, run_name, runs_from_config, store_name)
 from clsp.report import figures, paper, study
 
 EVAL_KINDS = ("knn", "linear", "embed", "hardness", "transfer")
@@ -400,7 +401,8 @@ def sweep_section(run: RunDirectory, page: Page) -> str | None:
     numbers = [run.numbers(name) for name in run.runs]
     groups = study.group_summaries(numbers)
     main_value = {"w": _get(run.config, "synthesis.sampler.w"), "k": _get(run.config, "synthesis.k"),
-                  "weight": _get(run.config, "pretrain.clsp.weight")}.get(setting)
+                  "weight": _get(run.config, "pretrain.clsp.weight"),
+                  "start": _get(run.config, "synthesis.sampler.start") or 1.0}.get(setting)
     methods = sweep.get("methods") or run.config.get("methods") or []
     body, figure_lines, refs = "", {}, {}
     for method in methods:
@@ -427,11 +429,14 @@ def sweep_section(run: RunDirectory, page: Page) -> str | None:
             if g and g["linear"].mean is not None:
                 refs[f"{method} {label} (linear)"] = (g["linear"].mean, g["linear"].std)
         agreement = _store_agreement(run, setting, [v for v, _, _ in rows], main_value)
+        hardness = _store_agreement(run, setting, [v for v, _, _ in rows], main_value, "results.store.similarity.synthetic")
         table = "".join(f"<tr><td>{value:g}</td><td><code>{e(group)}</code></td><td class=\"num\">{max(s.n + s.failed for s in g.values())}</td>"
                         f"{_summary_cell(g['knn'])}{_summary_cell(g['linear'])}"
-                        f'<td class="num">{fmt(agreement.get(value))}</td></tr>' for value, group, g in rows)
+                        f'<td class="num">{fmt(agreement.get(value))}</td><td class="num">{fmt(hardness.get(value), 3)}</td></tr>'
+                        for value, group, g in rows)
         body += (f'<h3>{e(method)}</h3><table class="small sweep"><thead><tr><th>{e(setting)}</th><th>run</th><th>seeds</th>'
-                 "<th>kNN top-1 (best k)</th><th>linear top-1</th><th>class agreement of its positives (%)</th></tr></thead>"
+                 "<th>kNN top-1 (best k)</th><th>linear top-1</th><th>class agreement of its positives (%)</th>"
+                 "<th>their cosine to the anchor (judge's space; lower = harder)</th></tr></thead>"
                  f"<tbody>{table}</tbody></table>")
     agreement_points = sorted(_store_agreement(run, setting, [p[0] for pts in figure_lines.values() for p in pts], main_value).items())
     pm = run.positives_metrics() or {}
@@ -445,13 +450,15 @@ def sweep_section(run: RunDirectory, page: Page) -> str | None:
     return body
 
 
-def _store_agreement(run: RunDirectory, setting: str, values: list[float], main_value) -> dict[float, float]:
-    """value -> class agreement of the store made with it (the main store for the main value)."""
+def _store_agreement(run: RunDirectory, setting: str, values: list[float], main_value,
+                     key: str = "results.store.agreement") -> dict[float, float]:
+    """value -> class agreement (or another `key` of its positives evaluation) of the store made with it (the main
+    store for the main value)."""
     out = {}
     for value in values:
         main = main_value is not None and float(value) == float(main_value) or setting == "weight"
         store = store_name(None if main else (setting, float(value)))
-        agreement = _num(_get(run.positives_metrics(store) or {}, "results.store.agreement"))
+        agreement = _num(_get(run.positives_metrics(store) or {}, key))
         if agreement is not None:
             out[float(value)] = agreement
     return out
@@ -571,6 +578,12 @@ def positives_quality(run: RunDirectory, page: Page) -> str:
                 "w sweep: class agreement (left) is what the anchor's content is worth; cosine similarity to the anchor "
                 "(right, lower = harder) and the distance between an anchor's candidates (diversity) are what it costs."
                 "</figcaption></figure>")
+    tradeoff = run.layout.store_evaluation() / TRADEOFF_FIGURE
+    if tradeoff.is_file():
+        out += ("<figure>" + img(tradeoff, "class kept against hardness, per generator") + "<figcaption>Each generator's "
+                "settings as one curve: how often the candidates keep their anchor's class (up) against their cosine to "
+                "the anchor in the judge's space (left = harder). The star is two augmentations of the anchor, the diamond "
+                "its nearest real image: a generator worth using sits above and left of the star.</figcaption></figure>")
     return out
 
 
