@@ -121,7 +121,7 @@ def test_section_flags_are_generated_from_their_dataclasses():
             action = options["--" + f.name.replace("_", "-")]
             assert action.dest == f"_flag_{prefix}__{f.name}" and action.help.startswith(comments[f.name]), (words, f.name)
     assert field_comments(SamplerConfig)["layers"].endswith("the last n - 1 skip connections of the down path "
-                                                             "(the release's option)")   # continued on the next line
+                                                             "(clsp's own extension)")   # continued on the next line
     cfg = resolve_config(["diffusion", "sample", "--model", "m", "--out", "o", "--guidance", "1.5", "--no-clip-final"])
     assert cfg.sampler.guidance == 1.5 and cfg.sampler.clip_final is False
 
