@@ -6,19 +6,24 @@ optimiser from its CIFAR-10 preset, ResNet-18. The images are 8 px and the batch
 arithmetic on activations is negligible and what a step costs is Python and dispatch, plus work
 that does not shrink with the batch: queue-sized copies and searches, and on a CPU everything the
 size of the weights (oneDNN's weight handling in each convolution, the weight gradients, the
-optimiser over ~14M parameters). So each method also runs on a narrow copy of ResNet-18 (the same
-blocks and ops at 4-32 channels, heads of width 64): what is left there is the host's work. Per method
-and backbone:
+optimiser over ~14M parameters). ResNet-18 runs at the width the presets train (--width, 64 by
+default: the weights' per-call cost is what a wide network adds to every step, issue 29), as pretraining
+builds it (channels_last). Each method also runs on a narrow copy of ResNet-18 (the same blocks and ops
+at 4-32 channels, heads of width 64): what is left there is the host's work. `--cpu-study` runs the same
+step at the CPU study's sizes instead (ResNet-18 at width 32 with the 64 px stem, heads 512/128, batch
+200, 16 px views, MoCo's queue 2000). Per method and backbone:
   - aten calls per step (torch.profiler over one whole step: the aten calls made from Python or from
     compiled code, not those nested in another aten call), split into phases: views (batch and
     augmentation), forward (encode and losses, Lightning's logging), backward, optimiser;
   - milliseconds per step (median, min, max over the timed steps) and the median of each phase.
 The aten count is the host's dispatch work and does not depend on the machine's load; the times do
 (the result records the 1-minute load average).
-Goal (issue 19): CLSP-SimCLR at most 15 ms and under 1,000 aten calls per step with the compiled step
-(host work: the narrow backbone's figures).
+Goals: issue 19, CLSP-SimCLR at most 15 ms and under 1,000 aten calls per step with the compiled step
+(host work: the narrow backbone's figures); issue 29, at width 64, eager, one thread, CLSP-SimCLR at most
+60 ms and CLSP-MoCo at most 80 ms per step.
 
-    python benchmarks/step_overhead.py [--record] [--label after] [--methods simclr moco] [--compile true] [--backbone narrow]
+    python benchmarks/step_overhead.py [--record] [--label after] [--methods simclr moco] [--compile true]
+        [--backbone narrow] [--width 64] [--cpu-study]
 """
 
 from __future__ import annotations
@@ -186,10 +191,15 @@ def step_probe(count_step: int, alternate_from: int | None = None):
     return Probe()
 
 
+CPU_STUDY = {"batch": 200, "size": 16, "overrides": ["backbone.stem=stl", "projector.hidden_dim=512",
+                                                   "projector.out_dim=128", "moco.queue_size=2000"]}
+
+
 def run_method(method: str, steps: int, warmup: int, compile_step: bool | None, narrow: bool = False,
-               alternate: bool = False) -> dict:
+               alternate: bool = False, width: int = 64, cpu_study: bool = False) -> dict:
     """Train `method` for warmup + steps + 1 steps at batch 2, 8 px; time the middle steps, count the last.
-    `narrow`: the narrow ResNet-18 and heads of width 64, so that only the host's work is left."""
+    `narrow`: the narrow ResNet-18 and heads of width 64, so that only the host's work is left; else
+    ResNet-18 at `width`. `cpu_study`: the CPU study's batch, image size and heads (CPU_STUDY)."""
     from clsp.data import load_dataset
     from clsp.data.augment import make_augment
     from clsp.methods import method_class
@@ -199,9 +209,9 @@ def run_method(method: str, steps: int, warmup: int, compile_step: bool | None, 
 
     import clsp.data.augment as augment_module
 
-    batch, size, k = 2, 8, 8
+    batch, size, k = (CPU_STUDY["batch"], CPU_STUDY["size"], 1) if cpu_study else (2, 8, 8)
     total = warmup + steps + 1
-    overrides = ["dataset.name=digits", f"batch_size={batch}", "epochs=1", "warmup_epochs=0", "clsp.weight=1.0",
+    overrides = [*([] if narrow else [f"backbone.width={width}"]), *(CPU_STUDY["overrides"] if cpu_study else []), "dataset.name=digits", f"batch_size={batch}", "epochs=1", "warmup_epochs=0", "clsp.weight=1.0",
                  "clsp.positives=generated", "knn.every_n_epochs=0", "trainer.accelerator=cpu", "trainer.progress=false",
                  "trainer.checkpoint_every=1000000", "trainer.log_every=50"]
     if compile_step is not None:
@@ -211,8 +221,9 @@ def run_method(method: str, steps: int, warmup: int, compile_step: bool | None, 
                       "nnclr.predictor_hidden_dim=64", "all4one.predictor_hidden_dim=64", "all4one.ff_dim=64"]
     cfg = load_config(PretrainConfig, CONFIG_DIR / "pretrain" / f"{PRESETS[method]}.yaml", overrides)
     digits = load_dataset("digits", "train")
-    images = torch.from_numpy(digits.images[: batch * total].copy())
-    labels = torch.from_numpy(digits.labels[: batch * total].copy())
+    reps = -(-batch * total // len(digits.images))              # the set repeated when a run needs more
+    images = torch.from_numpy(digits.images).repeat(reps, 1, 1, 1)[: batch * total].contiguous()
+    labels = torch.from_numpy(digits.labels).repeat(reps)[: batch * total].contiguous()
     torch.manual_seed(0)
     candidates = torch.randint(0, 256, (len(images), k, size, size, 3), dtype=torch.uint8)
     manifest = {"dataset": {"n": len(images), "image_shape": [size, size, 3]}, "generation": {"k": k, "chunk_size": len(images)}}
@@ -224,6 +235,7 @@ def run_method(method: str, steps: int, warmup: int, compile_step: bool | None, 
     else:
         views = ViewMaker(make_augment(cfg.augment, size, digits.mean, digits.std), "synthetic", store, cfg.seed)
     module = method_class(method)(cfg, data, views, data.steps_per_epoch(1), num_classes=10)
+    module = module.to(memory_format=torch.channels_last)    # as clsp.methods.pretrain builds it
     probe = step_probe(warmup + steps, alternate_from=warmup if alternate else None)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
@@ -245,7 +257,8 @@ def run_method(method: str, steps: int, warmup: int, compile_step: bool | None, 
                                                             "max": max(ratios), "pairs": len(ratios)}}
     calls, ops = probe.counter.counts()
     return {
-        "method": method, "preset": PRESETS[method], "backbone": cfg.backbone.arch, "optimizer": cfg.optimizer,
+        "method": method, "preset": PRESETS[method], "backbone": cfg.backbone.arch, "width": cfg.backbone.width,
+        "batch": batch, "image_size": size, "optimizer": cfg.optimizer,
         "parameters": sum(p.numel() for p in module.parameters()), "compiled_step": _compiled(module),
         "aten_calls_per_step": sum(calls.values()), "aten_calls_by_phase": calls,
         "top_ops": dict(ops.most_common(12)),
@@ -269,6 +282,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads (1: host overhead, not parallelism)")
     parser.add_argument("--backbone", choices=["both", "resnet18", "narrow"], default="both",
                         help="ResNet-18, or its narrow copy (4-32 channels, heads of 64) that leaves only the host's work")
+    parser.add_argument("--width", type=int, default=None,
+                        help="ResNet-18's width (channels of its first stage): 64, the presets' network, by default; "
+                             "32 with --cpu-study")
+    parser.add_argument("--cpu-study", action="store_true",
+                        help="the CPU study's sizes: width 32 (unless --width), 64 px stem, heads 512/128, batch 200, 16 px")
     parser.add_argument("--alternate", action="store_true",
                         help="with --compile true: alternate compiled and eager steps and report both and their ratio")
     parser.add_argument("--label", default="", help="a word for the result file, e.g. before / after")
@@ -280,13 +298,17 @@ def main(argv: list[str] | None = None) -> int:
     args.widths_narrow = {"both": [False, True], "resnet18": [False], "narrow": [True]}[args.backbone]
     if args.alternate and compile_step is not True:
         parser.error("--alternate times the compiled step against the eager one: give --compile true")
-    results = [run_method(m, args.steps, args.warmup, compile_step, narrow, args.alternate)
+    width = args.width or (32 if args.cpu_study else 64)
+    results = [run_method(m, args.steps, args.warmup, compile_step, narrow, args.alternate, width, args.cpu_study)
                for narrow in args.widths_narrow for m in args.methods]
-    result = stamp({"benchmark": "step overhead: one CLSP pretraining step at batch 2, 8 px, per method, "
-                                 "ResNet-18 and its narrow copy",
+    sizes = "the CPU study's sizes (batch 200, 16 px)" if args.cpu_study else "batch 2, 8 px"
+    result = stamp({"benchmark": f"step overhead: one CLSP pretraining step at {sizes}, per method, "
+                                 f"ResNet-18 at width {width} and its narrow copy", "width": width,
+                    "cpu_study": args.cpu_study,
                     "device": device_name("cpu"), "torch": torch.__version__, "label": args.label,
                     "load_average_1min": os.getloadavg()[0], "cpus": len(os.sched_getaffinity(0)),
-                    "goal": "CLSP-SimCLR <= 15 ms and < 1000 aten calls per step (compiled step, CPU)",
+                    "goal": "issue 19: CLSP-SimCLR <= 15 ms and < 1000 aten calls per step (compiled step, CPU, "
+                            "narrow); issue 29: CLSP-SimCLR <= 60 ms, CLSP-MoCo <= 80 ms (eager, width 64)",
                     "results": results})
     for r in results:
         phases = ", ".join(f"{k} {v:.0f}" for k, v in r["ms_by_phase_median"].items())

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import importlib
 import logging
 import sys
@@ -241,7 +242,15 @@ def _default(schema: type, key: str) -> Any:
     """A key's default, read from the schema's defaults (None where a section defaults to None)."""
     from omegaconf import OmegaConf
 
-    return OmegaConf.select(OmegaConf.structured(schema), key, default=None)
+    return OmegaConf.select(_defaults(schema), key, default=None)
+
+
+@functools.lru_cache(maxsize=None)
+def _defaults(schema: type) -> Any:
+    """The schema's defaults as an OmegaConf tree, built once per schema (not once per flag: help stays fast)."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.structured(schema)
 
 
 def _flag_help(schema: type, flag: Flag) -> str:

@@ -37,16 +37,15 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from clsp.config import check, check_choice, check_positive, field, to_dict
 from clsp.data.config import DatasetConfig
-from clsp.diffusion.sampler import SamplerConfig
-from clsp.diffusion.train import DiffusionTrainConfig
+from clsp.diffusion.config import DiffusionTrainConfig, SamplerConfig
 from clsp.errors import ConfigError, UserError
-from clsp.eval.linear import LinearProbeConfig
+from clsp.eval.config import LinearProbeConfig
 from clsp.layout import STORE_SWEEPS, SWEEPABLE, VARIANT_SUFFIX, RunLayout, RunSpec, plan_runs, store_name
 from clsp.methods import METHODS
-from clsp.methods.pretrain import PretrainConfig, check_third_view_inputs, require_labels_for
-from clsp.positives.strength import StrengthConfig
+from clsp.methods.config import PretrainConfig
+from clsp.positives.config import StrengthConfig
 from clsp.report.paper import PAPER_RUNS
-from clsp.training import TrainerConfig
+from clsp.training_config import TrainerConfig
 
 log = logging.getLogger("clsp.pipeline")
 
@@ -574,6 +573,7 @@ class Pipeline:
         and labelled train and test splits for kNN, linear and t-SNE. Those three are skipped, and said so,
         when the training set has no labels (a flat folder) and no labelled set is named (eval.dataset)."""
         from clsp.data.config import load_split
+        from clsp.methods.pretrain import check_third_view_inputs, require_labels_for
         from clsp.training import world_size
 
         cfg, ev = self.cfg, self.cfg.eval

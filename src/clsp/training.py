@@ -21,7 +21,6 @@ import logging
 import os
 import re
 import signal
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -29,40 +28,10 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from clsp.config import check, check_choice, check_positive
 from clsp.errors import UserError
+from clsp.training_config import TrainerConfig
 
 log = logging.getLogger("clsp")
-
-
-@dataclass
-class TrainerConfig:
-    accelerator: str = "auto"       # auto | cpu | gpu
-    devices: str = "1"              # a count, "auto", or a list like "0,1"
-    num_nodes: int = 1
-    strategy: str = "auto"          # auto | ddp | ddp_spawn ... (Lightning names)
-    precision: str = "auto"         # auto = bf16-mixed on GPU, 32-true on CPU
-    checkpoint_every: int = 500     # steps between checkpoints (last.ckpt)
-    log_every: int = 10             # steps between logged scalars
-    progress: bool = True
-    deterministic: bool = False     # torch deterministic algorithms (slower on GPU; tests use it on CPU)
-    threads: Optional[int] = None   # CPU threads of torch's intra-op pool; null = CLSP_THREADS, OMP_NUM_THREADS,
-                                    # or the CPUs this process may use (clsp.threads)
-    compile: Optional[bool] = None  # torch.compile the pretraining step; null = on one CUDA device only.
-                                    # The diffusion UNet is compiled only when true (and on a GPU)
-    compile_mode: str = "default"   # torch.compile mode: default | reduce-overhead (CUDA graphs) | max-autotune
-
-    def __post_init__(self) -> None:
-        check_choice(self.accelerator, "trainer.accelerator", ["auto", "cpu", "gpu", "cuda"])
-        check_positive(self.num_nodes, "trainer.num_nodes")
-        check(self.threads is None or self.threads >= 1, "trainer.threads", f"must be >= 1 (or null), got {self.threads}")
-        check_positive(self.checkpoint_every, "trainer.checkpoint_every")
-        check_positive(self.log_every, "trainer.log_every")
-        check_choice(self.precision, "trainer.precision", ["auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true"])
-        check_choice(self.compile_mode, "trainer.compile_mode", ["default", "reduce-overhead", "max-autotune",
-                                                                 "max-autotune-no-cudagraphs"])
-        check(self.devices == "auto" or all(p.strip().isdigit() for p in self.devices.split(",")),
-              "trainer.devices", f"must be a count, 'auto' or a list like '0,1', got {self.devices!r}")
 
 
 def apply_threads(cfg: TrainerConfig) -> None:

@@ -31,18 +31,38 @@ def subcommand_parsers(parser=None, prefix=()):
         yield from subcommand_parsers(sub, prefix + (name,))
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["--version"]])
-def test_help_and_version_import_no_heavy_module(argv):
-    code = ("import sys\nfrom clsp.cli import main\ntry:\n    main(%r)\nexcept SystemExit:\n    pass\n"
-            "print('MODULES', sorted(m for m in sys.modules if m.split('.')[0] in %r or m.startswith('clsp.')))" % (argv, HEAVY))
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+def loaded_after(code: str) -> tuple[list[str], str]:
+    """The torch-family and clsp modules a fresh interpreter holds after running `code`, and what it printed."""
+    code += "\nprint('MODULES', sorted(m for m in sys.modules if m.split('.')[0] in %r or m.startswith('clsp.')))" % (HEAVY,)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr
-    loaded = eval(proc.stdout.rsplit("MODULES", 1)[1])
+    return eval(proc.stdout.rsplit("MODULES", 1)[1]), proc.stdout
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["--version"]])
+def test_help_and_version_import_no_heavy_module(argv):
+    loaded, out = loaded_after("import sys\nfrom clsp.cli import main\ntry:\n    main(%r)\nexcept SystemExit:\n    pass" % (argv,))
     command_modules = {module for module, _ in COMMANDS.values()}
     assert "clsp.cli" in loaded and not command_modules & set(loaded), loaded  # no command module is imported,
     assert not [m for m in loaded if m.split(".")[0] in HEAVY], loaded          # so no torch, lightning, diffusers
-    assert ("COMMAND" in proc.stdout and "pipeline" in proc.stdout) if argv == ["--help"] else "clsp 0.1.0" in proc.stdout
+    assert ("COMMAND" in out and "pipeline" in out) if argv == ["--help"] else "clsp 0.1.0" in out
+
+
+def test_every_commands_help_imports_no_heavy_module():
+    """`clsp COMMAND [SUBCOMMAND] --help` for every command: the parsers are built from torch-free config modules
+    (clsp.methods.config, clsp.diffusion.config, clsp.eval.config, ...), so help never waits for torch."""
+    code = ("import sys\nfrom clsp.cli import COMMANDS, all_commands_parser, main\n"
+            "for argv in [[c, '--help'] for c in COMMANDS] + [['eval', 'knn', '--help'], ['diffusion', 'sample', '--help']]:\n"
+            "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
+            "def helps(parser):\n"
+            "    subs = [a for a in parser._actions if a.__class__.__name__ == '_SubParsersAction']\n"
+            "    return [h for p in subs[0].choices.values() for h in helps(p)] if subs else [parser.format_help()]\n"
+            "print('HELPS', len(helps(all_commands_parser())))")
+    loaded, out = loaded_after(code)
+    assert all(module in loaded for module, _ in COMMANDS.values()), loaded     # every command module was built
+    assert not [m for m in loaded if m.split(".")[0] in HEAVY], loaded
+    assert "clsp pretrain" in out and "clsp eval knn" in out and int(out.split("HELPS")[1].split()[0]) >= len(COMMANDS)
 
 
 def test_every_command_has_help_and_a_config(capsys):

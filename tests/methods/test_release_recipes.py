@@ -22,22 +22,36 @@ pytestmark = pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\
 
 
 class BatchNormSpy(L.Callback):
-    """The batch size every BatchNorm layer normalises over in training mode, per submodule."""
+    """The batch size every BatchNorm layer computes its statistics over in training mode, per submodule:
+    read at F.batch_norm, so a layer that normalises views of one forward apart counts each view."""
 
     def __init__(self) -> None:
         self.sizes: dict[str, set[int]] = {}
+        self._owner: dict[int, str] = {}
+        self._batch_norm = F.batch_norm
 
     def on_train_start(self, trainer, module) -> None:
         for name, child in module.named_children():
             for layer in child.modules():
                 if isinstance(layer, torch.nn.modules.batchnorm._BatchNorm):
-                    layer.register_forward_pre_hook(self._record(name))
+                    self._owner[id(layer.weight)] = name
+        torch.nn.functional.batch_norm = self._record
 
-    def _record(self, name: str):
-        def hook(layer, args):
-            if layer.training:
-                self.sizes.setdefault(name, set()).add(args[0].shape[0])
-        return hook
+    def on_train_end(self, trainer, module) -> None:
+        torch.nn.functional.batch_norm = self._batch_norm
+
+    def on_exception(self, trainer, module, exception) -> None:
+        torch.nn.functional.batch_norm = self._batch_norm
+
+    def _record(self, x, running_mean, running_var, weight=None, bias=None, training=False, *args, **kwargs):
+        if training and id(weight) in self._owner:
+            self.sizes.setdefault(self._owner[id(weight)], set()).add(x.shape[0])
+        return self._batch_norm(x, running_mean, running_var, weight, bias, training, *args, **kwargs)
+
+
+def torch_kind(layer: torch.nn.Module) -> str:
+    """The torch.nn class a layer is (BatchNorm1d for clsp's per-view BatchNorm1d)."""
+    return next(c.__name__ for c in type(layer).__mro__ if c.__module__.startswith("torch.nn"))
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -153,7 +167,7 @@ def test_nnclr_preset_is_solo_learns_recipe(tmp_path):
     assert cfg.augment == "asymmetric"
     data = ResidentBatches(torch.zeros(512, 32, 32, 3, dtype=torch.uint8), None, 256, 0)
     module = method_class("nnclr")(cfg, data, ViewMaker(torch.nn.Identity(), None), steps_per_epoch=2)
-    kinds = [type(layer).__name__ for layer in module.projector]
+    kinds = [torch_kind(layer) for layer in module.projector]
     assert kinds == ["Linear", "BatchNorm1d", "ReLU", "Linear", "BatchNorm1d", "ReLU", "Linear", "BatchNorm1d"]
     assert [layer.out_features for layer in module.projector if isinstance(layer, torch.nn.Linear)] == [2048, 2048, 256]
     assert module.predictor[0].out_features == 4096 and module.predictor[-1].out_features == 256
@@ -179,7 +193,7 @@ def test_byol_preset_builds_solo_learns_heads(tmp_path):
     module = method_class("byol")(cfg, data, ViewMaker(torch.nn.Identity(), None), steps_per_epoch=2)
     for head, widths in ((module.projector, [(512, 4096), (4096, 256)]), (module.momentum_projector, [(512, 4096), (4096, 256)]),
                          (module.predictor, [(256, 4096), (4096, 256)])):
-        assert [type(layer).__name__ for layer in head] == ["Linear", "BatchNorm1d", "ReLU", "Linear"]
+        assert [torch_kind(layer) for layer in head] == ["Linear", "BatchNorm1d", "ReLU", "Linear"]
         assert [(layer.in_features, layer.out_features) for layer in head if isinstance(layer, torch.nn.Linear)] == widths
     assert module.momentum_range() == (0.99, 1.0)
 

@@ -9,7 +9,7 @@ from typing import List, Optional
 
 from clsp.config import check, check_device, check_given, check_positive, field
 from clsp.data.config import DatasetConfig
-from clsp.diffusion.sampler import SamplerConfig
+from clsp.diffusion.config import SamplerConfig
 from clsp.errors import UserError
 
 
@@ -41,7 +41,7 @@ class SampleConfig:
 
 def register(subparsers) -> None:
     from clsp.cli import TRAINING_FLAGS, Flag, add_command, config_command, field_flags, model_sampler
-    from clsp.diffusion.train import DiffusionTrainConfig
+    from clsp.diffusion.config import DiffusionTrainConfig
 
     parser = add_command(subparsers, "diffusion")
     actions = parser.add_subparsers(dest="diffusion_command", metavar="ACTION", required=True)

@@ -41,56 +41,14 @@ and one scheduler (one multistep state) advances them all.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
-from typing import Optional
 
 import torch
 
-from clsp.config import check, check_choice, check_positive, check_range
-from clsp.diffusion.schedulers import SAMPLERS, TIMESTEP_SPACINGS, make_scheduler, step_kwargs
+from clsp.config import check
+from clsp.diffusion.config import SamplerConfig, steps_run  # noqa: F401  (steps_run re-exported)
+from clsp.diffusion.schedulers import make_scheduler, step_kwargs
 from clsp.errors import UserError
 from clsp.training import step_seed
-
-
-@dataclass
-class SamplerConfig:
-    sampler: str = "ddim"             # ddim | ddpm | dpmsolver++ | unipc
-    steps: int = 100                  # denoising steps (DDPM as trained: 1000)
-    eta: float = 0.1                  # DDIM's noise scale (0 = deterministic DDIM, 1 = DDPM-like)
-    w: float = 0.1                    # weight of the sample's own bottleneck: 1 = plain sampling
-    timestep_spacing: str = "trailing"  # the release's 999, 989, ..., 9 then x0 ("linspace" breaks diffusers' DDIM)
-    clip_x0: bool = False             # clip the predicted x0 at every step (the release does not)
-    clip_final: bool = True           # clip the final sample to [-1, 1] (the release's setting; the uint8
-                                      # quantisation saturates at 0 and 255 anyway, so no byte depends on it)
-    share_anchor: bool = False        # one anchor pass per anchor per step, shared by its K candidates
-    batch_size: int = 512             # trajectories per UNet call (memory only)
-    layers: int = 1                   # feature maps interpolated: 1 = the mid block (the paper); n > 1 also
-                                      # the last n - 1 skip connections of the down path (clsp's own extension)
-    guidance: Optional[float] = None  # classifier-free guidance g of a class-conditional model (the release: 1.8);
-                                      # None or 0: plain conditional sampling. An unconditional model refuses it
-    start: float = 1.0                # partial-noise start s in (0, 1]: with anchors, each trajectory begins at its
-                                      # anchor noised to step ~s*T and runs the last floor(s * steps) steps
-                                      # (GenView / SDEdit); 1 = from pure noise (the paper)
-
-    def __post_init__(self) -> None:
-        check_choice(self.sampler, "sampler", SAMPLERS)
-        check_positive(self.steps, "steps")
-        check_range(self.eta, "eta", 0.0, 1.0)
-        check_range(self.w, "w", 0.0, 1.0)
-        check_choice(self.timestep_spacing, "timestep_spacing", TIMESTEP_SPACINGS)
-        check_positive(self.batch_size, "batch_size")
-        check_positive(self.layers, "layers")
-        check(self.guidance is None or self.guidance >= 0, "guidance", f"must be >= 0 (or null), got {self.guidance}")
-        check(0.0 < self.start <= 1.0, "start", f"must be in (0, 1], got {self.start}")
-        check(steps_run(self.steps, self.start) >= 1, "start",
-              f"{self.start} of {self.steps} steps leaves {steps_run(self.steps, self.start)} steps to run; "
-              f"raise start to at least {1 / self.steps:g} or use more steps")
-
-
-def steps_run(steps: int, start: float) -> int:
-    """How many of `steps` denoising steps a trajectory started at s = `start` runs: floor(s * steps), as
-    diffusers' img2img pipelines count them (a hair of slack so that 0.3 * 10 is 3, not 2)."""
-    return int(steps * start + 1e-9)
 
 
 # -- the two pieces of the method: the anchor path and the bottleneck hook ----------------------------

@@ -25,62 +25,17 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
 
-from clsp.config import check, check_nonnegative, check_positive, check_range, field
-from clsp.data.config import DatasetConfig
+from clsp.config import check
+from clsp.diffusion.config import DiffusionTrainConfig
 from clsp.diffusion.schedulers import TRAINING_SCHEDULE
 from clsp.errors import UserError
-from clsp.training import TrainerConfig
 
 log = logging.getLogger("clsp.diffusion")
-
-
-@dataclass
-class DiffusionTrainConfig:
-    dataset: DatasetConfig = field(DatasetConfig)
-    model: str = "ddpm-cifar10"         # UNet preset: ddpm-cifar10 | small | tiny (image size from the dataset)
-    dropout: Optional[float] = None     # None = the preset's (ddpm-cifar10: 0.1)
-    init_from: Optional[str] = None     # a diffusers model directory to fine-tune instead of a fresh UNet
-    conditional: bool = False           # class-conditional UNet on the dataset's labels (classifier-free guidance)
-    label_dropout: float = 0.1          # share of images trained with the null class instead of their label
-    beta_end: Optional[float] = None    # the last beta of the linear schedule; None = DDPM's 0.02 (or init_from's)
-    batch_size: int = 128               # per device
-    lr: float = 2e-4
-    warmup_steps: int = 5000
-    grad_clip: float = 1.0
-    ema_decay: float = 0.9999
-    max_steps: int = 800_000
-    sample_every: int = 5000            # steps between sample grids from the EMA weights
-    n_sample_grid: int = 64             # images of a grid, and the DDIM steps that make them; both are
-    sample_steps: int = 100             # lowered for a run too short to pay for them (sample_grid_size)
-    seed: int = 0
-    out_dir: str = "runs/diffusion"
-    trainer: TrainerConfig = field(TrainerConfig)
-
-    def __post_init__(self) -> None:
-        from clsp.diffusion.unet import PRESETS
-
-        check(self.model in PRESETS, "model", f"must be one of {list(PRESETS)}, got {self.model!r}")
-        check(self.dropout is None or 0.0 <= self.dropout < 1.0, "dropout", f"must be in [0, 1), got {self.dropout}")
-        check(0.0 <= self.label_dropout < 1.0, "label_dropout", f"must be in [0, 1), got {self.label_dropout}")
-        check(self.beta_end is None or 0.0 < self.beta_end < 1.0, "beta_end", f"must be in (0, 1), got {self.beta_end}")
-        check(self.beta_end is None or self.init_from is None, "beta_end",
-              "init_from brings its model's noise schedule; leave beta_end unset to fine-tune it")
-        check_positive(self.batch_size, "batch_size")
-        check_positive(self.lr, "lr")
-        check_nonnegative(self.warmup_steps, "warmup_steps")
-        check_positive(self.grad_clip, "grad_clip")
-        check_range(self.ema_decay, "ema_decay", 0.0, 1.0)
-        check_positive(self.max_steps, "max_steps")
-        check_positive(self.sample_every, "sample_every")
-        check_nonnegative(self.n_sample_grid, "n_sample_grid")
-        check_positive(self.sample_steps, "sample_steps")
 
 
 def sample_grid_size(cfg: DiffusionTrainConfig) -> tuple[int, int]:

@@ -10,10 +10,8 @@ from typing import List, Optional
 
 from clsp.config import check, check_device, check_given, check_positive, field
 from clsp.data.config import DatasetConfig
-from clsp.diffusion.sampler import SamplerConfig
-from clsp.eval.linear import LinearProbeConfig
-from clsp.eval.positives import PositivesEvalConfig
-from clsp.eval.transfer import TRANSFER_SETS
+from clsp.diffusion.config import SamplerConfig
+from clsp.eval.config import TRANSFER_SETS, LinearProbeConfig, PositivesEvalConfig
 
 
 @dataclass

@@ -16,33 +16,14 @@ precomputed one is orders of magnitude faster.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clsp.config import check, check_positive
+from clsp.eval.config import LinearProbeConfig
 from clsp.training import step_seed
-
-
-@dataclass
-class LinearProbeConfig:
-    epochs: int = 100               # probe epochs
-    batch_size: int = 256           # probe batch
-    lr: float = 1.0                 # probe learning rate (SGD)
-    milestones: list[int] = field(default_factory=lambda: [60, 80])  # epochs where lr is multiplied by gamma
-    gamma: float = 0.1              # the lr's factor at each milestone
-    seed: int = 0                   # probe seed
-    on_the_fly: bool = False        # recompute features from flipped images every step (slow; for checking)
-
-    def __post_init__(self) -> None:
-        check_positive(self.epochs, "epochs")
-        check_positive(self.batch_size, "batch_size")
-        check_positive(self.lr, "lr")
-        check_positive(self.gamma, "gamma")
-        check(list(self.milestones) == sorted(self.milestones), "milestones", f"must be increasing, got {self.milestones}")
 
 
 def epoch_plan(n: int, seed: int, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -30,56 +30,15 @@ Anchors are a fixed random subset of the training split; every number says how m
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional
 
 import numpy as np
 import torch
 
-from clsp.config import check, check_positive, field
-from clsp.eval.reference import Reference, ReferenceConfig
+from clsp.eval.config import PositivesEvalConfig
+from clsp.eval.reference import Reference
 from clsp.layout import POSITIVES_FIGURE as FIGURE
 from clsp.layout import TRADEOFF_FIGURE
-
-
-@dataclass
-class PositivesEvalConfig:
-    n: int = 1000                                  # anchors whose stored candidates are judged
-    real_n: int = 5000                             # real training images for the Frechet reference and the NN bank
-    sweep_w: List[float] = field(list)             # w values to sample afresh (needs the model); [] = no sweep
-    sweep_layers: List[int] = field(list)          # interpolation depths to sample afresh at the store's w; [] = none
-    sweep_start: List[float] = field(list)         # partial-noise starts s to sample afresh; [] = none
-    sweep_start_w: List[float] = field(list)       # the w of each start curve; [] = the store's w only
-    sweep_floor: List[float] = field(list)         # label-free similarity floors of the per-candidate start; [] = none
-    strength_grid: List[float] = field(list)       # the starts the per-candidate rule tries; [] = sweep_start (or 0.8, 0.6, 0.4)
-    strength_space: str = "unet"                   # the rule's label-free feature space (clsp.positives.strength.SPACES)
-    sweep_n: int = 100                             # anchors per value in the sweeps
-    sweep_k: int = 2                               # candidates per anchor in the sweeps
-    reference: ReferenceConfig = field(ReferenceConfig)
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        for key in ("n", "real_n", "sweep_n", "sweep_k"):
-            check_positive(getattr(self, key), f"positives.{key}")
-        check(all(0.0 <= w <= 1.0 for w in self.sweep_w), "positives.sweep_w", f"values must be in [0, 1], got {self.sweep_w}")
-        check(all(n >= 1 for n in self.sweep_layers), "positives.sweep_layers", f"values must be >= 1, got {self.sweep_layers}")
-        for key in ("sweep_start", "strength_grid"):
-            check(all(0.0 < s <= 1.0 for s in getattr(self, key)), f"positives.{key}", f"values must be in (0, 1], got {getattr(self, key)}")
-        check(all(0.0 <= w <= 1.0 for w in self.sweep_start_w), "positives.sweep_start_w", f"values must be in [0, 1], got {self.sweep_start_w}")
-        check(all(-1.0 <= f <= 1.0 for f in self.sweep_floor), "positives.sweep_floor", f"values must be cosines in [-1, 1], got {self.sweep_floor}")
-        from clsp.positives.strength import SPACES
-
-        check(self.strength_space in SPACES, "positives.strength_space", f"must be one of {', '.join(SPACES)}, got {self.strength_space!r}")
-
-    @property
-    def sweeps(self) -> bool:
-        """Whether anything is sampled afresh (which needs the diffusion model)."""
-        return bool(self.sweep_w or self.sweep_layers or self.sweep_start or self.sweep_floor)
-
-    @property
-    def grid(self) -> List[float]:
-        return sorted(self.strength_grid or self.sweep_start or [0.8, 0.6, 0.4], reverse=True)
 
 
 # -- the measures, each a pure function of arrays ----------------------------------------------------

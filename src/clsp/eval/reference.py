@@ -15,7 +15,7 @@ as stored, not through the encoder's normalisation.
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clsp.config import check_positive
+from clsp.eval.config import ReferenceConfig
 
 log = logging.getLogger("clsp")
 
@@ -31,22 +31,6 @@ RECIPE_VERSION = 2          # bump when the network or the training recipe chang
 # Judges shipped with the package (the CPU demo's, Fashion-MNIST at 16 px), looked up after the data cache:
 # clsp/pretrained/reference/<key>/, where <key> is `reference_key` of the data and recipe they were made for.
 SHIPPED_REFERENCES = Path(__file__).resolve().parents[1] / "pretrained" / "reference"
-
-
-@dataclass
-class ReferenceConfig:
-    width: int = 32             # channels of the first block; 2x and 4x in the next two
-    epochs: int = 2
-    batch_size: int = 128
-    lr: float = 2e-3            # Adam, one-cycle schedule
-    max_train: int = 60000      # a fixed random subset of the train split, when it is larger (time, not accuracy)
-    # Fashion-MNIST at 16 px: 86.8% test top-1 with these settings (60k images, 2 epochs), 82.4% with width 16 and
-    # 20k images (3 epochs): measured with /tmp scripts on this 2-core machine, see the issue 12 note.
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        for key in ("width", "epochs", "batch_size", "lr", "max_train"):
-            check_positive(getattr(self, key), f"reference.{key}")
 
 
 class ReferenceNet(nn.Module):

@@ -13,9 +13,8 @@ from __future__ import annotations
 from typing import Sequence
 
 from clsp.errors import UserError
+from clsp.eval.config import TRANSFER_SETS
 from clsp.eval.linear import LinearProbeConfig, evaluate_linear
-
-TRANSFER_SETS = ("cifar10", "cifar100", "pets", "flowers102", "dtd", "caltech101", "food101", "aircraft")
 
 
 def transfer_table(rows: list[dict]) -> str:

@@ -2,8 +2,8 @@
 with or without the CLSP term (a synthetic positive pulled towards its anchor); and SupCon, the supervised
 reference that uses the labels.
 
-`METHODS` is the one list of methods: a method is its file here (its class, and its config section if it
-has one) and its line below. What the rest needs to know of it (labels, memory bank and the key of its
+`METHODS` is the one list of methods: a method is its file here (its class), its line below, and its
+config section if it has one in `clsp.methods.config` (torch-free, for instant --help). What the rest needs to know of it (labels, memory bank and the key of its
 size) the class declares."""
 
 from __future__ import annotations

@@ -20,38 +20,14 @@ uses the online projections z1, z3.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from clsp.config import check
 from clsp.methods.base import MomentumMethod
 from clsp.methods.losses import feature_correlation_loss, nearest_neighbours, nnclr_loss
 from clsp.methods.memory_bank import random_bank
 from clsp.models.heads import make_predictor
-
-
-@dataclass
-class All4OneConfig:
-    support_size: int = 98304         # a multiple of the global batch
-    momentum_start: float = 0.99
-    momentum_end: float = 1.0
-    predictor_hidden_dim: int = 4096
-    neighbours: int = 5               # tokens the centroid transformer summarises
-    layers: int = 3                   # centroid transformer
-    heads: int = 8
-    ff_dim: int = 512
-    dropout: float = 0.1
-    transformer_lr: float = 0.1
-    centroid_temperature: float = 0.1
-    feature_scale: float = 10.0       # the feature term's scale in the authors' code
-    nn_weight: float = 0.5
-    centroid_weight: float = 0.5
-    feature_weight: float = 0.5
-
-    def __post_init__(self) -> None:
-        check(self.neighbours >= 2, "all4one.neighbours", f"must be >= 2, got {self.neighbours}")
 
 
 def feature_axis_positions(tokens: int, dim: int) -> Tensor:

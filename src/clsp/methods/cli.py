@@ -7,7 +7,7 @@ import os
 
 def register(subparsers) -> None:
     from clsp.cli import TRAINING_FLAGS, add_command, config_command
-    from clsp.methods.pretrain import PretrainConfig
+    from clsp.methods.config import PretrainConfig
 
     parser = add_command(
         subparsers, "pretrain",

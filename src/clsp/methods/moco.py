@@ -13,7 +13,6 @@ with the synthetic view's.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -21,13 +20,6 @@ from torch import Tensor
 from clsp.methods.base import MomentumMethod
 from clsp.methods.losses import infonce_queue
 from clsp.methods.memory_bank import random_bank
-
-
-@dataclass
-class MocoConfig:
-    queue_size: int = 32768           # per view; a multiple of the global batch
-    momentum_start: float = 0.99      # key-encoder momentum, cosine schedule to momentum_end
-    momentum_end: float = 0.999
 
 
 class MoCo(MomentumMethod):

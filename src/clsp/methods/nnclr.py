@@ -14,7 +14,6 @@ taken on the projections z1, z3; the base adds it.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch.nn.functional as F
 from torch import Tensor
@@ -23,12 +22,6 @@ from clsp.methods.base import ContrastiveMethod
 from clsp.methods.losses import nearest_neighbours, nnclr_loss
 from clsp.methods.memory_bank import random_bank
 from clsp.models.heads import make_predictor
-
-
-@dataclass
-class NNCLRConfig:
-    support_size: int = 65536         # a multiple of the global batch
-    predictor_hidden_dim: int = 4096
 
 
 class NNCLR(ContrastiveMethod):

@@ -38,7 +38,7 @@ class StatsConfig:
 
 def register(subparsers) -> None:
     from clsp.cli import Flag, add_command, config_command, model_sampler
-    from clsp.positives.synthesize import SynthesizeConfig
+    from clsp.positives.config import SynthesizeConfig
 
     p = add_command(subparsers, "synthesize",
                     description="Generate K candidates per image with the interpolating sampler, chunk by chunk. "

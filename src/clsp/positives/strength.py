@@ -29,34 +29,15 @@ pass per candidate and anchor.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
-from typing import List
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from clsp.config import check, check_choice, field
+from clsp.config import check_choice
+from clsp.positives.config import SPACES, StrengthConfig  # noqa: F401  (re-exported: callers import them from here)
 
-SPACES = ("unet", "resnet", "pixels")
 UNET_LEVELS = 4                   # mid block + the 3 deepest skips: what `layers: 4` interpolates
-
-
-@dataclass
-class StrengthConfig:
-    grid: List[float] = field(list)   # start values to try per candidate, e.g. [0.8, 0.6, 0.4]; [] = off (sampler.start for all)
-    floor: float = 0.5                # the least label-free cosine to the anchor a candidate must keep
-    space: str = "unet"               # unet | resnet | pixels: the label-free feature space of that cosine
-
-    def __post_init__(self) -> None:
-        check(all(0.0 < s <= 1.0 for s in self.grid), "strength.grid", f"values must be in (0, 1], got {self.grid}")
-        check(len(set(self.grid)) == len(self.grid), "strength.grid", f"values must differ, got {self.grid}")
-        check(-1.0 <= self.floor <= 1.0, "strength.floor", f"must be a cosine in [-1, 1], got {self.floor}")
-        check_choice(self.space, "strength.space", SPACES)
-
-    @property
-    def active(self) -> bool:
-        return bool(self.grid)
 
 
 # -- label-free feature spaces -----------------------------------------------------------------------

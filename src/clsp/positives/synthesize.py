@@ -12,46 +12,16 @@ import dataclasses
 import datetime as _dt
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from clsp.config import check, check_device, check_given, check_positive, field, to_dict, to_yaml
-from clsp.data.config import DatasetConfig
-from clsp.diffusion.sampler import SamplerConfig, generate_positives
+from clsp.config import to_dict, to_yaml
+from clsp.diffusion.sampler import generate_positives
 from clsp.errors import UserError
-from clsp.positives.strength import StrengthConfig
+from clsp.positives.config import SynthesizeConfig
 
 log = logging.getLogger("clsp")
-
-
-@dataclass
-class SynthesizeConfig:
-    model: str = ""                   # diffusion model directory (diffusers layout; `clsp diffusion train` makes one)
-    dataset: DatasetConfig = field(DatasetConfig)
-    split: str = "train"              # the split whose images become anchors
-    k: int = 8                        # candidates per image
-    sampler: SamplerConfig = field(SamplerConfig)  # sampler, steps, eta, w (interpolation weight), start, batch_size, ...
-    strength: StrengthConfig = field(StrengthConfig)  # per-candidate start: grid, floor, space (clsp.positives.strength);
-                                                      # its space also scores every candidate's similarity to its anchor
-    seed: int = 0
-    chunk_size: int = 512             # images per chunk file (the unit of resume and of work per rank)
-    out_dir: str = ""                 # the store directory
-    device: str = "auto"              # auto | cpu | cuda | cuda:N; under torchrun each process uses the GPU of its LOCAL_RANK
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        check_given(bool(self.model), "model", "must name a diffusion model directory (--model DIR)")
-        check_given(bool(self.out_dir), "out_dir", "must name the store directory to write (--out STORE)")
-        check_positive(self.k, "k")
-        check_positive(self.chunk_size, "chunk_size")
-        check_device(self.device, "device")
-        from clsp.diffusion.sampler import steps_run
-
-        short = [s for s in self.strength.grid if steps_run(self.sampler.steps, s) < 1]
-        check(not short, "strength.grid", f"{short} of {self.sampler.steps} steps leave no step to run; "
-                                          f"use values >= {1 / self.sampler.steps:g} or more steps")
 
 
 def chunk_seed(seed: int, chunk: int) -> int:
