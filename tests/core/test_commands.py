@@ -166,7 +166,7 @@ def test_a_preset_can_be_trimmed_and_a_key_removed():
     from clsp.pipeline import Pipeline
 
     plan = Pipeline(resolve_config(["pipeline", "--config", "demo", "methods=[simclr]"]))
-    assert list(plan.runs) == ["no-pretraining", "simclr", "simclr-clsp"]
+    assert list(plan.runs) == ["no-pretraining", "simclr", "simclr-clsp", "simclr-clsp-start0.5"]
     with pytest.raises(ConfigError, match=r"pretraining moco .*unknown config key 'lrr'"):  # not run, still checked
         Pipeline(resolve_config(["pipeline", "--config", "demo", "methods=[simclr]", "method_overrides.moco.lrr=1"]))
     cfg = resolve_config(["pipeline", "--config", "demo", "methods=[simclr]", "~method_overrides.moco", "~eval.linear_probe",
