@@ -59,7 +59,7 @@ class Features:
         return F.normalize(torch.cat(out).float(), dim=1).cpu()
 
     def _batch(self, images: torch.Tensor) -> torch.Tensor:
-        from clsp.diffusion.sampler import anchor_path, to_unit_range
+        from clsp.diffusion.sampler import anchor_path, null_class, to_unit_range
 
         x = to_unit_range(images)
         if self.space == "pixels":
@@ -71,8 +71,11 @@ class Features:
         device = next(self.unet.parameters()).device
         was_training = self.unet.training
         self.unet.eval()
+        # A class-conditional UNet is read through its null class (its unconditional branch): the score stays label-free.
+        labels = (torch.full((len(x),), null_class(self.unet), dtype=torch.long, device=device)
+                  if self.unet.class_embedding is not None else None)
         try:
-            mid, skips = anchor_path(self.unet, x.to(device), torch.tensor(0, device=device), UNET_LEVELS - 1)
+            mid, skips = anchor_path(self.unet, x.to(device), torch.tensor(0, device=device), UNET_LEVELS - 1, labels)
         finally:
             self.unet.train(was_training)
         return torch.cat([F.normalize(m.float().flatten(1), dim=1) for m in (mid, *skips)], dim=1)
