@@ -95,13 +95,13 @@ def command(run: Path, *overrides: str) -> list[str]:
     return [sys.executable, "-m", "clsp", "pipeline", "--config", str(MICRO), f"out_dir={run}", *SMALL, *overrides]
 
 
-def child_env() -> dict[str, str]:
-    return dict(os.environ, OMP_NUM_THREADS="1", CLSP_THREADS="2", CLSP_QUIET="1", PYTHONUNBUFFERED="1")
+def child_env(threads: int = 2) -> dict[str, str]:
+    return dict(os.environ, OMP_NUM_THREADS="1", CLSP_THREADS=str(threads), CLSP_QUIET="1", PYTHONUNBUFFERED="1")
 
 
-def run_to_end(run: Path, log: Path, *overrides: str) -> str:
+def run_to_end(run: Path, log: Path, *overrides: str, threads: int = 2) -> str:
     with open(log, "w") as out:
-        result = subprocess.run(command(run, *overrides), stdout=out, stderr=subprocess.STDOUT, env=child_env(),
+        result = subprocess.run(command(run, *overrides), stdout=out, stderr=subprocess.STDOUT, env=child_env(threads),
                                 timeout=900)
     text = log.read_text()
     assert result.returncode == 0, text[-3000:]
@@ -142,7 +142,8 @@ def strip_times(value):
 @pytest.mark.slow
 def test_two_jobs_stopped_and_rerun_match_one_job(tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
-    sequential = run_to_end(one, tmp_path / "one.log")
+    # one job with one thread: what each of the two jobs below gets (a stage's float sums depend on its thread count)
+    sequential = run_to_end(one, tmp_path / "one.log", threads=1)
     assert "stages at a time" not in sequential
 
     # jobs=2, stopped with SIGTERM once pretrain/simclr has a checkpoint (pretrain/simclr-aug runs beside it)
