@@ -184,6 +184,7 @@ def test_ctrl_c_inside_training_is_a_keyboard_interrupt_and_sigint_works_after(t
     def interrupt(_trainer):
         raise KeyboardInterrupt
 
+    before = signal.getsignal(signal.SIGINT)   # Python's default handler, or SIG_IGN under a shell's background job
     with pytest.raises(KeyboardInterrupt):
         pretrain(tiny_config(tmp_path / "run", *ARGS), callbacks=[At(1, interrupt)])
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is before

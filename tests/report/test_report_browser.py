@@ -33,8 +33,9 @@ def test_every_figure_loads_and_the_table_has_a_row_per_run(micro_run, chromium,
     status = re.search(r'<span id="img-status" data-loaded="(\d+)" data-total="(\d+)"', dom)
     assert status, "the page's figure check did not run"
     loaded, total = int(status.group(1)), int(status.group(2))
-    # diffusion samples, anchors, w sweep, agreement against w, the curves, 3 hardness histograms, timings
-    assert total == 9 and loaded == total
+    # diffusion samples, anchors, w sweep, agreement against w, class kept against hardness, the curves,
+    # 3 hardness histograms, timings
+    assert total == 10 and loaded == total
     table = re.search(r'<table id="results">(.*?)</table>', dom, re.S).group(1)
     assert re.findall(r'<tr data-run="([^"]+)"', table) == ["no-pretraining", "simclr", "simclr-clsp", "simclr-aug"]
     assert '<table id="positives-quality"' in dom
