@@ -33,6 +33,7 @@ from torch import Tensor, nn
 
 from clsp.errors import UserError
 from clsp.methods import memory_bank
+from clsp.methods.clsp_term import clsp_weight_at
 from clsp.methods.data import ViewMaker, step_rng
 from clsp.methods.lars import LARS
 from clsp.methods.losses import clsp_term, quality_weights
@@ -86,11 +87,6 @@ def warmup_cosine(warmup_steps: int, total_steps: int, start_factor: float):
 def momentum_at(step: int, total_steps: int, start: float, end: float) -> float:
     """Key-encoder momentum rising from `start` to `end` on a cosine schedule (BYOL, MoCo v3)."""
     return end - (end - start) * (math.cos(math.pi * min(1.0, step / max(1, total_steps))) + 1) / 2
-
-
-def clsp_weight_at(step: int, weight: float, ramp_steps: int) -> float:
-    """lambda at a step: linear from 0 (step 0) to `weight` (step ramp_steps and after); `weight` when ramp_steps = 0."""
-    return weight if step >= ramp_steps else weight * step / ramp_steps
 
 
 def quality_logs(scores: Tensor, weights: Tensor) -> dict[str, Tensor]:

@@ -158,12 +158,14 @@ def complete_chunks(store: str | os.PathLike, manifest: dict, recorded: Iterable
     return {i for i in candidates if 0 <= i < manifest["chunks_total"] and chunk_is_valid(store, manifest, i)}
 
 
-def new_manifest(dataset: dict, model_hash: str, generation: dict, sources: dict, versions: dict) -> dict:
+def new_manifest(dataset: dict, model_hash: str, generation: dict, sources: dict, versions: dict,
+                 anchors: dict | None = None) -> dict:
     """A fresh manifest. `dataset` is `dataset_record(...)`; `generation` holds k, seed, chunk_size and
-    the sampler settings; `sources` (model dir, dataset config) and `versions` are for the record only."""
+    the sampler settings; `sources` (model dir, dataset config) and `versions` are for the record only;
+    `anchors` (`anchor_record`) lets a store opened over any map-style dataset check the dataset's order."""
     return {"format": FORMAT, "dataset": dataset, "model_hash": model_hash, "generation": generation,
             "chunks_total": chunk_count(dataset["n"], generation["chunk_size"]),
-            "sources": sources, "versions": versions}
+            "sources": sources, "versions": versions, "anchors": anchors}
 
 
 def _now() -> str:
@@ -212,7 +214,8 @@ class StoreWriter:
                 raise UserError(f"positives store {self.path} was made with other settings "
                                 f"({describe_differences(identity(existing), identity(new_manifest))}); "
                                 f"use a new --out, or delete {self.path} to regenerate it")
-            self.manifest = dict(existing, sources=new_manifest["sources"], versions=new_manifest["versions"])
+            self.manifest = dict(existing, sources=new_manifest["sources"], versions=new_manifest["versions"],
+                                 anchors=new_manifest.get("anchors"))
             self.done = complete_chunks(self.path, existing)
             self.checksums = {str(i): c for i, c in existing.get("chunk_sha256", {}).items() if int(i) in self.done}
         self.todo_at_open = self.remaining()
@@ -282,26 +285,41 @@ class PositivesStore:
 
     `open` memory-maps the chunk files (CPU); `.to("cuda")` makes it GPU-resident as one uint8 tensor
     [N, K, H, W, C], so a training step gathers its positives without leaving the GPU.
+
+    It is also a map-style dataset, for anyone's DataLoader: `store[i]` is `(image i, its positives)` (see
+    `__getitem__`), the images those of the dataset it was opened over (any map-style dataset in the order the
+    store was made from), or of the dataset its manifest records (a store `clsp synthesize` made).
     """
 
     def __init__(self, path: Path, manifest: dict, chunks: list[np.ndarray], resident=None,
-                 strength: list[np.ndarray] | None = None) -> None:
+                 strength: list[np.ndarray] | None = None, dataset=None, positive_transform=None) -> None:
         self.path, self.manifest = path, manifest
         self._chunks = chunks          # memory-mapped chunk arrays (CPU)
         self._resident = resident      # one tensor [N, K, H, W, C] (any device)
         self._strength = strength      # memory-mapped strength arrays [n, K, 2] (CPU), or None
+        self.dataset = dataset         # what `store[i]` pairs the candidates with (None: the recorded dataset, on use)
+        self.positive_transform = positive_transform
 
     @classmethod
-    def open(cls, path: str | os.PathLike, dataset=None) -> "PositivesStore":
-        """Open a complete store made for `dataset` (an ImageSet or StreamingImageSet; None skips
-        the dataset check, for tools that only read the candidates)."""
+    def open(cls, path: str | os.PathLike, dataset=None, positive_transform=None) -> "PositivesStore":
+        """Open a complete store made for `dataset`, and check that the dataset holds its images in its order.
+
+        `dataset` is an ImageSet or StreamingImageSet (`clsp.load_dataset`: checked by content fingerprint), any
+        map-style dataset (`__len__`, `__getitem__`; checked by length, and at a dozen recorded indices by label
+        and by pixels where its items give the image itself rather than a random augmentation of it; see
+        `check_order`), or None (no check: tools that only read the candidates; `store[i]` then loads the
+        dataset the manifest records). A dataset that does not match is a UserError. `positive_transform`: see
+        `__getitem__`."""
         path = Path(path)
         manifest = read_manifest(path)
         if manifest is None:
             raise UserError(f"{path} is not a positives store (no {MANIFEST}); make one with "
                             f"`clsp synthesize --model DIR --dataset NAME --out {path}`")
         if dataset is not None:
-            check_dataset(path, manifest, dataset)
+            if is_image_source(dataset):
+                check_dataset(path, manifest, dataset)
+            else:
+                check_order(path, manifest, dataset)
         regenerate = (f"resume it with `clsp synthesize --config {path / CONFIG}` (the command that made it continues "
                       f"where it stopped and regenerates damaged chunks), or delete {path} and regenerate it")
         recorded = set(manifest.get("complete_chunks", []))
@@ -332,7 +350,8 @@ class PositivesStore:
             more = f"; and {len(problems) - 5} more" if len(problems) > 5 else ""
             raise UserError(f"positives store {path} is incomplete ({len(chunks) - len(problems)} of {len(chunks)} chunks "
                             f"intact; {listed}{more}); {regenerate}")
-        return cls(path, manifest, chunks, strength=strength or None)
+        return cls(path, manifest, chunks, strength=strength or None, dataset=dataset,
+                   positive_transform=positive_transform)
 
     # -- what it holds -----------------------------------------------------------------------------
 
@@ -361,6 +380,101 @@ class PositivesStore:
     def __len__(self) -> int:
         return self.n
 
+    # -- a map-style dataset of (image, positives) -------------------------------------------------
+
+    def __getitem__(self, i: int):
+        """(item, positives) of image i.
+
+        item: the wrapped dataset's item i as that dataset gives it (e.g. an ImageFolder's (image, label), its own
+        transform applied); for an ImageSet / StreamingImageSet, or the dataset the manifest records, the image
+        as uint8 (C, H, W).
+        positives: all K candidates, uint8 (K, C, H, W); or, with a `positive_transform`, that transform applied
+        to one candidate drawn uniformly (torch's RNG, which a DataLoader seeds per worker) and given as an RGB
+        PIL image, as torchvision's ImageFolder loads its images: e.g. one view of the augmentation recipe of
+        the real views, as `clsp pretrain` augments its synthetic positives.
+        """
+        import torch
+
+        i = int(i)
+        if not 0 <= i < self.n:
+            raise IndexError(f"positives store has {self.n} images; got index {i}")
+        if self.dataset is None:
+            self.dataset = self._recorded_dataset()
+        item = torch.from_numpy(self.dataset.images_at([i])[0]).permute(2, 0, 1) if is_image_source(self.dataset) \
+            else self.dataset[i]
+        candidates = self.candidates([i])[0].cpu()                                  # (K, H, W, C)
+        if self.positive_transform is None:
+            return item, candidates.permute(0, 3, 1, 2).contiguous()
+        return item, self.positive_transform(_rgb_image(candidates[int(torch.randint(self.k, ()))].numpy()))
+
+    def _recorded_dataset(self):
+        """The dataset split the store's manifest records (a store `clsp synthesize` made), loaded and checked."""
+        recorded = (self.manifest.get("sources") or {}).get("dataset_config")
+        if not recorded:
+            raise UserError(f"positives store {self.path} records no dataset to load (made from images in memory); "
+                            f"open it over the dataset it was made from: PositivesStore.open(path, dataset)")
+        from clsp.data.config import DatasetConfig, load_split
+
+        try:
+            config = DatasetConfig(**recorded)
+        except TypeError as e:
+            raise UserError(f"positives store {self.path} records a dataset this clsp cannot read ({e}); open it over "
+                            f"the dataset it was made from: PositivesStore.open(path, dataset)") from None
+        dataset = load_split(config, self.manifest["sources"]["split"])
+        check_dataset(self.path, self.manifest, dataset)
+        return dataset
+
+    @classmethod
+    def save(cls, path: str | os.PathLike, candidates, images, labels=None, name: str = "images",
+             chunk_size: int = 512) -> "PositivesStore":
+        """Write `candidates` made for `images` as a store at `path` (a new directory, complete or absent), and open it.
+
+        candidates (N, K, C, H, W) and images (N, C, H, W), each uint8 or float in [0, 1] (as
+        `clsp.generate_positives` takes and returns them); `labels` (N,) ints or None. The manifest records the
+        images' content fingerprint and, for a dozen indices, a hash of the image and its label: what `open`
+        checks a dataset against.
+        """
+        import shutil
+        import tempfile
+
+        from clsp.data.sets import content_fingerprint
+        from clsp.positives.generate import to_store_layout
+
+        anchors = to_store_layout(images, "images").numpy()
+        pixels = to_store_layout(candidates, "candidates", "N, K, C, H, W").numpy()
+        if pixels.shape[0] != anchors.shape[0] or pixels.shape[2:] != anchors.shape[1:]:
+            raise UserError(f"candidates {tuple(candidates.shape)} were not made for images {tuple(images.shape)}: "
+                            f"expected (N, K, C, H, W) = ({images.shape[0]}, K, {', '.join(map(str, images.shape[1:]))})")
+        if labels is not None:
+            labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+            if len(labels) != len(anchors):
+                raise UserError(f"{len(labels)} labels for {len(anchors)} images")
+        path = Path(path)
+        if path.exists():
+            raise UserError(f"{path} already exists; save the positives to a new directory (or delete {path})")
+        n, k = pixels.shape[:2]
+        dataset = {"name": name, "split": "all", "n": n, "fingerprint": content_fingerprint(anchors, labels),
+                   "image_shape": [int(x) for x in anchors.shape[1:]]}
+        generation = {"k": int(k), "chunk_size": int(chunk_size), "made_by": "PositivesStore.save"}
+        from clsp.rundir import package_versions
+
+        manifest = new_manifest(dataset, "unrecorded", generation, {}, package_versions(),
+                                anchor_record(n, lambda rows: anchors[rows], labels))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        try:
+            writer = StoreWriter(tmp, manifest)
+            writer.start()
+            for index in range(writer.total):
+                start, stop = chunk_bounds(index, n, chunk_size)
+                writer.write_chunk(index, pixels[start:stop])
+            writer.finish()
+            os.replace(tmp, path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return cls.open(path)
+
     def chunk_arrays(self) -> list[np.ndarray]:
         """The chunks in order, memory-mapped (statistics walk them without loading the whole store)."""
         return list(self._chunks)
@@ -373,12 +487,14 @@ class PositivesStore:
         device = torch.device(device)
         if self._resident is not None:
             return self if self._resident.device == device else \
-                PositivesStore(self.path, self.manifest, self._chunks, self._resident.to(device), self._strength)
+                PositivesStore(self.path, self.manifest, self._chunks, self._resident.to(device), self._strength,
+                               self.dataset, self.positive_transform)
         resident = torch.empty((self.n, self.k, *self.image_shape), dtype=torch.uint8, device=device)
         for i, chunk in enumerate(self._chunks):
             start = i * self.chunk_size
             resident[start:start + len(chunk)] = torch.from_numpy(np.array(chunk)).to(device)  # a copy: the map is read-only
-        return PositivesStore(self.path, self.manifest, self._chunks, resident, self._strength)
+        return PositivesStore(self.path, self.manifest, self._chunks, resident, self._strength, self.dataset,
+                              self.positive_transform)
 
     # -- reading -----------------------------------------------------------------------------------
 
@@ -474,6 +590,120 @@ def check_dataset(path: Path, manifest: dict, dataset) -> None:
             f"positives store {path} was made for {_describe(made)}, not for the dataset given ({_describe(given)}); "
             f"pass the dataset the store was made from{_recorded_settings(manifest)}, or make a store for this one with "
             f"`clsp synthesize --dataset {given['name']} --split {given['split']} --out NEW_STORE ...`")
+
+
+def is_image_source(dataset) -> bool:
+    """Whether `dataset` is one of clsp's dataset splits (ImageSet, StreamingImageSet), with a content fingerprint."""
+    return hasattr(dataset, "fingerprint") and hasattr(dataset, "images_at")
+
+
+def probe_indices(n: int) -> list[int]:
+    """The images a manifest keeps a hash of: the first four and eight spread evenly over the split."""
+    spread = np.linspace(0, n - 1, 8).round().astype(int) if n else []
+    return sorted(set(range(min(n, 4))) | {int(i) for i in spread})
+
+
+def anchor_hash(image: np.ndarray) -> str:
+    """A short hash of one uint8 (H, W, C) image: its shape and bytes."""
+    h = hashlib.sha256(repr(tuple(image.shape)).encode())
+    h.update(np.ascontiguousarray(image, dtype=np.uint8).tobytes())
+    return h.hexdigest()[:16]
+
+
+def anchor_record(n: int, images_at, labels) -> dict:
+    """What a manifest keeps of the images a store was made from, beyond their fingerprint: at `probe_indices`,
+    each image's hash and label, so that a store opened over a dataset clsp did not load can check its order.
+    `images_at(indices)` gives uint8 (len, H, W, C); `labels` (N,) or None."""
+    indices = probe_indices(n)
+    images = images_at(np.asarray(indices, dtype=np.int64))
+    return {"indices": indices, "sha256": [anchor_hash(image) for image in images],
+            "labels": None if labels is None else [int(labels[i]) for i in indices]}
+
+
+def check_order(path: Path, manifest: dict, dataset, reads: int = 3) -> None:
+    """A map-style dataset holds the images the store was made from, in the same order: the same length, and at
+    each recorded index (`anchor_record`) the same label where its items are (image, label), and the same pixels
+    where its items give images of the store's shape reproducibly (each index is read `reads` times: a dataset
+    whose items differ between reads draws random augmentations, whose pixels say nothing of the order).
+    A store made before anchors were recorded is checked by length only."""
+    n = int(manifest["dataset"]["n"])
+    try:
+        length = len(dataset)
+    except TypeError:
+        raise UserError(f"a positives store wraps a map-style dataset (with __len__ and __getitem__), "
+                        f"not a {type(dataset).__name__}") from None
+    if length != n:
+        raise UserError(f"positives store {path} holds the positives of {n} images but the dataset has {length}; "
+                        f"wrap the dataset the store was made from, in the same order (shuffle in the DataLoader)")
+    record = manifest.get("anchors")
+    if not record:
+        return
+    shape = tuple(manifest["dataset"]["image_shape"])
+    labels = record.get("labels") or [None] * len(record["indices"])
+    mismatched, reproducible = [], True
+    for i, digest, label in zip(record["indices"], record["sha256"], labels):
+        image, item_label = _image_and_label(dataset[i])
+        if label is not None and item_label is not None and item_label != label:
+            raise _order_error(path, i, f"label {item_label}, not the store's {label}")
+        pixels = [_as_anchor(image, shape)] + [_as_anchor(_image_and_label(dataset[i])[0], shape) for _ in range(reads - 1)]
+        if any(p is None for p in pixels):
+            reproducible = False                                    # not an image of the store's shape: no pixel check
+            continue
+        reproducible &= all(np.array_equal(pixels[0], p) for p in pixels[1:])
+        if all(anchor_hash(p) != digest for p in pixels):
+            mismatched.append(i)
+    if reproducible and mismatched:
+        raise _order_error(path, mismatched[0], "other pixels than the image the store's candidates were made from")
+
+
+def _order_error(path: Path, i: int, what: str) -> UserError:
+    return UserError(f"positives store {path} was made from other images, or from these in another order: the "
+                     f"dataset's item {i} has {what}; wrap the dataset the store was made from, unshuffled "
+                     f"(shuffle in the DataLoader)")
+
+
+def _image_and_label(item) -> tuple[Any, int | None]:
+    """(image, int label) of an (image, label) item, as torchvision's datasets give them; (item, None) otherwise."""
+    if isinstance(item, (tuple, list)) and len(item) == 2:
+        label = item[1]
+        if isinstance(label, (int, np.integer)) or (hasattr(label, "ndim") and label.ndim == 0 and not
+                                                    getattr(label, "is_floating_point", lambda: False)()):
+            return item[0], int(label)
+    return item, None
+
+
+def _as_anchor(image, shape: tuple[int, ...]) -> np.ndarray | None:
+    """`image` (a PIL image, uint8 HWC array, or CHW tensor: uint8, or float in [0, 1]) as uint8 of `shape`
+    (H, W, C), a grey image's three equal channels taken as one; None when it is not an image of that shape."""
+    array = None
+    if hasattr(image, "getbands"):                                   # PIL
+        array = np.asarray(image)
+    elif isinstance(image, np.ndarray) and image.dtype == np.uint8:
+        array = image
+    elif hasattr(image, "detach") and image.ndim == 3 and image.shape[0] in (1, 3):   # a torch CHW tensor
+        import torch
+
+        t = image.detach().cpu()
+        if t.is_floating_point():
+            if float(t.min()) < 0.0 or float(t.max()) > 1.0:
+                return None                                         # normalised: its bytes are not comparable
+            t = (t * 255.0).round()
+        array = t.to(torch.uint8).permute(1, 2, 0).numpy()
+    if array is None or array.dtype != np.uint8:
+        return None
+    if array.ndim == 2:
+        array = array[..., None]
+    if array.ndim == 3 and array.shape[-1] == 3 and shape[-1] == 1 and \
+            np.array_equal(array[..., 0], array[..., 1]) and np.array_equal(array[..., 1], array[..., 2]):
+        array = array[..., :1]
+    return array if tuple(array.shape) == shape else None
+
+
+def _rgb_image(candidate: np.ndarray):
+    """One uint8 (H, W, C) candidate as an RGB PIL image."""
+    from PIL import Image
+
+    return Image.fromarray(candidate[..., 0] if candidate.shape[-1] == 1 else candidate).convert("RGB")
 
 
 def _recorded_settings(manifest: dict) -> str:

@@ -152,7 +152,7 @@ def _synthesize(cfg: SynthesizeConfig) -> Path:
     from clsp.diffusion.model import check_model_matches, load_model
     from clsp.diffusion.sampler import check_guidance
     from clsp.io import hash_directory
-    from clsp.positives.store import StoreWriter, chunk_bounds, dataset_record, new_manifest
+    from clsp.positives.store import StoreWriter, anchor_record, chunk_bounds, dataset_record, new_manifest
     from clsp.positives.strength import Features
     from clsp.rundir import git_commit, package_versions
 
@@ -167,8 +167,9 @@ def _synthesize(cfg: SynthesizeConfig) -> Path:
                   "strength": to_dict(cfg.strength)}
     sources = {"model_dir": str(Path(cfg.model).resolve()), "dataset_config": to_dict(cfg.dataset), "split": cfg.split}
     versions = dict(package_versions(), git_commit=git_commit())
-    writer = StoreWriter(cfg.out_dir, new_manifest(dataset_record(dataset), hash_directory(cfg.model), generation, sources, versions),
-                         rank=rank, world=world)
+    anchors = anchor_record(len(dataset), dataset.images_at, dataset.labels)   # what `open` checks other datasets by
+    writer = StoreWriter(cfg.out_dir, new_manifest(dataset_record(dataset), hash_directory(cfg.model), generation, sources, versions,
+                                                   anchors), rank=rank, world=world)
 
     if world > 1:  # gloo serves as a barrier only: every rank reads the store's state before any rank writes
         dist.init_process_group("gloo", timeout=_dt.timedelta(hours=12))
