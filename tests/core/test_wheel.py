@@ -1,5 +1,5 @@
 """A wheel built from the checkout carries every preset: installed (not editable) into a fresh directory and
-run from elsewhere, `--config NAME` resolves each of them."""
+run from elsewhere, `--config NAME` resolves each of them; and the library's public names import from it."""
 
 from __future__ import annotations
 
@@ -65,6 +65,13 @@ def test_a_wheel_install_resolves_every_preset_by_name(tmp_path):
     assert shipped.returncode == 0, shipped.stderr
     assert shipped.stdout.split() == ["fashion-mnist-16", "mini", "1"], shipped.stdout
 
+    # The library's names (issue 28), each from the wheel's own modules, documented and typed.
+    public = subprocess.run([sys.executable, "-c", PUBLIC_API, str(target)], cwd=elsewhere, env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert public.returncode == 0, public.stderr
+    assert public.stdout.split() == ["CLSPTerm", "PositivesStore", "UserError", "generate_positives", "load_dataset",
+                                     "load_encoder"], public.stdout
+
 
 SHIPPED = r"""
 import sys
@@ -78,4 +85,25 @@ unet, _ = load_model(folder)
 judges = [p for p in SHIPPED_REFERENCES.iterdir() if (p / "model.safetensors").is_file() and (p / "record.json").is_file()]
 assert SHIPPED_REFERENCES.is_relative_to(Path(sys.argv[1])) and judges, SHIPPED_REFERENCES
 print(" ".join(shipped_models()), "mini" if unet.config.block_out_channels[0] == 32 else "?", unet.config.in_channels)
+"""
+
+
+PUBLIC_API = r"""
+import inspect
+import sys
+import typing
+from pathlib import Path
+
+import clsp
+
+assert "torch" not in sys.modules                   # the names load on first use: `clsp --help` stays torch-free
+from clsp import CLSPTerm, PositivesStore, UserError, generate_positives, load_dataset, load_encoder
+
+for obj in (CLSPTerm, PositivesStore, UserError, generate_positives, load_dataset, load_encoder):
+    assert Path(inspect.getfile(obj)).is_relative_to(Path(sys.argv[1])), obj
+    assert obj.__doc__, obj
+for function in (generate_positives, load_dataset, load_encoder, PositivesStore.open, PositivesStore.save,
+                 CLSPTerm.__init__, CLSPTerm.forward):
+    assert "return" in typing.get_type_hints(function), function
+print(" ".join(sorted(name for name in clsp.__all__ if not name.startswith("_"))))
 """

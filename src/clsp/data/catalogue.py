@@ -19,6 +19,10 @@ def load_dataset(name: str, split: str = "train", root: str | os.PathLike | None
                  require_labels: bool = False, **options) -> ImageSource:
     """Load `split` of dataset `name` (see `dataset_names()`); `size` is the output image side.
 
+    Returns an ImageSet, the split in memory (uint8 `images` (N, H, W, C), `labels` int64 (N,) or None, `classes`,
+    `fingerprint`, `mean`, `std`, `source`), or for a set too large for memory a StreamingImageSet with the same
+    fields but `images` (`images_at(indices)` decodes the ones asked for); both are `clsp.data.sets.ImageSource`s.
+
     `require_labels=True` is how a caller that needs labels (evaluation) asks for them: a split without
     labels (a flat folder, STL-10's unlabeled images) is then a UserError rather than a None to trip on.
     """

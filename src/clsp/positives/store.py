@@ -425,14 +425,15 @@ class PositivesStore:
         return dataset
 
     @classmethod
-    def save(cls, path: str | os.PathLike, candidates, images, labels=None, name: str = "images",
+    def save(cls, path: str | os.PathLike, candidates, images, labels=None, files=None, name: str = "images",
              chunk_size: int = 512) -> "PositivesStore":
         """Write `candidates` made for `images` as a store at `path` (a new directory, complete or absent), and open it.
 
         candidates (N, K, C, H, W) and images (N, C, H, W), each uint8 or float in [0, 1] (as
-        `clsp.generate_positives` takes and returns them); `labels` (N,) ints or None. The manifest records the
-        images' content fingerprint and, for a dozen indices, a hash of the image and its label: what `open`
-        checks a dataset against.
+        `clsp.generate_positives` takes and returns them); `labels` (N,) ints or None; `files` (N,) the images'
+        paths or None (an ImageFolder's: `[path for path, _ in folder.samples]`). The manifest records the images'
+        content fingerprint and, for a dozen indices, the image's hash, its label and its file (class folder and
+        name): what `open` checks a dataset against; the file also where the dataset's items are random views.
         """
         import shutil
         import tempfile
@@ -449,6 +450,8 @@ class PositivesStore:
             labels = np.asarray(labels, dtype=np.int64).reshape(-1)
             if len(labels) != len(anchors):
                 raise UserError(f"{len(labels)} labels for {len(anchors)} images")
+        if files is not None and len(files) != len(anchors):
+            raise UserError(f"{len(files)} files for {len(anchors)} images")
         path = Path(path)
         if path.exists():
             raise UserError(f"{path} already exists; save the positives to a new directory (or delete {path})")
@@ -459,7 +462,7 @@ class PositivesStore:
         from clsp.rundir import package_versions
 
         manifest = new_manifest(dataset, "unrecorded", generation, {}, package_versions(),
-                                anchor_record(n, lambda rows: anchors[rows], labels))
+                                anchor_record(n, lambda rows: anchors[rows], labels, files))
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
         try:
@@ -610,19 +613,27 @@ def anchor_hash(image: np.ndarray) -> str:
     return h.hexdigest()[:16]
 
 
-def anchor_record(n: int, images_at, labels) -> dict:
+def anchor_record(n: int, images_at, labels, files=None) -> dict:
     """What a manifest keeps of the images a store was made from, beyond their fingerprint: at `probe_indices`,
-    each image's hash and label, so that a store opened over a dataset clsp did not load can check its order.
-    `images_at(indices)` gives uint8 (len, H, W, C); `labels` (N,) or None."""
+    each image's hash, label and file (`file_key`), so that a store opened over a dataset clsp did not load can
+    check its order. `images_at(indices)` gives uint8 (len, H, W, C); `labels` (N,) or None; `files` (N,) or None."""
     indices = probe_indices(n)
     images = images_at(np.asarray(indices, dtype=np.int64))
     return {"indices": indices, "sha256": [anchor_hash(image) for image in images],
-            "labels": None if labels is None else [int(labels[i]) for i in indices]}
+            "labels": None if labels is None else [int(labels[i]) for i in indices],
+            "files": None if files is None else [file_key(files[i]) for i in indices]}
+
+
+def file_key(path) -> str:
+    """An image file as the order check compares it: its folder's name and its own (an ImageFolder's class/image)."""
+    path = Path(path)
+    return f"{path.parent.name}/{path.name}"
 
 
 def check_order(path: Path, manifest: dict, dataset, reads: int = 3) -> None:
     """A map-style dataset holds the images the store was made from, in the same order: the same length, and at
-    each recorded index (`anchor_record`) the same label where its items are (image, label), and the same pixels
+    each recorded index (`anchor_record`) the same file where both have one (a torchvision ImageFolder's `samples`),
+    the same label where its items are (image, label), and the same pixels
     where its items give images of the store's shape reproducibly (each index is read `reads` times: a dataset
     whose items differ between reads draws random augmentations, whose pixels say nothing of the order).
     A store made before anchors were recorded is checked by length only."""
@@ -640,8 +651,12 @@ def check_order(path: Path, manifest: dict, dataset, reads: int = 3) -> None:
         return
     shape = tuple(manifest["dataset"]["image_shape"])
     labels = record.get("labels") or [None] * len(record["indices"])
+    files = record.get("files") or [None] * len(record["indices"])
+    samples = getattr(dataset, "samples", None)                     # torchvision's ImageFolder: (path, class) per item
     mismatched, reproducible = [], True
-    for i, digest, label in zip(record["indices"], record["sha256"], labels):
+    for i, digest, label, file in zip(record["indices"], record["sha256"], labels, files):
+        if file is not None and isinstance(samples, (list, tuple)) and file_key(samples[i][0]) != file:
+            raise _order_error(path, i, f"the file {file_key(samples[i][0])}, not the store's {file}")
         image, item_label = _image_and_label(dataset[i])
         if label is not None and item_label is not None and item_label != label:
             raise _order_error(path, i, f"label {item_label}, not the store's {label}")
