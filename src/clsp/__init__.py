@@ -35,7 +35,7 @@ _PUBLIC = {                                   # name -> the module that defines 
     "UserError": "clsp.errors",
 }
 
-__all__ = [*_PUBLIC, "__version__"]
+__all__ = ["CLSPTerm", "PositivesStore", "UserError", "__version__", "generate_positives", "load_dataset", "load_encoder"]
 
 if TYPE_CHECKING:
     from clsp.data.catalogue import load_dataset

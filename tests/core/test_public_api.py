@@ -51,6 +51,7 @@ def test_import_clsp_loads_no_torch_and_lists_the_api():
     assert out[0] == "False"
     assert out[1].strip() == str(sorted(["CLSPTerm", "PositivesStore", "UserError", "__version__", "generate_positives",
                                          "load_dataset", "load_encoder"])) + " True"
+    assert set(clsp.__all__) == {*clsp._PUBLIC, "__version__"}
     with pytest.raises(AttributeError):
         clsp.no_such_name
 
@@ -172,15 +173,12 @@ def test_a_synthesized_store_opens_alone_and_over_a_torch_dataset(fashion16, tmp
 
 
 def test_clsp_term_is_the_term_pretraining_adds(tmp_path):
-    import sys as _sys
-    from pathlib import Path
-
-    _sys.path.insert(0, str(Path(__file__).parents[1] / "methods"))
-    from methods_helpers import tiny_config
-
+    from clsp.config import load_config
+    from clsp.methods.pretrain import PretrainConfig
     from clsp.methods.simclr import SimCLR
 
-    cfg = tiny_config(tmp_path, "clsp.weight=0.7")
+    cfg = load_config(PretrainConfig, None, ["dataset.name=digits", "backbone.arch=resnet10", "projector.hidden_dim=64",
+                                             "projector.out_dim=32", "clsp.weight=0.7", f"out_dir={tmp_path}"])
     method = SimCLR(cfg, data=None, views=None, steps_per_epoch=10)
     torch.manual_seed(0)
     views = [torch.randn(8, 3, 8, 8) for _ in range(3)]

@@ -6,7 +6,7 @@ features mixed into each candidate's, h <- w h + (1 - w) h_anchor, at every deno
 and candidates as a torch user holds them:
 
     images      (N, C, H, W): uint8 in [0, 255], or float in [0, 1] (what torchvision's ToTensor gives)
-    candidates  (N, K, C, H, W): the same dtype and range as the images (float32 for float images)
+    candidates  (N, K, C, H, W): the same dtype and range as the images
 
 and the sampler settings of a model directory's record (`recommended_sampler` in record.json: what makes the
 shipped 16 px model's candidates keep their anchor's class) as defaults.

@@ -440,6 +440,7 @@ class PositivesStore:
 
         from clsp.data.sets import content_fingerprint
         from clsp.positives.generate import to_store_layout
+        from clsp.rundir import package_versions
 
         anchors = to_store_layout(images, "images").numpy()
         pixels = to_store_layout(candidates, "candidates", "N, K, C, H, W").numpy()
@@ -459,8 +460,6 @@ class PositivesStore:
         dataset = {"name": name, "split": "all", "n": n, "fingerprint": content_fingerprint(anchors, labels),
                    "image_shape": [int(x) for x in anchors.shape[1:]]}
         generation = {"k": int(k), "chunk_size": int(chunk_size), "made_by": "PositivesStore.save"}
-        from clsp.rundir import package_versions
-
         manifest = new_manifest(dataset, "unrecorded", generation, {}, package_versions(),
                                 anchor_record(n, lambda rows: anchors[rows], labels, files))
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -633,10 +632,10 @@ def file_key(path) -> str:
 def check_order(path: Path, manifest: dict, dataset, reads: int = 3) -> None:
     """A map-style dataset holds the images the store was made from, in the same order: the same length, and at
     each recorded index (`anchor_record`) the same file where both have one (a torchvision ImageFolder's `samples`),
-    the same label where its items are (image, label), and the same pixels
-    where its items give images of the store's shape reproducibly (each index is read `reads` times: a dataset
-    whose items differ between reads draws random augmentations, whose pixels say nothing of the order).
-    A store made before anchors were recorded is checked by length only."""
+    the same label where its items are (image, label), and the same pixels where its items give images of the
+    store's shape reproducibly (each index is read `reads` times: a dataset whose items differ between reads draws
+    random augmentations, whose pixels say nothing of the order). A store made before anchors were recorded is
+    checked by length only."""
     n = int(manifest["dataset"]["n"])
     try:
         length = len(dataset)
