@@ -132,7 +132,7 @@ def image_list_set(name: str, split: str, items: list[tuple[str, int]], classes:
     images = keep_grey(decode_all(paths, load, desc=f"decoding {name} {split}"))
     labels = np.asarray([label for _, label in items], dtype=np.int64) if labelled else None
     key = fingerprint_cache_key(name, split, size, paths)
-    return ImageSet(name, split, images, labels, classes, source, tuple(mean), tuple(std), cache_key=key)
+    return ImageSet(name, split, images, labels, classes, source, tuple(mean), tuple(std), cache_key=key, files=paths)
 
 
 def keep_grey(images: np.ndarray) -> np.ndarray:

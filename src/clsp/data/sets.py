@@ -35,6 +35,7 @@ class ImageSource(Protocol):
     split: str
     classes: list[str]
     labels: np.ndarray | None          # int64 (N,); None for an unlabelled split
+    files: list[str] | None            # each image's file, for a set read from a folder; None for the others
     source: str                        # where it was found, in words
     mean: tuple[float, ...]            # three entries, also for grey data (the encoder repeats its channel)
     std: tuple[float, ...]
@@ -88,6 +89,7 @@ class ImageSet:
     std: tuple[float, ...] = IMAGENET_STD
     _fingerprint: str | None = field(default=None, repr=False)
     cache_key: str | None = field(default=None, repr=False)  # see `fingerprint_cache_key`; None = never cached
+    files: list[str] | None = field(default=None, repr=False)  # each image's file, for a set read from a folder
     resident: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
@@ -128,7 +130,8 @@ class ImageSet:
     def subset(self, indices: np.ndarray, name_suffix: str = "") -> "ImageSet":
         idx = np.asarray(indices)
         return ImageSet(self.name + name_suffix, self.split, self.images_at(idx),
-                        None if self.labels is None else self.labels[idx], self.classes, self.source, self.mean, self.std)
+                        None if self.labels is None else self.labels[idx], self.classes, self.source, self.mean, self.std,
+                        files=None if self.files is None else [self.files[i] for i in idx])
 
     def tensors(self, device: str | "object" = "cpu"):
         """(images uint8 NHWC, labels int64 or None) as torch tensors on `device` (GPU-resident sets)."""
@@ -180,6 +183,11 @@ class StreamingImageSet:
     @property
     def channels(self) -> int:
         return 3
+
+    @property
+    def files(self) -> list[str]:
+        """Each image's file, in the set's order."""
+        return [path for path, _ in self.items]
 
     @property
     def fingerprint(self) -> str:

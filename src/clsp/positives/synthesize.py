@@ -167,7 +167,7 @@ def _synthesize(cfg: SynthesizeConfig) -> Path:
                   "strength": to_dict(cfg.strength)}
     sources = {"model_dir": str(Path(cfg.model).resolve()), "dataset_config": to_dict(cfg.dataset), "split": cfg.split}
     versions = dict(package_versions(), git_commit=git_commit())
-    anchors = anchor_record(len(dataset), dataset.images_at, dataset.labels)   # what `open` checks other datasets by
+    anchors = anchor_record(len(dataset), dataset.images_at, dataset.labels, getattr(dataset, "files", None))
     writer = StoreWriter(cfg.out_dir, new_manifest(dataset_record(dataset), hash_directory(cfg.model), generation, sources, versions,
                                                    anchors), rank=rank, world=world)
 
