@@ -30,7 +30,7 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--out", default="simclr_backbone.pt", help="where the trained backbone's weights go")
     parser.add_argument("--positives", required=True, help="the store of --data's positives (clsp synthesize)")
-    parser.add_argument("--clsp-weight", type=float, default=1.0, help="lambda of the CLSP term")
+    parser.add_argument("--clsp-weight", type=float, default=0.5, help="CLSP lambda (paper: 1.0; short runs from scratch collapse at 1.0)")
     args = parser.parse_args(argv)
 
     torch.manual_seed(0)

@@ -84,7 +84,9 @@ def main(argv: list[str] | None = None) -> dict:
     backbone.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)                           # small images: no downsampling stem
     backbone.maxpool, backbone.fc = nn.Identity(), nn.Identity()
     projector = nn.Sequential(nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 128))
-    clsp_term = clsp.CLSPTerm(weight=args.clsp_weight, ramp_steps=len(loader) * args.epochs // 10)
+    # lambda rises from 0 over the first epoch (clsp.ramp_epochs=1): from scratch, a candidate is at first no closer to
+    # its anchor than any image, and the full term at once can collapse a short run (configs/cpu-study.yaml says why)
+    clsp_term = clsp.CLSPTerm(weight=args.clsp_weight, ramp_steps=len(loader))
     parameters = [*backbone.parameters(), *projector.parameters()]
     optimizer = torch.optim.SGD(parameters, lr=0.06, momentum=0.9, weight_decay=5e-4)
 
