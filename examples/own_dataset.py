@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import torch
@@ -107,4 +108,8 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except clsp.UserError as e:                     # bad input (e.g. a folder the store was not made from): one line
+        print(f"own_dataset.py: error: {e}", file=sys.stderr)
+        sys.exit(2)
