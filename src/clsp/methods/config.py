@@ -116,6 +116,10 @@ class PretrainConfig:
     lars_eta: float = 0.02            # LARS as solo-learn's recipes: trust coefficient 0.02, ...
     lars_clip_lr: bool = True         # ... the adapted rate clipped at lr, biases and norms not adapted
     batch_size: int = 1024            # per device
+    batch_follows_data: bool = False  # a training split smaller than one global batch: true, the largest batch that
+                                      # fits (for MoCo / NNCLR / All4One a divisor of the queue) with lr scaled
+                                      # linearly, said at the start; false, refused (the paper presets: their batch
+                                      # is the setting being reproduced)
     epochs: int = 1000
     warmup_epochs: int = 10
     warmup_start_lr: float = 1e-3

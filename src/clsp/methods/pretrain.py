@@ -47,6 +47,34 @@ def validate(cfg: PretrainConfig, world: int) -> None:
                         "one yet; use clsp.quality=online (scored by the method's own encoder) or none")
 
 
+def fit_batch_to_data(cfg: PretrainConfig, n_train: int, world: int) -> tuple[PretrainConfig, str | None]:
+    """cfg with its batch fitted to a training split smaller than one global batch, and a line saying so; cfg
+    itself (and None) when the batch fits. Without `batch_follows_data` a batch that does not fit is refused.
+
+    The fitted batch b is the largest b <= n_train / world whose global batch divides the method's queue (MoCo,
+    NNCLR, All4One), so that every batch is full and the queue holds whole batches; the learning rate and the
+    warmup's start follow the linear scaling rule (Goyal et al. 2017): lr * b / batch_size."""
+    global_batch = cfg.batch_size * world
+    if n_train >= global_batch:
+        return cfg, None
+    devices = f" x {world} devices" if world > 1 else ""
+    key = method_class(cfg.method).memory_size_key
+    queue = functools.reduce(getattr, key.split("."), cfg) if key else None
+    fits = [b for b in range(n_train // world, 0, -1) if queue is None or queue % (b * world) == 0]
+    if not cfg.batch_follows_data or not fits:
+        largest = f"at most {fits[0]}" if fits else "one that fits"
+        raise UserError(f"{cfg.dataset.name} split '{cfg.dataset.train_split}' has {n_train} training images, fewer "
+                        f"than one batch (batch_size={cfg.batch_size}{devices}); set batch_size to {largest}"
+                        + (f" (a divisor of {key}={queue})" if queue else "")
+                        + ("" if cfg.batch_follows_data else ", or batch_follows_data=true to fit it to the data"))
+    batch = fits[0]
+    scale = batch / cfg.batch_size
+    fitted = dataclasses.replace(cfg, batch_size=batch, lr=cfg.lr * scale, warmup_start_lr=cfg.warmup_start_lr * scale)
+    return fitted, (f"{n_train} training images are fewer than one batch of {cfg.batch_size}{devices}: batch_size "
+                    f"{batch}" + (f" (a divisor of {key}={queue})" if queue else "")
+                    + f" and lr {fitted.lr:g} ({cfg.lr:g} x {batch}/{cfg.batch_size}), as batch_follows_data=true asks")
+
+
 def check_third_view_inputs(cfg: PretrainConfig, train, store, resident: bool) -> None:
     """What the third view needs from the data: K >= P stored candidates, labels and a resident set for the oracle."""
     clsp = cfg.clsp
@@ -100,11 +128,10 @@ def _pretrain(cfg: PretrainConfig, callbacks: list | None) -> Path:
     out = Path(cfg.out_dir)
     train = load_split(cfg.dataset, cfg.dataset.train_split)
     require_labels_for(cfg.method, train)
+    cfg, fitted = fit_batch_to_data(cfg, len(train), world)
+    if fitted:
+        log.info(f"pretrain: {fitted}")
     global_batch = cfg.batch_size * world
-    if len(train) < global_batch:
-        raise UserError(f"dataset {cfg.dataset.name} has {len(train)} training images, fewer than one batch "
-                        f"(batch_size={cfg.batch_size}" + (f" x {world} devices" if world > 1 else "")
-                        + f"); set batch_size to at most {len(train) // world}")
     store = None
     if cfg.third_view == "synthetic":
         from clsp.positives.store import PositivesStore
