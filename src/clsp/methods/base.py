@@ -154,7 +154,8 @@ class ContrastiveMethod(L.LightningModule):
                  monitor: MonitorData | None = None, image_size: int | None = None) -> None:
         super().__init__()
         self.cfg = cfg
-        self.backbone, self.feat_dim = make_backbone(cfg.backbone.arch, cfg.backbone.stem, cfg.backbone.width, image_size)
+        b = cfg.backbone
+        self.backbone, self.feat_dim = make_backbone(b.arch, b.stem, b.width, image_size)
         p = cfg.projector
         self.projector = make_projector(self.feat_dim, p.hidden_dim, p.out_dim, p.layers, p.batchnorm,
                                         p.output_batchnorm)
