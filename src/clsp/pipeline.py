@@ -573,7 +573,7 @@ class Pipeline:
         and labelled train and test splits for kNN, linear and t-SNE. Those three are skipped, and said so,
         when the training set has no labels (a flat folder) and no labelled set is named (eval.dataset)."""
         from clsp.data.config import load_split
-        from clsp.methods.pretrain import check_third_view_inputs, fit_batch_to_data, require_labels_for
+        from clsp.methods.pretrain import check_backbone, check_third_view_inputs, fit_batch_to_data, require_labels_for
         from clsp.training import world_size
 
         cfg, ev = self.cfg, self.cfg.eval
@@ -585,6 +585,9 @@ class Pipeline:
         if self.diffusion is not None and not train.resident:
             raise UserError(f"dataset {cfg.dataset.name} streams from disk, so the pipeline cannot train a diffusion "
                             "model on it; give a trained local diffusers model with model_dir=DIR")
+        backbones = {(pre.backbone.arch, pre.backbone.stem, pre.backbone.width): pre for pre in self.runs.values()}
+        for pre in backbones.values():                                      # e.g. an unknown timm model
+            check_backbone(pre, train.image_size)
         batches_fitted: Dict[str, str] = {}
         for name, pre in self.runs.items():
             require_labels_for(pre.method, train)

@@ -128,6 +128,7 @@ def _pretrain(cfg: PretrainConfig, callbacks: list | None) -> Path:
     out = Path(cfg.out_dir)
     train = load_split(cfg.dataset, cfg.dataset.train_split)
     require_labels_for(cfg.method, train)
+    check_backbone(cfg, train.image_size)
     cfg, fitted = fit_batch_to_data(cfg, len(train), world)
     if fitted:
         log.info(f"pretrain: {fitted}")
@@ -169,7 +170,7 @@ def _pretrain(cfg: PretrainConfig, callbacks: list | None) -> Path:
         monitor = MonitorData(as_tensor(train), torch.from_numpy(train.labels), as_tensor(test),
                               torch.from_numpy(test.labels), tuple(train.mean), tuple(train.std), size)
     steps_per_epoch = data.steps_per_epoch(world)
-    module = method_class(cfg.method)(cfg, data, views, steps_per_epoch, num_classes, monitor)
+    module = method_class(cfg.method)(cfg, data, views, steps_per_epoch, num_classes, monitor, image_size=size)
     module = module.to(memory_format=torch.channels_last)  # as the augmented views are (and DDP's buckets)
     check_batch_fits(cfg, module, size, views.n_views)
 
@@ -210,6 +211,15 @@ def _pretrain(cfg: PretrainConfig, callbacks: list | None) -> Path:
     return out
 
 
+def check_backbone(cfg: PretrainConfig, image_size: int) -> None:
+    """Refuse, before anything is written, a backbone that cannot be built for these images (an unknown or
+    uninstalled timm model, a stem it has not, a ViT patch the side does not divide), by building it once
+    (the weights are drawn again, after seeding, for the run)."""
+    from clsp.models.backbones import make_backbone
+
+    make_backbone(cfg.backbone.arch, cfg.backbone.stem, cfg.backbone.width, image_size)
+
+
 def check_batch_fits(cfg: PretrainConfig, module, size: int, n_views: int) -> None:
     """Refuse, before the first step, a batch whose views' activations cannot fit in memory (clsp.memory)."""
     import torch
@@ -217,7 +227,7 @@ def check_batch_fits(cfg: PretrainConfig, module, size: int, n_views: int) -> No
     from clsp import training
     from clsp.memory import activation_bytes_per_image, check_step_fits
 
-    channels = next(m for m in module.backbone.modules() if isinstance(m, torch.nn.Conv2d)).in_channels
+    channels = next((m.in_channels for m in module.backbone.modules() if isinstance(m, torch.nn.Conv2d)), 3)
     example = torch.zeros(2, channels, size, size)
     per_image = activation_bytes_per_image([module.backbone, module.projector],
                                            lambda x: module.projector(module.backbone(x)), example)
@@ -262,8 +272,10 @@ def quality_summary(csv_path: Path) -> dict | None:
 
 def encoder_meta(cfg: PretrainConfig, train, feat_dim: int) -> dict:
     """What evaluation needs to rebuild and feed an encoder (the header of encoder.safetensors)."""
+    from clsp.models.backbones import backbone_record
+
     return {"arch": cfg.backbone.arch, "stem": cfg.backbone.stem, "width": cfg.backbone.width, "feat_dim": feat_dim,
-            "dataset": cfg.dataset.name,
+            **backbone_record(cfg.backbone.arch), "dataset": cfg.dataset.name,
             "image_size": train.image_size, "mean": list(train.mean), "std": list(train.std), "method": cfg.method,
             "clsp_lambda": cfg.clsp.weight, "third_view": cfg.third_view, "epochs": cfg.epochs}
 
@@ -288,7 +300,7 @@ def untrained_encoder(cfg: PretrainConfig) -> Path:
         return out
     stage.start()
     torch.manual_seed(cfg.seed)                      # as pretrain() seeds the model it builds
-    backbone, feat_dim = make_backbone(cfg.backbone.arch, cfg.backbone.stem, cfg.backbone.width)
+    backbone, feat_dim = make_backbone(cfg.backbone.arch, cfg.backbone.stem, cfg.backbone.width, train.image_size)
     meta = encoder_meta(cfg, train, feat_dim) | {"method": "none", "clsp_lambda": 0.0, "third_view": None, "epochs": 0}
     save_encoder(out / ENCODER_FILE, backbone, meta)
     metrics = {"method": "none", "untrained": True, "seed": cfg.seed, "steps": 0, "epochs": 0}
