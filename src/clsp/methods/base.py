@@ -316,7 +316,8 @@ class ContrastiveMethod(L.LightningModule):
         saved = checkpoint.get("clsp") or {}
         self.results.update(saved.get("results") or {})
         self._seconds_before = float(saved.get("train_seconds") or 0.0)
-        # A checkpoint at an epoch's last step precedes that epoch's end, which the resumed run does not redo.
+        # A checkpoint at an epoch's last step is written after that epoch's end (clsp.training), which reported and
+        # reset the probe's counts: the resumed run starts its next epoch from zero counts.
         if "probe_counts" in saved and int(checkpoint.get("global_step", 0)) % self.steps_per_epoch:
             self._probe_counts = saved["probe_counts"].clone()
 
