@@ -567,13 +567,13 @@ class Pipeline:
         title = f"interpolation weight w ({self.cfg.synthesis.sampler.sampler}, {self.cfg.synthesis.sampler.steps} steps)"
         grids.save_png(self.layout.figure("w_sweep"), grids.w_sweep_image(few, sweep, title=title))
 
-    def preflight(self) -> None:
+    def preflight(self, announce: bool = True) -> None:
         """What the stages will need, checked before the first one runs: the model directory, the training
         images (in memory when a diffusion model is trained on them; enough for every pretraining batch),
         and labelled train and test splits for kNN, linear and t-SNE. Those three are skipped, and said so,
         when the training set has no labels (a flat folder) and no labelled set is named (eval.dataset)."""
         from clsp.data.config import load_split
-        from clsp.methods.pretrain import check_third_view_inputs, require_labels_for
+        from clsp.methods.pretrain import check_backbone, check_third_view_inputs, fit_batch_to_data, require_labels_for
         from clsp.training import world_size
 
         cfg, ev = self.cfg, self.cfg.eval
@@ -585,20 +585,29 @@ class Pipeline:
         if self.diffusion is not None and not train.resident:
             raise UserError(f"dataset {cfg.dataset.name} streams from disk, so the pipeline cannot train a diffusion "
                             "model on it; give a trained local diffusers model with model_dir=DIR")
+        backbones = {(pre.backbone.arch, pre.backbone.stem, pre.backbone.width): pre for pre in self.runs.values()}
+        for pre in backbones.values():                                      # e.g. an unknown timm model
+            check_backbone(pre, train.image_size)
+        batches_fitted: Dict[str, str] = {}
         for name, pre in self.runs.items():
             require_labels_for(pre.method, train)
             check_third_view_inputs(pre, train, None, train.resident)      # the oracle's labels
             if pre.third_view == "synthetic" and pre.clsp.positives_per_step > cfg.synthesis.k:
                 raise UserError(f"pretraining {name}: clsp.positives_per_step={pre.clsp.positives_per_step} is more than "
                                 f"the synthesis.k={cfg.synthesis.k} candidates stored per image; use at most {cfg.synthesis.k}")
-            batch = pre.batch_size * world_size(pre.trainer)
-            if len(train) < batch:
-                devices = f" x {batch // pre.batch_size} devices" if batch != pre.batch_size else ""
-                raise UserError(f"{cfg.dataset.name} split '{cfg.dataset.train_split}' has {len(train)} training images, "
-                                f"fewer than one pretraining batch of run {name} (pretrain.batch_size={pre.batch_size}"
-                                f"{devices}); set pretrain.batch_size to at most {len(train) * pre.batch_size // batch} "
-                                "(for MoCo a divisor of pretrain.moco.queue_size)")
-        self.data_record = {"train": _describe(train), "eval": None, "skipped": {}}
+            if self.specs[name].method == "none":
+                continue                                                    # the floor trains nothing
+            try:
+                self.runs[name], fitted = fit_batch_to_data(pre, len(train), world_size(pre.trainer))
+            except UserError as e:
+                raise UserError(f"pretraining {name}: {e}".replace(" set batch_size", " set pretrain.batch_size")
+                                .replace("batch_follows_data=true", "pretrain.batch_follows_data=true")
+                                .replace(" (a divisor of ", " (a divisor of pretrain.")) from None
+            if fitted:
+                batches_fitted[name] = fitted
+                if announce:
+                    log.info(f"pipeline: pretraining {name}: {fitted}")
+        self.data_record = {"train": _describe(train), "eval": None, "skipped": {}, "batches_fitted": batches_fitted}
         wanted = [kind for kind in LABELLED_EVALS if getattr(ev, kind)]
         if wanted and ev.dataset is None and train.labels is None:
             self.skipped_evals = {kind: f"{cfg.dataset.name} has no labels; to evaluate, name a labelled set with "
@@ -713,7 +722,7 @@ def serve_stages(cfg: PipelineConfig) -> None:
     apply_threads(cfg.trainer)
     pipeline = Pipeline(cfg)
     with run_lock(pipeline.layout.root):   # the parent's: nothing to take (clsp.lock.is_launcher)
-        pipeline.preflight()               # the same plan as the parent's (it decides which evaluations run)
+        pipeline.preflight(announce=False)  # the same plan as the parent's (it decides which evaluations run)
         serve({stage.name: stage for stage in pipeline.stages()})
 
 

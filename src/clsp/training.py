@@ -268,18 +268,31 @@ def run_progress_bar(refresh_rate: int):
             due = time.monotonic() - self._drawn >= 2.0
             return self.is_enabled and (current % self.refresh_rate == 0 or current == total or due)
 
-        def on_train_epoch_start(self, trainer, *_):
-            bar = self.train_progress_bar
+        def init_train_tqdm(self):
+            """The bar made with its run-wide total, start and epoch, so that it is drawn once at its start
+            (Lightning's is drawn at creation, then again at each reset to the epoch's total)."""
+            import sys
+
+            from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
+
+            trainer = self.trainer
             total = trainer.max_steps if trainer.max_steps > 0 else trainer.estimated_stepping_batches
-            if bar.total != total:
-                bar.reset(total=total)
-                bar.n = bar.initial = trainer.global_step
-                bar.refresh()
-            bar.set_description(f"epoch {trainer.current_epoch}")
+            return Tqdm(desc=f"epoch {trainer.current_epoch}", total=total, initial=trainer.global_step,
+                        position=2 * self.process_position, disable=self.is_disabled, leave=True, dynamic_ncols=True,
+                        file=sys.stdout, smoothing=0, bar_format=self.BAR_FORMAT)
+
+        def on_train_epoch_start(self, trainer, *_):
+            self.train_progress_bar.set_description(f"epoch {trainer.current_epoch}", refresh=False)  # drawn at the next step
+
+        def on_train_epoch_end(self, trainer, pl_module):
+            self.train_progress_bar.set_postfix(self.get_metrics(trainer, pl_module), refresh=False)
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             n = trainer.global_step
-            if self._should_update(n, self.train_progress_bar.total):
+            if n == self.train_progress_bar.total:        # the last step: drawn once, when the bar closes
+                self.train_progress_bar.n = n
+                self.train_progress_bar.set_postfix(self.get_metrics(trainer, pl_module), refresh=False)
+            elif self._should_update(n, self.train_progress_bar.total):
                 self.train_progress_bar.n = n
                 self.train_progress_bar.set_postfix(self.get_metrics(trainer, pl_module))  # refreshes the bar
                 self._drawn = time.monotonic()

@@ -17,7 +17,7 @@ from clsp.cli import COMMANDS, all_commands_parser, main, resolve_config
 from clsp.config import load_config
 from clsp.errors import ConfigError
 
-HEAVY = ("torch", "lightning", "diffusers", "kornia", "torchvision")
+HEAVY = ("torch", "lightning", "diffusers", "kornia", "torchvision", "timm")
 
 
 def subcommand_parsers(parser=None, prefix=()):

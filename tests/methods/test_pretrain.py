@@ -262,3 +262,15 @@ def test_two_process_ddp_run_on_cpu(tmp_path):
     assert (metrics["global_batch"], metrics["steps"]) == (16, 4)
     queue = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]["queue"]
     assert queue.shape == (2, 32, 32) and torch.allclose(queue.norm(dim=2), torch.ones(2, 32))
+
+
+def test_the_progress_bar_is_drawn_once_per_update_over_the_whole_run(tmp_path, capsys):
+    """One bar for the run (global step / max steps): no '0/?' bar before it, no redraw of a state already drawn
+    (Lightning draws its bar at creation, at each reset to the epoch's total and at each epoch's end)."""
+    pretrain(tiny_config(tmp_path, "epochs=2", "trainer.progress=true", "trainer.log_every=50"))
+    draws = [d.strip() for d in capsys.readouterr().out.replace("\r", "\n").splitlines() if "it/s" in d]
+    states = [d.split("[")[0] for d in draws]                    # "epoch 1: 100%|...| 16/16 " without times
+    total = int(states[0].split("/")[-1])
+    assert states[0].startswith("epoch 0:") and states[0].rstrip().endswith(f"0/{total}") and "?" not in states[0]
+    assert len(states) == len(set(states)), draws                 # no state drawn twice
+    assert states[-1].startswith("epoch 1:") and states[-1].rstrip().endswith(f"{total}/{total}")

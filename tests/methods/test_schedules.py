@@ -72,6 +72,32 @@ def test_lars_without_clipping_is_the_plain_trust_ratio():
     torch.testing.assert_close(w.detach(), expected)
 
 
+def test_lars_takes_timms_steps_except_on_a_zero_gradient():
+    """timm.optim.Lars, set as this LARS (trust 0.02, clipped, the excluded group plain SGD), takes the same three
+    steps, except that it decays a weight whose gradient is zero, which solo-learn leaves: why LARS is kept."""
+    timm_optim = pytest.importorskip("timm.optim")
+    lr, wd, eta = 0.4, 1e-3, 0.02
+    torch.manual_seed(0)
+    start = [torch.randn(4, 3), torch.randn(2, 2, 3), torch.randn(3, 2), torch.randn(5)]   # ..., still, bias
+    ours, theirs = ([torch.nn.Parameter(w.clone()) for w in start] for _ in range(2))
+    opt_ours = LARS([{"params": ours[:3]}, {"params": ours[3:], "weight_decay": 0.0, "lars_exclude": True}],
+                    lr=lr, momentum=0.9, weight_decay=wd, eta=eta)
+    opt_theirs = timm_optim.Lars([{"params": theirs[:3], "always_adapt": True},
+                                  {"params": theirs[3:], "weight_decay": 0.0, "always_adapt": False}],
+                                 lr=lr, momentum=0.9, weight_decay=wd, trust_coeff=eta, trust_clip=True)
+    for _ in range(3):
+        grads = [torch.randn_like(w) for w in start]
+        grads[2].zero_()
+        for params, opt in ((ours, opt_ours), (theirs, opt_theirs)):
+            for p, g in zip(params, grads):
+                p.grad = g.clone()
+            opt.step()
+    for i in (0, 1, 3):
+        torch.testing.assert_close(ours[i].detach(), theirs[i].detach(), msg=str(i))
+    torch.testing.assert_close(ours[2].detach(), start[2])                           # solo-learn: not moved
+    assert not torch.allclose(theirs[2].detach(), start[2])                          # timm: decayed
+
+
 def test_param_groups_probe_and_lars_exclusions(tmp_path):
     from clsp.methods import method_class
     from clsp.methods.data import ViewMaker

@@ -24,3 +24,18 @@ def test_the_step_overhead_benchmark_counts_every_phase_and_records(tmp_path, ca
     assert set(phases) == {"views", "forward", "backward", "optimiser"} and all(n > 0 for n in phases.values())
     assert sum(phases.values()) == moco["aten_calls_per_step"]
     assert "aten calls/step" in capsys.readouterr().out
+
+
+def test_the_step_floor_benchmark_times_both_memory_formats_and_records(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("step_floor_benchmark", BENCHMARK.with_name("step_floor.py"))
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--shapes", "bench", "--methods", "moco", "--rounds", "1", "--steps", "1", "--record",
+                       "--results", str(tmp_path)]) == 0
+    [path] = tmp_path.glob("step-floor-cpu-*.json")
+    result = json.loads(path.read_text())
+    assert result["device"] and "commit" in result and result["shapes"]["bench"][:4] == ["cifar", 64, 2, 8]
+    [moco] = result["results"]
+    assert moco["method"] == "moco" and len(moco["ms_channels_last"]) == len(moco["ms_contiguous"]) == 1
+    assert moco["contiguous_over_channels_last"] == moco["ms_contiguous"][0] / moco["ms_channels_last"][0]
+    assert "contiguous/channels_last" in capsys.readouterr().out

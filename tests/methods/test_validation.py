@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -68,3 +69,28 @@ def test_cli_says_one_line_and_exits_2(tmp_path):
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("clsp: error: config key 'moco.queue_size'"), result.stderr
+
+
+@pytest.mark.parametrize("method, overrides, batch", [("simclr", [], 40), ("moco", ["moco.queue_size=96"], 32),
+                                                       ("nnclr", ["nnclr.support_size=90"], 30)])
+def test_a_batch_larger_than_the_training_split_follows_it_when_asked(tmp_path, method, overrides, batch):
+    """40 training images, batch 64: the largest batch that fits (a divisor of the queue), lr scaled linearly."""
+    from clsp.methods.pretrain import fit_batch_to_data
+
+    cfg = tiny_config(tmp_path, f"method={method}", "batch_size=64", "lr=0.4", "warmup_start_lr=0.04",
+                      "batch_follows_data=true", *overrides)
+    fitted, line = fit_batch_to_data(cfg, 40, world=1)
+    assert (fitted.batch_size, fitted.lr, fitted.warmup_start_lr) == (batch, pytest.approx(0.4 * batch / 64),
+                                                                     pytest.approx(0.04 * batch / 64))
+    assert line.startswith(f"40 training images are fewer than one batch of 64: batch_size {batch}")
+    assert fit_batch_to_data(fitted, 40, world=1) == (fitted, None)          # fitted once: a rerun changes nothing
+    with pytest.raises(UserError, match=r"has 40 training images, fewer than one batch \(batch_size=64 x 2 devices\); "
+                                        rf"set batch_size to at most {batch // 2 if method != 'simclr' else 20}"):
+        fit_batch_to_data(dataclasses.replace(cfg, batch_follows_data=False), 40, world=2)
+
+
+def test_a_training_split_smaller_than_the_batch_is_refused_by_default(tmp_path):
+    with pytest.raises(UserError, match=r"digits split 'train' has \d+ training images, fewer than one batch "
+                                        r"\(batch_size=5000\); set batch_size to at most \d+, or batch_follows_data=true"):
+        pretrain(tiny_config(tmp_path, "batch_size=5000"))
+    assert not (tmp_path / "config.yaml").exists()

@@ -45,3 +45,17 @@ def test_outside_the_block_and_in_eval_mode_batchnorm_is_plain():
     apart.train()
     with views_apart(4, apart), pytest.raises(ValueError, match="not 4 equal views"):
         apart(x)
+
+
+def test_another_librarys_batchnorm_subclass_normalises_views_apart_too():
+    """timm's BatchNormAct2d (BatchNorm, then its activation), as in timm's EfficientNets."""
+    layers = pytest.importorskip("timm.layers")
+    torch.manual_seed(0)
+    bn = layers.BatchNormAct2d(4)
+    apart = per_view_batchnorm(copy.deepcopy(bn))
+    assert isinstance(apart, layers.BatchNormAct2d) and set(apart.state_dict()) == set(bn.state_dict())
+    views = [torch.randn(3, 4, 5, 5) * (i + 1) + i for i in range(2)]
+    separate = torch.cat([bn(v) for v in views])
+    with views_apart(2, apart):
+        torch.testing.assert_close(apart(torch.cat(views)), separate)
+    torch.testing.assert_close(apart.running_mean, bn.running_mean)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
 from clsp.cli import main
@@ -74,6 +75,33 @@ def test_the_readme_has_both_recipes():
     assert "eval.dataset.name=folder:/path/to/images" in commands[1]
 
 
+def readme_cpu_command() -> list[str]:
+    """The CPU recipe of the README's "Your own images" section (the demo preset on the user's folder)."""
+    section = README.split("## Your own images", 1)[1].split("\n## ", 1)[0]
+    [line] = [line.strip() for line in section.splitlines() if line.strip().startswith("clsp pipeline --config demo")]
+    return shlex.split(line)[1:]
+
+
+def test_the_readme_cpu_recipe_runs_as_written_with_batches_fitted_to_the_data(folders, tmp_path, caplog):
+    """The demo preset on 72 images: its batch of 200 follows the 57 training images (MoCo: 50, a divisor of its
+    queue), lr scaled linearly; every stage runs and the report states the fitted batches."""
+    labelled, _ = folders
+    run = tmp_path / "run"
+    words = [w.replace("/path/to/images", str(labelled)) for w in readme_cpu_command()]
+    words = [f"out_dir={run}" if w.startswith("out_dir=") else w for w in words]
+    with caplog.at_level("INFO", logger="clsp"):
+        assert main(words) == 0
+    assert "pretraining moco: 57 training images are fewer than one batch of 200: batch_size 50 (a divisor of " \
+           "moco.queue_size=1000) and lr 0.075 (0.3 x 50/200)" in caplog.text
+    layout = RunLayout(run)
+    fitted = json.loads(layout.data.read_text())["batches_fitted"]
+    assert sorted(fitted) == ["moco", "moco-clsp", "simclr", "simclr-clsp", "simclr-clsp-start0.5"]  # not the floor
+    recorded = yaml.safe_load((layout.pretrain("simclr") / "config.yaml").read_text())
+    assert (recorded["batch_size"], recorded["lr"]) == (57, pytest.approx(0.5 * 57 / 200))
+    report = layout.report.read_text()
+    assert "Every expected piece is present" in report and "pretraining moco-clsp: 57 training images" in report
+
+
 def test_a_labelled_folder_gets_a_stratified_held_out_test_split(folders, tmp_path):
     labelled, flat = folders
     run = tmp_path / "run"
@@ -131,8 +159,8 @@ def test_a_flat_folder_is_evaluated_on_the_labelled_set_it_names(folders, tmp_pa
     (["dataset.name=folder:{labelled}", "dataset.holdout=0"], "no test/ subfolder and dataset.holdout=0"),
     (["dataset.name=folder:{flat}", "eval.dataset.name=folder:{flat}"], "has no labels, and labels are needed here"),
     (["dataset.name=folder:{labelled}", "pretrain.batch_size=100"],
-     r"57 training images, fewer than one pretraining batch of run \S+ \(pretrain.batch_size=100\); "
-     "set pretrain.batch_size to at most 57"),
+     r"pretraining \S+: folder:\S+ split 'train' has 57 training images, fewer than one batch \(batch_size=100\); "
+     "set pretrain.batch_size to at most 57, or pretrain.batch_follows_data=true to fit it to the data"),
     (["dataset.name=folder:{labelled}", "dataset.subset=0", "model_dir={labelled}/none"], "model_dir .* is not a directory"),
 ])
 def test_what_a_run_needs_is_checked_before_its_first_stage(folders, tmp_path, capsys, overrides, message):

@@ -147,10 +147,11 @@ class ContrastiveMethod(L.LightningModule):
     memory_size_key: str | None = None   # its size's config key (`validate`: a multiple of the global batch)
 
     def __init__(self, cfg, data, views: ViewMaker, steps_per_epoch: int, num_classes: int = 0,
-                 monitor: MonitorData | None = None) -> None:
+                 monitor: MonitorData | None = None, image_size: int | None = None) -> None:
         super().__init__()
         self.cfg = cfg
-        self.backbone, self.feat_dim = make_backbone(cfg.backbone.arch, cfg.backbone.stem, cfg.backbone.width)
+        b = cfg.backbone
+        self.backbone, self.feat_dim = make_backbone(b.arch, b.stem, b.width, image_size)
         p = cfg.projector
         self.projector = make_projector(self.feat_dim, p.hidden_dim, p.out_dim, p.layers, p.batchnorm,
                                         p.output_batchnorm)
@@ -311,7 +312,8 @@ class ContrastiveMethod(L.LightningModule):
         saved = checkpoint.get("clsp") or {}
         self.results.update(saved.get("results") or {})
         self._seconds_before = float(saved.get("train_seconds") or 0.0)
-        # A checkpoint at an epoch's last step precedes that epoch's end, which the resumed run does not redo.
+        # A checkpoint at an epoch's last step is written after that epoch's end (clsp.training), which reported and
+        # reset the probe's counts: the resumed run starts its next epoch from zero counts.
         if "probe_counts" in saved and int(checkpoint.get("global_step", 0)) % self.steps_per_epoch:
             self._probe_counts = saved["probe_counts"].clone()
 
@@ -349,10 +351,13 @@ class ContrastiveMethod(L.LightningModule):
                              eta=cfg.lars_eta, clip_lr=cfg.lars_clip_lr, exclude_bias_n_norm=True)
         else:
             groups = [{k: v for k, v in g.items() if k != "lars_exclude"} for g in self.param_groups()]
-            # fused: one kernel reads each weight, gradient and momentum once and writes them back (CPU and CUDA);
-            # foreach made ~3 weight-sized passes, ~1.3x the optimiser's time at ResNet-18's width (issue 29)
-            optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                                        fused=True)
+            if cfg.optimizer == "adamw":   # solo-learn's ViT recipes: torch's AdamW, betas (0.9, 0.999), decay on all
+                optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
+            else:
+                # fused: one kernel reads each weight, gradient and momentum once and writes them back (CPU and CUDA);
+                # foreach made ~3 weight-sized passes, ~1.3x the optimiser's time at ResNet-18's width (issue 29)
+                optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                                            fused=True)
         warmup = cfg.warmup_epochs * self.steps_per_epoch
         schedule = warmup_cosine(warmup, self.total_steps, cfg.warmup_start_lr / cfg.lr)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)

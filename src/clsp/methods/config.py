@@ -50,8 +50,9 @@ class All4OneConfig:
 
 @dataclass
 class BackboneConfig:
-    arch: str = "resnet18"            # resnet18 | resnet50
-    stem: str = "cifar"               # cifar (32 px) | stl (64 px) | imagenet (224 px)
+    arch: str = "resnet18"            # resnet18 | resnet50 | resnet10, or timm:NAME (e.g. timm:vit_small_patch16_224,
+                                      # timm:resnet50; needs pip install 'clsp[timm]'): a ViT is built for dataset.size
+    stem: str = "cifar"               # cifar (32 px) | stl (64 px) | imagenet (224 px); a timm ViT ignores it
     width: int = 64                   # channels of the first stage: 64 is the standard ResNet; 32 costs a quarter
 
 
@@ -109,13 +110,17 @@ class PretrainConfig:
     method: str = "simclr"            # a name in clsp.methods.METHODS (supcon is supervised: needs labels)
     backbone: BackboneConfig = field(BackboneConfig)
     projector: ProjectorConfig = field(ProjectorConfig)
-    optimizer: str = "sgd"            # sgd | lars
+    optimizer: str = "sgd"            # sgd | lars | adamw (betas 0.9, 0.999; `momentum` unused)
     lr: float = 0.5
     momentum: float = 0.9
     weight_decay: float = 1e-4
     lars_eta: float = 0.02            # LARS as solo-learn's recipes: trust coefficient 0.02, ...
     lars_clip_lr: bool = True         # ... the adapted rate clipped at lr, biases and norms not adapted
     batch_size: int = 1024            # per device
+    batch_follows_data: bool = False  # a training split smaller than one global batch: true, the largest batch that
+                                      # fits (for MoCo / NNCLR / All4One a divisor of the queue) with lr scaled
+                                      # linearly, said at the start; false, refused (the paper presets: their batch
+                                      # is the setting being reproduced)
     epochs: int = 1000
     warmup_epochs: int = 10
     warmup_start_lr: float = 1e-3
@@ -139,7 +144,7 @@ class PretrainConfig:
 
     def __post_init__(self) -> None:
         check_choice(self.method, "method", METHODS)
-        check_choice(self.optimizer, "optimizer", ["sgd", "lars"])
+        check_choice(self.optimizer, "optimizer", ["sgd", "lars", "adamw"])
         check_choice(self.augment, "augment", ["simclr", "moco", "asymmetric", "flip"])
         for key in ("lr", "batch_size", "epochs", "temperature", "warmup_start_lr"):
             check_positive(getattr(self, key), key)

@@ -47,6 +47,34 @@ def validate(cfg: PretrainConfig, world: int) -> None:
                         "one yet; use clsp.quality=online (scored by the method's own encoder) or none")
 
 
+def fit_batch_to_data(cfg: PretrainConfig, n_train: int, world: int) -> tuple[PretrainConfig, str | None]:
+    """cfg with its batch fitted to a training split smaller than one global batch, and a line saying so; cfg
+    itself (and None) when the batch fits. Without `batch_follows_data` a batch that does not fit is refused.
+
+    The fitted batch b is the largest b <= n_train / world whose global batch divides the method's queue (MoCo,
+    NNCLR, All4One), so that every batch is full and the queue holds whole batches; the learning rate and the
+    warmup's start follow the linear scaling rule (Goyal et al. 2017): lr * b / batch_size."""
+    global_batch = cfg.batch_size * world
+    if n_train >= global_batch:
+        return cfg, None
+    devices = f" x {world} devices" if world > 1 else ""
+    key = method_class(cfg.method).memory_size_key
+    queue = functools.reduce(getattr, key.split("."), cfg) if key else None
+    fits = [b for b in range(n_train // world, 0, -1) if queue is None or queue % (b * world) == 0]
+    if not cfg.batch_follows_data or not fits:
+        largest = f"at most {fits[0]}" if fits else "one that fits"
+        raise UserError(f"{cfg.dataset.name} split '{cfg.dataset.train_split}' has {n_train} training images, fewer "
+                        f"than one batch (batch_size={cfg.batch_size}{devices}); set batch_size to {largest}"
+                        + (f" (a divisor of {key}={queue})" if queue else "")
+                        + ("" if cfg.batch_follows_data else ", or batch_follows_data=true to fit it to the data"))
+    batch = fits[0]
+    scale = batch / cfg.batch_size
+    fitted = dataclasses.replace(cfg, batch_size=batch, lr=cfg.lr * scale, warmup_start_lr=cfg.warmup_start_lr * scale)
+    return fitted, (f"{n_train} training images are fewer than one batch of {cfg.batch_size}{devices}: batch_size "
+                    f"{batch}" + (f" (a divisor of {key}={queue})" if queue else "")
+                    + f" and lr {fitted.lr:g} ({cfg.lr:g} x {batch}/{cfg.batch_size}), as batch_follows_data=true asks")
+
+
 def check_third_view_inputs(cfg: PretrainConfig, train, store, resident: bool) -> None:
     """What the third view needs from the data: K >= P stored candidates, labels and a resident set for the oracle."""
     clsp = cfg.clsp
@@ -100,11 +128,11 @@ def _pretrain(cfg: PretrainConfig, callbacks: list | None) -> Path:
     out = Path(cfg.out_dir)
     train = load_split(cfg.dataset, cfg.dataset.train_split)
     require_labels_for(cfg.method, train)
+    check_backbone(cfg, train.image_size)
+    cfg, fitted = fit_batch_to_data(cfg, len(train), world)
+    if fitted:
+        log.info(f"pretrain: {fitted}")
     global_batch = cfg.batch_size * world
-    if len(train) < global_batch:
-        raise UserError(f"dataset {cfg.dataset.name} has {len(train)} training images, fewer than one batch "
-                        f"(batch_size={cfg.batch_size}" + (f" x {world} devices" if world > 1 else "")
-                        + f"); set batch_size to at most {len(train) // world}")
     store = None
     if cfg.third_view == "synthetic":
         from clsp.positives.store import PositivesStore
@@ -142,7 +170,7 @@ def _pretrain(cfg: PretrainConfig, callbacks: list | None) -> Path:
         monitor = MonitorData(as_tensor(train), torch.from_numpy(train.labels), as_tensor(test),
                               torch.from_numpy(test.labels), tuple(train.mean), tuple(train.std), size)
     steps_per_epoch = data.steps_per_epoch(world)
-    module = method_class(cfg.method)(cfg, data, views, steps_per_epoch, num_classes, monitor)
+    module = method_class(cfg.method)(cfg, data, views, steps_per_epoch, num_classes, monitor, image_size=size)
     module = module.to(memory_format=torch.channels_last)  # as the augmented views are (and DDP's buckets)
     check_batch_fits(cfg, module, size, views.n_views)
 
@@ -183,6 +211,15 @@ def _pretrain(cfg: PretrainConfig, callbacks: list | None) -> Path:
     return out
 
 
+def check_backbone(cfg: PretrainConfig, image_size: int) -> None:
+    """Refuse, before anything is written, a backbone that cannot be built for these images (an unknown or
+    uninstalled timm model, a stem it has not, a ViT patch the side does not divide), by building it once
+    (the weights are drawn again, after seeding, for the run)."""
+    from clsp.models.backbones import make_backbone
+
+    make_backbone(cfg.backbone.arch, cfg.backbone.stem, cfg.backbone.width, image_size)
+
+
 def check_batch_fits(cfg: PretrainConfig, module, size: int, n_views: int) -> None:
     """Refuse, before the first step, a batch whose views' activations cannot fit in memory (clsp.memory)."""
     import torch
@@ -190,7 +227,7 @@ def check_batch_fits(cfg: PretrainConfig, module, size: int, n_views: int) -> No
     from clsp import training
     from clsp.memory import activation_bytes_per_image, check_step_fits
 
-    channels = next(m for m in module.backbone.modules() if isinstance(m, torch.nn.Conv2d)).in_channels
+    channels = next((m.in_channels for m in module.backbone.modules() if isinstance(m, torch.nn.Conv2d)), 3)
     example = torch.zeros(2, channels, size, size)
     per_image = activation_bytes_per_image([module.backbone, module.projector],
                                            lambda x: module.projector(module.backbone(x)), example)
@@ -235,8 +272,10 @@ def quality_summary(csv_path: Path) -> dict | None:
 
 def encoder_meta(cfg: PretrainConfig, train, feat_dim: int) -> dict:
     """What evaluation needs to rebuild and feed an encoder (the header of encoder.safetensors)."""
+    from clsp.models.backbones import backbone_record
+
     return {"arch": cfg.backbone.arch, "stem": cfg.backbone.stem, "width": cfg.backbone.width, "feat_dim": feat_dim,
-            "dataset": cfg.dataset.name,
+            **backbone_record(cfg.backbone.arch), "dataset": cfg.dataset.name,
             "image_size": train.image_size, "mean": list(train.mean), "std": list(train.std), "method": cfg.method,
             "clsp_lambda": cfg.clsp.weight, "third_view": cfg.third_view, "epochs": cfg.epochs}
 
@@ -261,7 +300,7 @@ def untrained_encoder(cfg: PretrainConfig) -> Path:
         return out
     stage.start()
     torch.manual_seed(cfg.seed)                      # as pretrain() seeds the model it builds
-    backbone, feat_dim = make_backbone(cfg.backbone.arch, cfg.backbone.stem, cfg.backbone.width)
+    backbone, feat_dim = make_backbone(cfg.backbone.arch, cfg.backbone.stem, cfg.backbone.width, train.image_size)
     meta = encoder_meta(cfg, train, feat_dim) | {"method": "none", "clsp_lambda": 0.0, "third_view": None, "epochs": 0}
     save_encoder(out / ENCODER_FILE, backbone, meta)
     metrics = {"method": "none", "untrained": True, "seed": cfg.seed, "steps": 0, "epochs": 0}

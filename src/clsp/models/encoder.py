@@ -2,12 +2,15 @@
 
 `encoder.safetensors` holds the backbone weights (avgpool features, no fc) and, in the safetensors
 metadata, a JSON `meta` with at least: arch, stem, feat_dim, dataset, image_size, mean, std, method,
-clsp_lambda; and width when it is not the standard 64. Evaluation rebuilds the backbone from the meta and normalises inputs with its mean/std.
+clsp_lambda; width when it is not the standard 64; and for a timm model (arch `timm:NAME`) the timm version it
+was written with. Evaluation rebuilds the backbone from the meta (`make_backbone(arch, stem, width, image_size)`:
+a ViT is built for image_size), loads the weights strictly and normalises inputs with its mean/std.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -63,13 +66,22 @@ def read_meta(path: str | Path) -> dict[str, Any]:
 
 
 def load_encoder(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the backbone described by the file's meta, load its weights, put it in eval mode."""
+    """Rebuild the backbone described by the file's meta, load its weights (strict), put it in eval mode."""
     from safetensors.torch import load_file
 
-    from clsp.models.backbones import make_backbone
+    from clsp.models.backbones import backbone_record, make_backbone
 
     p = resolve_encoder_path(path)
     meta = read_meta(p)
-    backbone, _ = make_backbone(meta["arch"], meta["stem"], int(meta.get("width", 64)))
-    backbone.load_state_dict(load_file(str(p)))
+    backbone, _ = make_backbone(meta["arch"], meta["stem"], int(meta.get("width", 64)), int(meta["image_size"]))
+    written, here = meta.get("timm_version"), backbone_record(meta["arch"]).get("timm_version")
+    try:
+        backbone.load_state_dict(load_file(str(p)))
+    except RuntimeError as e:
+        if written == here:
+            raise
+        raise UserError(f"{p} holds a {meta['arch']} written with timm {written}, whose weights do not fit the one "
+                        f"timm {here} builds ({str(e).splitlines()[0]}); install timm=={written}") from None
+    if written != here:
+        logging.getLogger("clsp").warning(f"{p} was written with timm {written}, this is timm {here}; its weights fit")
     return backbone.to(device).eval(), meta

@@ -39,15 +39,23 @@ class ViewBatchNorm2d(_ViewsApart, nn.BatchNorm2d):
     pass
 
 
-_CONVERTED = {nn.BatchNorm1d: ViewBatchNorm1d, nn.BatchNorm2d: ViewBatchNorm2d}
+_CONVERTED: dict[type, type] = {nn.BatchNorm1d: ViewBatchNorm1d, nn.BatchNorm2d: ViewBatchNorm2d}
+
+
+def _per_view_class(cls: type) -> type:
+    """The per-view version of a BatchNorm class: torch's own, or another library's subclass (timm's BatchNormAct2d)."""
+    if cls not in _CONVERTED:
+        _CONVERTED[cls] = type(f"View{cls.__name__}", (_ViewsApart, cls), {"__module__": __name__})
+    return _CONVERTED[cls]
 
 
 def per_view_batchnorm(module: nn.Module) -> nn.Module:
-    """Give every BatchNorm1d/2d in `module` the per-view forward, in place: the same modules (parameters,
-    buffers, state-dict keys) with their class extended, so checkpoints and encoders load as before."""
+    """Give every BatchNorm in `module` (any subclass of torch's, timm's included) the per-view forward, in place:
+    the same modules (parameters, buffers, state-dict keys) with their class extended, so checkpoints and encoders
+    load as before."""
     for layer in module.modules():
-        if type(layer) in _CONVERTED:
-            layer.__class__ = _CONVERTED[type(layer)]
+        if isinstance(layer, nn.modules.batchnorm._BatchNorm) and not isinstance(layer, _ViewsApart):
+            layer.__class__ = _per_view_class(type(layer))
     return module
 
 

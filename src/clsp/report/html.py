@@ -846,6 +846,7 @@ def data_note(run: RunDirectory) -> str:
     skipped = run.data.get("skipped") or {}
     if skipped:
         lines.append(f"{', '.join(skipped)} not run: {next(iter(skipped.values()))}")
+    lines += [f"pretraining {name}: {fitted}" for name, fitted in (run.data.get("batches_fitted") or {}).items()]
     return "".join(f'<br><span class="note">{e(line)}</span>' for line in lines)
 
 
