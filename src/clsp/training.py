@@ -1,6 +1,6 @@
 """Lightning plumbing shared by every training loop (diffusion and contrastive).
 
-- One Trainer recipe: CSV + TensorBoard logs, a progress bar with it/s and ETA, a checkpoint every N
+- One Trainer recipe: the CSV history + TensorBoard (or wandb, mlflow: clsp.loggers) logs, a progress bar with it/s and ETA, a checkpoint every N
   steps (`last.ckpt`), bf16 autocast on GPU, DDP when several devices or nodes are asked for (gloo on
   CPU, so tests can run two processes).
 - Nothing lost, nothing half-written: checkpoints are written beside their final name, fsynced and
@@ -71,16 +71,19 @@ def world_size(cfg: TrainerConfig) -> int:
 
 def make_trainer(cfg: TrainerConfig, run_dir: str | Path, max_steps: int, callbacks: list | None = None,
                  gradient_clip_val: float | None = None, max_epochs: int = -1, **kwargs):
-    """A Lightning Trainer writing logs and checkpoints under run_dir."""
+    """A Lightning Trainer writing logs and checkpoints under run_dir: RUN/logs/metrics.csv and the loggers of
+    trainer.logger (clsp.loggers), checkpoints in RUN/checkpoints."""
     import lightning as L
     from lightning.pytorch.callbacks import LearningRateMonitor
-    from lightning.pytorch.loggers import TensorBoardLogger
+
+    from clsp.loggers import make_loggers, record_runs
 
     run_dir = Path(run_dir)
+    loggers = [history_csv_logger(run_dir), *make_loggers(cfg, run_dir)]   # metrics.csv whatever trainer.logger says
     ckpt = checkpoint_after_logging()(dirpath=run_dir / "checkpoints", filename="step{step:08d}", auto_insert_metric_name=False,
                                       every_n_train_steps=cfg.checkpoint_every, save_last=True, save_top_k=1,
                                       monitor="step", mode="max", save_on_train_epoch_end=True)
-    cbs = [ckpt, LearningRateMonitor(logging_interval="step"), time_estimate()] + list(callbacks or [])
+    cbs = [ckpt, LearningRateMonitor(logging_interval="step"), time_estimate(), record_runs()] + list(callbacks or [])
     if cfg.progress:
         cbs.append(run_progress_bar(refresh_rate=max(1, cfg.log_every)))
     quiet_lightning()
@@ -92,7 +95,7 @@ def make_trainer(cfg: TrainerConfig, run_dir: str | Path, max_steps: int, callba
         accelerator="gpu" if cfg.accelerator == "cuda" else cfg.accelerator,
         devices=devices(cfg), num_nodes=cfg.num_nodes, strategy=strategy,
         precision=precision(cfg), max_steps=max_steps, max_epochs=max_epochs,
-        logger=[history_csv_logger(run_dir), TensorBoardLogger(str(run_dir), name="tb", version="")],
+        logger=loggers,
         plugins=[atomic_checkpoint_io()], callbacks=cbs, log_every_n_steps=cfg.log_every, enable_progress_bar=cfg.progress,
         gradient_clip_val=gradient_clip_val, deterministic=cfg.deterministic, enable_model_summary=False,
         num_sanity_val_steps=0, **kwargs,

@@ -1,12 +1,17 @@
 """The `trainer` section of every training command's config (Lightning's devices, precision, checkpoints,
-threads, the compiled step). Torch-free, so that a command's --help, built from it, imports no torch."""
+threads, the compiled step, the experiment loggers). Torch-free, so that a command's --help, built from it,
+imports no torch."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import List, Optional
 
 from clsp.config import check, check_choice, check_positive
+
+
+# The experiment loggers a training run can write to beside its own metrics.csv (clsp.loggers builds them).
+LOGGERS = ("tensorboard", "csv", "wandb", "mlflow")
 
 
 @dataclass
@@ -25,6 +30,8 @@ class TrainerConfig:
     compile: Optional[bool] = None  # torch.compile the pretraining step; null = on one CUDA device only.
                                     # The diffusion UNet is compiled only when true (and on a GPU)
     compile_mode: str = "default"   # torch.compile mode: default | reduce-overhead (CUDA graphs) | max-autotune
+    logger: str = "tensorboard"     # beside RUN/logs/metrics.csv (always written): tensorboard | csv (metrics.csv
+                                    # alone) | wandb | mlflow, or several comma-separated: tensorboard,wandb
 
     def __post_init__(self) -> None:
         check_choice(self.accelerator, "trainer.accelerator", ["auto", "cpu", "gpu", "cuda"])
@@ -37,3 +44,12 @@ class TrainerConfig:
                                                                  "max-autotune-no-cudagraphs"])
         check(self.devices == "auto" or all(p.strip().isdigit() for p in self.devices.split(",")),
               "trainer.devices", f"must be a count, 'auto' or a list like '0,1', got {self.devices!r}")
+        names = self.loggers
+        unknown = [n for n in names if n not in LOGGERS]
+        check(bool(names) and not unknown, "trainer.logger",
+              f"must be one or more of {', '.join(LOGGERS)} (comma-separated, e.g. tensorboard,wandb), got {self.logger!r}")
+
+    @property
+    def loggers(self) -> List[str]:
+        """The loggers of trainer.logger, in order, each once (metrics.csv is written whatever they are)."""
+        return list(dict.fromkeys(n.strip().lower() for n in str(self.logger).split(",") if n.strip()))

@@ -211,9 +211,11 @@ def _train_diffusion(cfg: DiffusionTrainConfig) -> Path:
     from clsp.diffusion.model import check_model_matches, load_model, resolve_model_dir, save_model
     from clsp.diffusion.unet import check_image_size, make_unet
     from clsp.io import hash_directory, remove_temporaries
+    from clsp.loggers import require_packages
     from clsp.training import (ResidentBatches, apply_threads, checkpoint_step, fit, last_checkpoint, make_trainer, uses_gpu,
                                world_size)
 
+    require_packages(cfg.trainer)                               # a logger's package, before any work
     apply_threads(cfg.trainer)
     out = Path(cfg.out_dir)
     model_dir = out / "model"

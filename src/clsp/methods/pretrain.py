@@ -31,7 +31,10 @@ def require_labels_for(method: str, train) -> None:
 
 def validate(cfg: PretrainConfig, world: int) -> None:
     """The checks that need the number of processes: queue and support-set sizes vs the global batch,
-    and a CLSP weight that needs a store."""
+    and a CLSP weight that needs a store; and the packages of the loggers asked for (before any work)."""
+    from clsp.loggers import require_packages
+
+    require_packages(cfg.trainer)
     global_batch = cfg.batch_size * world
     key = method_class(cfg.method).memory_size_key
     if key is not None:
