@@ -8,10 +8,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import List, Optional
 
-from clsp.config import check, check_device, check_given, check_positive, field
+from clsp.config import check, check_choice, check_device, check_given, check_positive, field
 from clsp.data.config import DatasetConfig
 from clsp.diffusion.config import SamplerConfig
-from clsp.eval.config import TRANSFER_SETS, LinearProbeConfig, PositivesEvalConfig
+from clsp.eval.config import EMBED_METHODS, TRANSFER_SETS, LinearProbeConfig, PositivesEvalConfig
 
 
 @dataclass
@@ -62,13 +62,19 @@ class TransferEval(EncoderEval):
 @dataclass
 class EmbedEval(EncoderEval):
     n: int = 2000                                # test images to embed (a fixed random subset)
-    perplexity: float = 30.0
+    method: str = "tsne"                         # tsne | umap (umap-learn: pip install 'clsp[umap]')
+    perplexity: float = 30.0                     # t-SNE's
+    n_neighbors: int = 15                        # UMAP's neighbourhood size: larger keeps more global structure
+    min_dist: float = 0.1                        # UMAP's closest spacing of embedded points
     seed: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _needs_dataset(self)
         check_positive(self.n, "n")
+        check_choice(self.method, "method", EMBED_METHODS)
+        check(self.n_neighbors >= 2, "n_neighbors", f"must be at least 2, got {self.n_neighbors}")
+        check(0.0 <= self.min_dist, "min_dist", f"must be >= 0, got {self.min_dist}")
 
 
 @dataclass
@@ -163,11 +169,14 @@ def register(subparsers) -> None:
         root=("root", "where the downstream sets are")),
         examples=[f"clsp eval transfer --ckpt {ckpt} --datasets cifar10,pets --skip-missing"])
 
-    p = sub.add_parser("embed", help="t-SNE of test features, coloured by class")
+    p = sub.add_parser("embed", help="t-SNE or UMAP of test features, coloured by class")
     config_command(p, EmbedEval, run_embed, flags=flags(
-        ENCODER_FLAGS, n=("n", "test images to embed (a fixed random subset)"), perplexity=("perplexity", "t-SNE perplexity"),
-        seed=("seed", "subset and t-SNE seed")),
-        examples=[f"clsp eval embed --ckpt {ckpt} --dataset fashion-mnist --n 500"])
+        ENCODER_FLAGS, n=("n", "test images to embed (a fixed random subset)"),
+        method=("method", "tsne | umap (umap-learn: pip install 'clsp[umap]')"), perplexity=("perplexity", "t-SNE perplexity"),
+        n_neighbors=("n_neighbors", "UMAP neighbourhood size"), min_dist=("min_dist", "UMAP minimum distance"),
+        seed=("seed", "subset and embedding seed")),
+        examples=[f"clsp eval embed --ckpt {ckpt} --dataset fashion-mnist --n 500",
+                  f"clsp eval embed --ckpt {ckpt} --dataset fashion-mnist --method umap"])
 
     p = sub.add_parser("hardness", help="cosine similarity of anchors to augmented, NN, synthetic and random positives")
     config_command(p, HardnessEval, run_hardness, flags=flags(
@@ -238,7 +247,8 @@ def run_transfer(cfg: TransferEval) -> int:
 def run_embed(cfg: EmbedEval) -> int:
     from clsp.eval.embed import embed_plot
 
-    embed_plot(cfg.ckpt, cfg.dataset, cfg.out_dir, n=cfg.n, perplexity=cfg.perplexity, seed=cfg.seed, device=_device(cfg))
+    embed_plot(cfg.ckpt, cfg.dataset, cfg.out_dir, n=cfg.n, perplexity=cfg.perplexity, seed=cfg.seed, device=_device(cfg),
+               method=cfg.method, n_neighbors=cfg.n_neighbors, min_dist=cfg.min_dist)
     return 0
 
 

@@ -1,5 +1,5 @@
-"""The evaluations' configs (the linear probe, the positives' judge and its reference classifier) and the
-transfer sets' names. Torch-free, so that `clsp eval ... --help`, built from them, imports no torch."""
+"""The evaluations' configs (the linear probe, the positives' judge and its reference classifier), the
+transfer sets' names and the embedding methods. Torch-free, so that `clsp eval ... --help`, built from them, imports no torch."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from typing import List
 from clsp.config import check, check_positive, field
 from clsp.positives.config import SPACES
 
+
+EMBED_METHODS = ("tsne", "umap")   # `clsp eval embed --method`: scikit-learn's t-SNE, umap-learn's UMAP
 
 TRANSFER_SETS = ("cifar10", "cifar100", "pets", "flowers102", "dtd", "caltech101", "food101", "aircraft")
 
