@@ -2,7 +2,7 @@
 
 Lightning's own TensorBoardLogger, WandbLogger and MLFlowLogger, set up so that each works with no server
 and no account, writing under the run directory:
-- tensorboard: RUN/tb/ (the default, as before).
+- tensorboard: RUN/tb/ (the default).
 - wandb: RUN/wandb/. Offline (`wandb sync RUN/wandb/offline-run-*` uploads it later) unless the user has
   chosen (WANDB_MODE) or can log in (WANDB_API_KEY, or the ~/.netrc entry `wandb login` writes): then wandb
   decides, online by default. Project: WANDB_PROJECT, else "clsp".
