@@ -175,8 +175,7 @@ def register(subparsers) -> None:
         method=("method", "tsne | umap (umap-learn: pip install 'clsp[umap]')"), perplexity=("perplexity", "t-SNE perplexity"),
         n_neighbors=("n_neighbors", "UMAP neighbourhood size"), min_dist=("min_dist", "UMAP minimum distance"),
         seed=("seed", "subset and embedding seed")),
-        examples=[f"clsp eval embed --ckpt {ckpt} --dataset fashion-mnist --n 500",
-                  f"clsp eval embed --ckpt {ckpt} --dataset fashion-mnist --method umap"])
+        examples=[f"clsp eval embed --ckpt {ckpt} --dataset fashion-mnist --n 500"])
 
     p = sub.add_parser("hardness", help="cosine similarity of anchors to augmented, NN, synthetic and random positives")
     config_command(p, HardnessEval, run_hardness, flags=flags(
