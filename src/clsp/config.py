@@ -293,6 +293,45 @@ def field(default_factory=None, **kw):
     return dataclasses.field(default_factory=default_factory, **kw)
 
 
+def added(default: Any) -> Any:
+    """A key added after runs were made without it, whose `default` behaves as before it existed: at that value a
+    stage's fingerprint (clsp.rundir.fingerprint) leaves it out, so those runs stay complete after an upgrade."""
+    return dataclasses.field(default=default, metadata={"neutral": default})
+
+
+def added_section(factory: Any) -> Any:
+    """`added` for a section (a config dataclass): at factory()'s values it is left out of the fingerprint."""
+    return dataclasses.field(default_factory=factory, metadata={"neutral": factory()})
+
+
+def unhashed(default: Any) -> Any:
+    """A key that never changes what a stage makes (where it also logs, say): left out of every fingerprint."""
+    return dataclasses.field(default=default, metadata={"unhashed": True})
+
+
+def hashed_dict(cfg: Any) -> dict:
+    """to_dict(cfg) as a fingerprint sees it: without its `unhashed` keys, nor its `added` keys at their neutral value."""
+    return _drop_unhashed(cfg, to_dict(cfg))
+
+
+def _drop_unhashed(cfg: Any, values: dict) -> dict:
+    if not dataclasses.is_dataclass(cfg):
+        return values
+    for f in dataclasses.fields(cfg):
+        if f.name not in values:
+            continue
+        value = getattr(cfg, f.name)
+        if f.metadata.get("unhashed") or ("neutral" in f.metadata and value == f.metadata["neutral"]):
+            del values[f.name]
+        elif dataclasses.is_dataclass(value):
+            _drop_unhashed(value, values[f.name])
+        elif isinstance(value, dict) and isinstance(values[f.name], dict):
+            for key, item in value.items():
+                if dataclasses.is_dataclass(item) and isinstance(values[f.name].get(key), dict):
+                    _drop_unhashed(item, values[f.name][key])
+    return values
+
+
 def check_device(value: str, key: str) -> None:
     """The one device setting of single-process commands: auto (the GPU when there is one), cpu, cuda, cuda:N."""
     ok = value in ("auto", "cpu", "cuda") or (value.startswith("cuda:") and value[5:].isdigit())

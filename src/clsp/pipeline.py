@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from clsp.config import check, check_choice, check_positive, field, to_dict
+from clsp.config import added_section, check, check_choice, check_positive, field, hashed_dict, to_dict
 from clsp.data.config import DatasetConfig
 from clsp.diffusion.config import DiffusionTrainConfig, SamplerConfig
 from clsp.errors import ConfigError, UserError
@@ -60,7 +60,7 @@ class SynthesisConfig:
 
     k: int = 8                                    # candidates per training image
     sampler: SamplerConfig = field(SamplerConfig)  # sampler, steps, eta, w (0.1: the paper), start, batch_size, ...
-    strength: StrengthConfig = field(StrengthConfig)  # per-candidate start (grid, floor, space); off by default
+    strength: StrengthConfig = added_section(StrengthConfig)  # per-candidate start (grid, floor, space); off by default
     seed: int = 0
     chunk_size: int = 512                         # images per store chunk (the unit of resume)
 
@@ -399,7 +399,7 @@ class Pipeline:
             out.append(Stage(name, synth, lambda: {"dataset": self.dataset_fingerprint(), "model": self.model_hash()},
                              self._training(name, ["synthesize"], synth, synthesize, torchrun=True), store / MANIFEST,
                              after=model))
-        figures = {"anchors": cfg.figure_anchors, "w_sweep": list(cfg.w_sweep), "synthesis": to_dict(cfg.synthesis)}
+        figures = {"anchors": cfg.figure_anchors, "w_sweep": list(cfg.w_sweep), "synthesis": hashed_dict(cfg.synthesis)}
         out.append(Stage("figures", figures, lambda: {"store": self.store_hash(), "model": self.model_hash()},
                          self.draw_figures, self.layout.figure("anchors"), after=(synthesis_name(self.store.name),)))
         if cfg.eval.positives and "positives" not in self.skipped_evals:
@@ -420,7 +420,7 @@ class Pipeline:
                                        strength_space=self.cfg.synthesis.strength.space,
                                        strength_grid=list(self.cfg.synthesis.strength.grid),
                                        sweep_n=ev.positives_sweep_n, seed=ev.seed)
-        config = {"dataset": to_dict(self.cfg.dataset), **to_dict(settings)}
+        config = {"dataset": hashed_dict(self.cfg.dataset), **hashed_dict(settings)}
         return Stage(f"eval/{store.name}", config, lambda: {"store": self.store_hash(store), "model": self.model_hash()},
                      lambda: positives_eval(store, self.cfg.dataset, self.layout.store_evaluation(store.name), settings,
                                             model_dir=self.model_dir if settings.sweeps else None,
@@ -432,7 +432,7 @@ class Pipeline:
         if spec.method == "none":
             from clsp.methods.pretrain import untrained_encoder
 
-            return Stage(f"pretrain/{name}", {"backbone": to_dict(pre.backbone), "seed": pre.seed, "untrained": True},
+            return Stage(f"pretrain/{name}", {"backbone": hashed_dict(pre.backbone), "seed": pre.seed, "untrained": True},
                          lambda: {"dataset": self.dataset_fingerprint()}, lambda: untrained_encoder(pre),
                          self.layout.encoder(name))
         from clsp.methods.pretrain import pretrain
@@ -504,25 +504,25 @@ class Pipeline:
         if ev.knn and "knn" not in self.skipped_evals:
             from clsp.eval.knn import knn_eval
 
-            stages.append(Stage(f"eval/{name}/knn", {"dataset": to_dict(data), "temperature": ev.knn_temperature}, inputs(),
+            stages.append(Stage(f"eval/{name}/knn", {"dataset": hashed_dict(data), "temperature": ev.knn_temperature}, inputs(),
                                 lambda: knn_eval(encoder, data, out_dir("knn"), temperature=ev.knn_temperature),
                                 output("knn"), after))
         if ev.linear and "linear" not in self.skipped_evals:
             from clsp.eval.linear import linear_eval
 
-            stages.append(Stage(f"eval/{name}/linear", {"dataset": to_dict(data), "probe": to_dict(ev.linear_probe)}, inputs(),
+            stages.append(Stage(f"eval/{name}/linear", {"dataset": hashed_dict(data), "probe": hashed_dict(ev.linear_probe)}, inputs(),
                                 lambda: linear_eval(encoder, data, out_dir("linear"), ev.linear_probe),
                                 output("linear"), after))
         if ev.embed and figures and "embed" not in self.skipped_evals:
             from clsp.eval.embed import embed_plot
 
-            stages.append(Stage(f"eval/{name}/embed", {"dataset": to_dict(data), "n": ev.embed_n, "seed": ev.seed}, inputs(),
+            stages.append(Stage(f"eval/{name}/embed", {"dataset": hashed_dict(data), "n": ev.embed_n, "seed": ev.seed}, inputs(),
                                 lambda: embed_plot(encoder, data, out_dir("embed"), n=ev.embed_n, seed=ev.seed),
                                 output("embed"), after))
         if ev.hardness and figures:
             from clsp.eval.hardness import hardness_eval
 
-            stages.append(Stage(f"eval/{name}/hardness", {"dataset": to_dict(cfg.dataset), "n": ev.hardness_n, "seed": ev.seed},
+            stages.append(Stage(f"eval/{name}/hardness", {"dataset": hashed_dict(cfg.dataset), "n": ev.hardness_n, "seed": ev.seed},
                                 inputs(with_store=True),
                                 lambda: hardness_eval(encoder, cfg.dataset, store, out_dir("hardness"), n=ev.hardness_n,
                                                       seed=ev.seed), output("hardness"),
@@ -531,7 +531,7 @@ class Pipeline:
             from clsp.eval.transfer import transfer_eval
 
             stages.append(Stage(f"eval/{name}/transfer", {"sets": list(ev.transfer), "root": ev.transfer_root,
-                                                          "probe": to_dict(ev.linear_probe)}, inputs(),
+                                                          "probe": hashed_dict(ev.linear_probe)}, inputs(),
                                 lambda: transfer_eval(encoder, list(ev.transfer), out_dir("transfer"), root=ev.transfer_root,
                                                       probe_cfg=ev.linear_probe, skip_missing=ev.skip_missing_transfer),
                                 output("transfer"), after))

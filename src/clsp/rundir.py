@@ -23,7 +23,7 @@ from typing import Any, Sequence
 
 import yaml
 
-from clsp.config import to_dict, to_yaml
+from clsp.config import hashed_dict, to_yaml
 from clsp.io import hash_json, read_json, read_json_object, write_json_atomic, write_text_atomic
 
 PACKAGES = ("clsp", "torch", "torchvision", "lightning", "diffusers", "kornia", "numpy", "omegaconf", "scikit-learn")
@@ -55,7 +55,7 @@ def git_commit() -> str | None:
 
 def fingerprint(config: Any, inputs: dict[str, str]) -> str:
     """What a stage's output depends on: its resolved config and its inputs' fingerprints."""
-    cfg = config if isinstance(config, dict) else to_dict(config)
+    cfg = config if isinstance(config, dict) else hashed_dict(config)   # keys that change nothing left out
     return hash_json({"config": cfg, "inputs": inputs})
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import List, Optional
 
-from clsp.config import check, check_choice, check_positive
+from clsp.config import check, check_choice, check_positive, unhashed
 
 
 # The experiment loggers a training run can write to beside its own metrics.csv (clsp.loggers builds them).
@@ -30,7 +30,7 @@ class TrainerConfig:
     compile: Optional[bool] = None  # torch.compile the pretraining step; null = on one CUDA device only.
                                     # The diffusion UNet is compiled only when true (and on a GPU)
     compile_mode: str = "default"   # torch.compile mode: default | reduce-overhead (CUDA graphs) | max-autotune
-    logger: str = "tensorboard"     # beside RUN/logs/metrics.csv (always written): tensorboard | csv (metrics.csv
+    logger: str = unhashed("tensorboard")  # beside RUN/logs/metrics.csv (always written): tensorboard | csv (metrics.csv
                                     # alone) | wandb | mlflow, or several comma-separated: tensorboard,wandb
 
     def __post_init__(self) -> None:

@@ -126,3 +126,25 @@ def test_a_damaged_record_is_not_complete(tmp_path):
     for damage in ("{", "[1, 2]", '"text"'):
         (tmp_path / "done.json").write_text(damage)
         assert not rundir.is_complete(tmp_path, Cfg())
+
+
+def test_keys_added_later_at_their_neutral_value_and_keys_that_change_nothing_keep_old_fingerprints():
+    """A run finished before `batch_follows_data` and `trainer.logger` (or `dataset.channels` and
+    `projector.output_batchnorm`) existed stays complete after the upgrade: its recorded fingerprint (the config
+    without those keys) is what the new code computes at their defaults. (The second CPU study's records, made
+    before four of these keys, are found complete but for the synthesis, whose model path was another checkout's.)"""
+    from clsp.config import load_config, to_dict
+    from clsp.io import hash_json
+    from clsp.methods.config import PretrainConfig
+
+    cfg = load_config(PretrainConfig, None, ["dataset.name=digits"])
+    before_the_keys = to_dict(cfg)
+    del before_the_keys["batch_follows_data"], before_the_keys["trainer"]["logger"]      # this release's
+    del before_the_keys["dataset"]["channels"], before_the_keys["projector"]["output_batchnorm"]  # the previous one's
+    inputs = {"dataset": "abc"}
+    assert rundir.fingerprint(cfg, inputs) == hash_json({"config": before_the_keys, "inputs": inputs})
+    logged_elsewhere = load_config(PretrainConfig, None, ["dataset.name=digits", "trainer.logger=csv"])
+    assert rundir.fingerprint(logged_elsewhere, inputs) == rundir.fingerprint(cfg, inputs)
+    fitted = load_config(PretrainConfig, None, ["dataset.name=digits", "batch_follows_data=true"])
+    assert rundir.fingerprint(fitted, inputs) != rundir.fingerprint(cfg, inputs)     # a used key is part of the work
+    assert to_dict(cfg)["batch_follows_data"] is False and to_dict(cfg)["trainer"]["logger"] == "tensorboard"  # recorded

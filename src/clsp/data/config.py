@@ -8,7 +8,7 @@ from typing import Optional
 
 import numpy as np
 
-from clsp.config import check, check_nonnegative
+from clsp.config import added, check, check_nonnegative
 
 log = logging.getLogger("clsp.data")
 
@@ -23,7 +23,7 @@ class DatasetConfig:
     subset: int = 0                   # > 0: a fixed random subset of this many images per split (demo, tests)
     holdout: float = 0.2              # a labelled folder without train/ and test/: the share of each class held
                                       # out (seeded) as its test split; other datasets have their own splits
-    channels: Optional[int] = None    # 1 or 3; None = as the data is (all-grey images keep 1 channel); 3 keeps
+    channels: Optional[int] = added(None)  # 1 or 3; None = as the data is (all-grey images keep 1 channel); 3 keeps
                                       # grey images RGB (e.g. for a 3-channel pretrained UNet)
 
     def __post_init__(self) -> None:

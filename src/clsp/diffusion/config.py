@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from clsp.config import check, check_choice, check_nonnegative, check_positive, check_range, field
+from clsp.config import added, check, check_choice, check_nonnegative, check_positive, check_range, field
 from clsp.data.config import DatasetConfig
 from clsp.diffusion.schedulers import SAMPLERS, TIMESTEP_SPACINGS
 from clsp.training_config import TrainerConfig
@@ -28,7 +28,7 @@ class SamplerConfig:
                                       # the last n - 1 skip connections of the down path (clsp's own extension)
     guidance: Optional[float] = None  # classifier-free guidance g of a class-conditional model (the release: 1.8);
                                       # None or 0: plain conditional sampling. An unconditional model refuses it
-    start: float = 1.0                # partial-noise start s in (0, 1]: with anchors, each trajectory begins at its
+    start: float = added(1.0)         # partial-noise start s in (0, 1]: with anchors, each trajectory begins at its
                                       # anchor noised to step ~s*T and runs the last floor(s * steps) steps
                                       # (GenView / SDEdit); 1 = from pure noise (the paper)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import List, Optional
 
-from clsp.config import check, check_choice, check_device, check_given, check_positive, field
+from clsp.config import added, check, check_choice, check_device, check_given, check_positive, field
 from clsp.data.config import DatasetConfig
 from clsp.diffusion.config import SamplerConfig
 from clsp.eval.config import EMBED_METHODS, TRANSFER_SETS, LinearProbeConfig, PositivesEvalConfig
@@ -62,10 +62,10 @@ class TransferEval(EncoderEval):
 @dataclass
 class EmbedEval(EncoderEval):
     n: int = 2000                                # test images to embed (a fixed random subset)
-    method: str = "tsne"                         # tsne | umap (umap-learn: pip install 'clsp[umap]')
+    method: str = added("tsne")                  # tsne | umap (umap-learn: pip install 'clsp[umap]')
     perplexity: float = 30.0                     # t-SNE's
-    n_neighbors: int = 15                        # UMAP's neighbourhood size: larger keeps more global structure
-    min_dist: float = 0.1                        # UMAP's closest spacing of embedded points
+    n_neighbors: int = added(15)                 # UMAP's neighbourhood size: larger keeps more global structure
+    min_dist: float = added(0.1)                 # UMAP's closest spacing of embedded points
     seed: int = 0
 
     def __post_init__(self) -> None:

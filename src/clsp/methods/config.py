@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from clsp.config import check, check_choice, check_nonnegative, check_positive, field
+from clsp.config import added, check, check_choice, check_nonnegative, check_positive, field
 from clsp.data.config import DatasetConfig
 from clsp.methods import METHODS
 from clsp.training_config import TrainerConfig
@@ -62,7 +62,7 @@ class ProjectorConfig:
     out_dim: int = 256
     layers: int = 2                   # the paper: Linear-ReLU-Linear; NNCLR, All4One (solo-learn): 3 with batch norm
     batchnorm: bool = False           # BN after each hidden Linear
-    output_batchnorm: Optional[bool] = None  # BN on the output; None = as `batchnorm` (false for BYOL's head)
+    output_batchnorm: Optional[bool] = added(None)  # BN on the output; None = as `batchnorm` (false for BYOL's head)
 
     def __post_init__(self) -> None:
         check_positive(self.hidden_dim, "projector.hidden_dim")
@@ -117,7 +117,7 @@ class PretrainConfig:
     lars_eta: float = 0.02            # LARS as solo-learn's recipes: trust coefficient 0.02, ...
     lars_clip_lr: bool = True         # ... the adapted rate clipped at lr, biases and norms not adapted
     batch_size: int = 1024            # per device
-    batch_follows_data: bool = False  # a training split smaller than one global batch: true, the largest batch that
+    batch_follows_data: bool = added(False)  # a training split smaller than one global batch: true, the largest batch that
                                       # fits (for MoCo / NNCLR / All4One a divisor of the queue) with lr scaled
                                       # linearly, said at the start; false, refused (the paper presets: their batch
                                       # is the setting being reproduced)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import List
 
-from clsp.config import check, check_choice, check_device, check_given, check_positive, field
+from clsp.config import added_section, check, check_choice, check_device, check_given, check_positive, field
 from clsp.data.config import DatasetConfig
 from clsp.diffusion.config import SamplerConfig
 
@@ -38,7 +38,7 @@ class SynthesizeConfig:
     split: str = "train"              # the split whose images become anchors
     k: int = 8                        # candidates per image
     sampler: SamplerConfig = field(SamplerConfig)  # sampler, steps, eta, w (interpolation weight), start, batch_size, ...
-    strength: StrengthConfig = field(StrengthConfig)  # per-candidate start: grid, floor, space (clsp.positives.strength);
+    strength: StrengthConfig = added_section(StrengthConfig)  # per-candidate start: grid, floor, space (clsp.positives.strength);
                                                       # its space also scores every candidate's similarity to its anchor
     seed: int = 0
     chunk_size: int = 512             # images per chunk file (the unit of resume and of work per rank)
