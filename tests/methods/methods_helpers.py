@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 
 TINY = [
@@ -55,3 +56,14 @@ def read_log(run_dir: Path) -> dict[str, list[float]]:
             if value not in ("", None):
                 columns.setdefault(key, []).append(float(value))
     return columns
+
+
+class StopAt(L.Callback):
+    """Kills training (an exception, as a crash would) when the global step reaches `step`."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            raise KeyError("simulated crash")

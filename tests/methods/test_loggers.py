@@ -8,9 +8,8 @@ import json
 import sys
 from pathlib import Path
 
-import lightning as L
 import pytest
-from methods_helpers import TINY, tiny_config
+from methods_helpers import TINY, StopAt, tiny_config
 
 from clsp.cli import main
 from clsp.config import load_config
@@ -30,17 +29,6 @@ def no_account(tmp_path, monkeypatch):
     monkeypatch.setenv("NETRC", str(tmp_path / "no.netrc"))
     for key in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
         monkeypatch.setenv(key, str(tmp_path / "wandb-home" / key.lower()))
-
-
-class StopAt(L.Callback):
-    """Kills training (an exception, as a crash would) when the global step reaches `step`."""
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
-        if trainer.global_step == self.step:
-            raise KeyError("simulated crash")
 
 
 def csv_values(run_dir: Path) -> dict[tuple[int, str], float]:

@@ -8,7 +8,7 @@ import json
 import lightning as L
 import pytest
 import torch
-from methods_helpers import read_log, tiny_config
+from methods_helpers import StopAt, read_log, tiny_config
 
 from clsp.errors import UserError
 from clsp.methods import METHODS
@@ -102,17 +102,6 @@ def test_clsp_term_uses_the_query_branch_for_moco(tmp_path, digits_store):
         assert clsp_term(z1, z3).item() == pytest.approx(logged, rel=1e-5)
     for total, ssl, term in zip(log["train/loss"], log["train/loss_ssl"], log["train/loss_clsp"]):
         assert total > ssl + 0.5 * term - 1e-4                                 # + the probe's cross-entropy
-
-
-class StopAt(L.Callback):
-    """Kills training (an exception, as a crash would) when the global step reaches `step`."""
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
-        if trainer.global_step == self.step:
-            raise KeyError("simulated crash")
 
 
 def test_kill_and_resume_equals_uninterrupted(tmp_path, digits_store):
