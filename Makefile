@@ -27,7 +27,7 @@ demo: $(STAMP) data
 test: $(STAMP) data
 	$(BIN)/python -m pytest
 
-# The GPU run kit (benchmarks/results/README.md): wheels the lent GPU machine lacks, clsp's wheel, Fashion-MNIST.
+# The GPU run kit (benchmarks/results/README.md): wheels the lent GPU machine lacks, Fashion-MNIST (clsp runs from src/).
 gpu-kit: $(STAMP) data
 	$(BIN)/python scripts/gpu_kit.py --kit gpu-kit
 

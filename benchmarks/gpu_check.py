@@ -60,15 +60,6 @@ VERSIONS_OF = ["clsp", "diffusers", "kornia", "kornia_rs", "omegaconf", "torch_f
                "lightning", "numpy", "scipy", "scikit-learn", "safetensors", "huggingface_hub", "pytest"]
 
 
-def source_digest(repo: Path = REPO) -> str:
-    """sha256 over src/clsp's files (paths and bytes): the kit records the one its clsp wheel was built from."""
-    h = hashlib.sha256()
-    root = repo / "src" / "clsp"
-    for path in sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
-        h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
-    return h.hexdigest()
-
-
 def paper_gflop() -> dict:
     """benchmarks/diffusion.py's FLOP counts of the ddpm-cifar10 UNet, read from its source (no torch import here)."""
     tree = ast.parse((BENCH / "diffusion.py").read_text())
@@ -371,13 +362,7 @@ def install(check: Check, kit: Path, limit: float) -> str:
     pip = [sys.executable, "-m", "pip"] + (["--python", check.python] if check.python != sys.executable else [])
     check.command([*pip, "install", "--no-index", "--no-deps", "--no-cache-dir", "--no-compile",
                    "--disable-pip-version-check", "-q", "--target", str(site), *links, *pins], limit, "install")
-    paths = [str(site)]
-    stale = manifest["clsp_source_digest"] != source_digest()
-    if stale:
-        paths.insert(0, str(REPO / "src"))
-        check.note("WARNING: gpu-kit's clsp wheel was built from other sources than src/clsp (run `make gpu-kit` "
-                   "again); this run imports clsp from src/ ahead of the wheel")
-    check.env["PYTHONPATH"] = os.pathsep.join(paths)
+    check.env["PYTHONPATH"] = os.pathsep.join([str(REPO / "src"), str(site)])   # clsp: the carried repository's
     check.env.update(PYTHONNOUSERSITE="1", PYTHONUNBUFFERED="1", CLSP_QUIET="1",
                      CLSP_DATA_ROOT=str(check.work / "data"), MPLBACKEND="Agg")
     unpack_data(kit, manifest, check.work / "data")
@@ -385,7 +370,7 @@ def install(check: Check, kit: Path, limit: float) -> str:
     report = json.loads(_run_python(check, VERSIONS_SCRIPT, manifest["machine_requirements"], site, limit))
     check.summary["versions"] = report
     check.summary["kit"] = {"built": manifest["built"], "git_commit": manifest.get("git_commit"),
-                            "source_matches_kit": not stale, "wheels": [w["file"] for w in manifest["wheels"]]}
+                            "clsp": "src/ of the carried repository", "wheels": [w["file"] for w in manifest["wheels"]]}
     for name, version in report["versions"].items():
         check.say(f"  {name:16s} {version}")
     check.say(f"  python {report['python']}; device {report['device']}")
@@ -431,9 +416,12 @@ for req in reqs:
     elif req.specifier and not req.specifier.contains(found, prereleases=True):
         problems.append(f"{req} is not met by {req.name} {found}")
 import torch
+import clsp                                    # from the repository's src/, which carries no distribution record
+versions = {n: version(n) for n in wanted}
+versions["clsp"] = f"{clsp.__version__} ({clsp.__file__.rsplit('/', 2)[0]})"
 device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu (no CUDA)"
 print(json.dumps({"python": sys.version.split()[0], "device": device, "cuda": torch.version.cuda,
-                  "versions": {n: version(n) for n in wanted}, "problems": sorted(set(problems))}))
+                  "versions": versions, "problems": sorted(set(problems))}))
 """
 
 

@@ -7,11 +7,13 @@ no registry, and takes at most 64 MiB with a call: the repository's files and th
   gpu-kit/wheels/          every requirement of clsp (and of the GPU tests) that the machine lacks
                            (benchmarks/gpu_machine_packages.txt), with their own missing requirements, as CPython 3.12
                            manylinux x86_64 wheels (a pure-Python project published only as an sdist is built into a
-                           py3-none-any wheel here); and clsp's own wheel. Never torch, triton or nvidia-*.
+                           py3-none-any wheel here). Never torch, triton or nvidia-*. Not clsp itself: the call carries
+                           the repository, and the check imports clsp from its src/ (a wheel of it would carry the
+                           shipped weights a second time, and kit and repository would pass 64 MiB).
   gpu-kit/data/            Fashion-MNIST's four idx files, xz-compressed (22 MB instead of gzip's 30 MB: with gzip
                            the kit and the repository pass 64 MiB); gpu_check.py writes the .gz files clsp reads.
-  gpu-kit/manifest.json    what is in it (names, versions, sha256, sizes), the requirements it leaves to the
-                           machine (checked there), and a digest of src/clsp (the wheel is stale when it differs).
+  gpu-kit/manifest.json    what is in it (names, versions, sha256, sizes) and the requirements it leaves to the
+                           machine (checked there). It goes stale only when clsp's requirements change.
   gpu-kit/dry-run/cp311/   the platform wheels again for this machine's Python (3.11 here), for the dry run only:
                            it is not carried (pure wheels are shared with wheels/).
 Carried to the GPU: gpu-kit/wheels, gpu-kit/data and gpu-kit/manifest.json. The build fails when they pass 60 MiB,
@@ -43,7 +45,6 @@ sys.path[:0] = [str(REPO / "src"), str(REPO / "benchmarks")]
 
 from clsp.data.mnist import FASHION_FILES, find_fashion_mnist  # noqa: E402
 from clsp.rundir import git_commit  # noqa: E402
-from gpu_check import source_digest  # noqa: E402  (the check compares it with the source it runs)
 
 MACHINE_LIST = REPO / "benchmarks" / "gpu_machine_packages.txt"
 MIB = 1 << 20
@@ -147,23 +148,6 @@ def collect_wheels(wheels: Path, python: str, on_machine: set[str]) -> tuple[lis
     return list(carried.values()), sorted(machine_reqs)
 
 
-def own_wheel(wheels: Path) -> Path:
-    """clsp's wheel, built from this checkout (with setuptools from here when it is recent enough)."""
-    for old in wheels.glob("clsp-*.whl"):
-        old.unlink()
-    try:
-        import setuptools
-
-        isolation = [] if int(setuptools.__version__.split(".")[0]) < 77 else ["--no-build-isolation"]
-    except ImportError:
-        isolation = []
-    built = pip("wheel", "--no-deps", *isolation, "-q", "-w", str(wheels), str(REPO))
-    if built.returncode != 0:
-        sys.exit(f"gpu-kit: building clsp's wheel failed:\n{built.stderr}")
-    [wheel] = wheels.glob("clsp-*.whl")
-    return wheel
-
-
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -216,8 +200,6 @@ def main(argv=None) -> int:
     for stale in wheels.glob("*.whl"):          # one version of each: two stop pip's install on the machine
         stale.unlink()
     carried, machine_reqs = collect_wheels(wheels, "3.12", on_machine)
-    clsp_wheel = own_wheel(wheels)
-    print(f"gpu-kit: {clsp_wheel.name}  ({clsp_wheel.stat().st_size / MIB:.1f} MiB)")
     # The dry run's Python (3.11 here): the platform wheels again; pure wheels are shared with wheels/.
     for stale in dry.glob("*.whl"):
         stale.unlink()
@@ -231,12 +213,9 @@ def main(argv=None) -> int:
     manifest = {
         "built": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "python": "3.12", "platform": "manylinux x86_64",
-        "wheels": [{**row, "sha256": sha256(wheels / row["file"])} for row in carried]
-                  + [{"name": "clsp", "version": wheel_metadata(clsp_wheel)["Version"], "file": clsp_wheel.name,
-                      "sha256": sha256(clsp_wheel)}],
+        "wheels": [{**row, "sha256": sha256(wheels / row["file"])} for row in carried],
         "machine_requirements": machine_reqs,
-        "clsp_source_digest": source_digest(),
-        "git_commit": git_commit(),             # the GPU machine's copy of the repository has no .git
+        "git_commit": git_commit(),             # the commit the kit was built at (the machine's copy has no .git)
         "data": data_rows,
     }
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
