@@ -598,11 +598,9 @@ class Pipeline:
             if self.specs[name].method == "none":
                 continue                                                    # the floor trains nothing
             try:
-                self.runs[name], fitted = fit_batch_to_data(pre, len(train), world_size(pre.trainer))
+                self.runs[name], fitted = fit_batch_to_data(pre, len(train), world_size(pre.trainer), prefix="pretrain.")
             except UserError as e:
-                raise UserError(f"pretraining {name}: {e}".replace(" set batch_size", " set pretrain.batch_size")
-                                .replace("batch_follows_data=true", "pretrain.batch_follows_data=true")
-                                .replace(" (a divisor of ", " (a divisor of pretrain.")) from None
+                raise UserError(f"pretraining {name}: {e}") from None
             if fitted:
                 batches_fitted[name] = fitted
                 if announce:

@@ -50,9 +50,10 @@ def validate(cfg: PretrainConfig, world: int) -> None:
                         "one yet; use clsp.quality=online (scored by the method's own encoder) or none")
 
 
-def fit_batch_to_data(cfg: PretrainConfig, n_train: int, world: int) -> tuple[PretrainConfig, str | None]:
+def fit_batch_to_data(cfg: PretrainConfig, n_train: int, world: int, prefix: str = "") -> tuple[PretrainConfig, str | None]:
     """cfg with its batch fitted to a training split smaller than one global batch, and a line saying so; cfg
-    itself (and None) when the batch fits. Without `batch_follows_data` a batch that does not fit is refused.
+    itself (and None) when the batch fits. Without `batch_follows_data` a batch that does not fit is refused,
+    naming the keys with `prefix` (the pipeline's "pretrain.").
 
     The fitted batch b is the largest b <= n_train / world whose global batch divides the method's queue (MoCo,
     NNCLR, All4One), so that every batch is full and the queue holds whole batches; the learning rate and the
@@ -67,9 +68,9 @@ def fit_batch_to_data(cfg: PretrainConfig, n_train: int, world: int) -> tuple[Pr
     if not cfg.batch_follows_data or not fits:
         largest = f"at most {fits[0]}" if fits else "one that fits"
         raise UserError(f"{cfg.dataset.name} split '{cfg.dataset.train_split}' has {n_train} training images, fewer "
-                        f"than one batch (batch_size={cfg.batch_size}{devices}); set batch_size to {largest}"
-                        + (f" (a divisor of {key}={queue})" if queue else "")
-                        + ("" if cfg.batch_follows_data else ", or batch_follows_data=true to fit it to the data"))
+                        f"than one batch (batch_size={cfg.batch_size}{devices}); set {prefix}batch_size to {largest}"
+                        + (f" (a divisor of {prefix}{key}={queue})" if queue else "")
+                        + ("" if cfg.batch_follows_data else f", or {prefix}batch_follows_data=true to fit it to the data"))
     batch = fits[0]
     scale = batch / cfg.batch_size
     fitted = dataclasses.replace(cfg, batch_size=batch, lr=cfg.lr * scale, warmup_start_lr=cfg.warmup_start_lr * scale)
