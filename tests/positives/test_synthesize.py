@@ -115,8 +115,8 @@ def test_running_again_on_a_complete_store_redoes_nothing(reference, tiny_model,
     assert {p.name: p.stat().st_ino for p in store.glob("chunk_*.npy")} == inodes
 
 
-def test_killed_job_resumes_to_identical_bytes(reference, tiny_model, tmp_path):
-    store = tmp_path / "store"
+def job_past_its_first_chunk(tiny_model, store) -> subprocess.Popen:
+    """`clsp synthesize` in a process of its own, returned once its manifest lists a complete chunk (or it ended)."""
     job = subprocess.Popen([sys.executable, "-m", "clsp", *cli_args(tiny_model, store)], env=subprocess_env(),
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 120
@@ -125,6 +125,12 @@ def test_killed_job_resumes_to_identical_bytes(reference, tiny_model, tmp_path):
         with contextlib.suppress(OSError, ValueError):
             done = json.loads((store / MANIFEST).read_text())["complete_chunks"]
         time.sleep(0.005)
+    return job
+
+
+def test_killed_job_resumes_to_identical_bytes(reference, tiny_model, tmp_path):
+    store = tmp_path / "store"
+    job = job_past_its_first_chunk(tiny_model, store)
     job.send_signal(signal.SIGKILL)
     output = job.communicate()[0].decode()
     assert job.returncode == -signal.SIGKILL, f"the job ended before it could be killed:\n{output}"
@@ -145,14 +151,7 @@ def test_killed_job_resumes_to_identical_bytes(reference, tiny_model, tmp_path):
 def test_sigterm_ends_the_job_as_an_interrupt(tiny_model, tmp_path):
     """SIGTERM once a chunk is done: "clsp: interrupted" and exit 130, like the training stages."""
     store = tmp_path / "store"
-    job = subprocess.Popen([sys.executable, "-m", "clsp", *cli_args(tiny_model, store)], env=subprocess_env(),
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 120
-    done: list[int] = []
-    while not done and job.poll() is None and time.monotonic() < deadline:
-        with contextlib.suppress(OSError, ValueError):
-            done = json.loads((store / MANIFEST).read_text())["complete_chunks"]
-        time.sleep(0.005)
+    job = job_past_its_first_chunk(tiny_model, store)
     job.send_signal(signal.SIGTERM)
     output = job.communicate(timeout=60)[0].decode()
     assert job.returncode == 130 and "clsp: interrupted" in output, output[-2000:]
