@@ -189,6 +189,15 @@ def test_clsp_term_is_the_term_pretraining_adds(tmp_path):
     # its equation: lambda * mean_i |z1_i/|z1_i| - z3_i/|z3_i||^2
     by_hand = ((z[0] / z[0].norm(dim=1, keepdim=True) - z[2] / z[2].norm(dim=1, keepdim=True)) ** 2).sum(1).mean()
     assert torch.allclose(term(z[0], z[2]), 0.7 * by_hand, atol=1e-6)
+    contrast = load_config(PretrainConfig, None, ["dataset.name=digits", "backbone.arch=resnet10", "projector.hidden_dim=64",
+                                                  "projector.out_dim=32", "clsp.weight=0.7", "clsp.form=contrast",
+                                                  f"out_dir={tmp_path}"])
+    method.cfg = contrast
+    loss, logs, _ = method.loss_from_views(views, None, torch.tensor(0.7))
+    term = clsp.CLSPTerm(weight=0.7, form="contrast", temperature=contrast.temperature)
+    assert torch.allclose(term(z[0], z[2]), loss - logs["train/loss_ssl"], atol=1e-6)
+    with pytest.raises(ValueError, match="'cosine' or 'contrast'"):
+        clsp.CLSPTerm(form="infonce")
 
 
 def test_clsp_term_ramps_lambda_as_training_does():

@@ -129,7 +129,7 @@ def test_a_damaged_record_is_not_complete(tmp_path):
 
 
 def test_keys_added_later_at_their_neutral_value_and_keys_that_change_nothing_keep_old_fingerprints():
-    """A run finished before `batch_follows_data` and `trainer.logger` (or `dataset.channels` and
+    """A run finished before `batch_follows_data`, `trainer.logger` and `clsp.form` (or `dataset.channels` and
     `projector.output_batchnorm`) existed stays complete after the upgrade: its recorded fingerprint (the config
     without those keys) is what the new code computes at their defaults. (The second CPU study's records, made
     before four of these keys, are found complete but for the synthesis, whose model path was another checkout's.)"""
@@ -139,7 +139,7 @@ def test_keys_added_later_at_their_neutral_value_and_keys_that_change_nothing_ke
 
     cfg = load_config(PretrainConfig, None, ["dataset.name=digits"])
     before_the_keys = to_dict(cfg)
-    del before_the_keys["batch_follows_data"], before_the_keys["trainer"]["logger"]      # this release's
+    del before_the_keys["batch_follows_data"], before_the_keys["trainer"]["logger"], before_the_keys["clsp"]["form"]
     del before_the_keys["dataset"]["channels"], before_the_keys["projector"]["output_batchnorm"]  # the previous one's
     inputs = {"dataset": "abc"}
     assert rundir.fingerprint(cfg, inputs) == hash_json({"config": before_the_keys, "inputs": inputs})
@@ -147,4 +147,6 @@ def test_keys_added_later_at_their_neutral_value_and_keys_that_change_nothing_ke
     assert rundir.fingerprint(logged_elsewhere, inputs) == rundir.fingerprint(cfg, inputs)
     fitted = load_config(PretrainConfig, None, ["dataset.name=digits", "batch_follows_data=true"])
     assert rundir.fingerprint(fitted, inputs) != rundir.fingerprint(cfg, inputs)     # a used key is part of the work
+    contrast = load_config(PretrainConfig, None, ["dataset.name=digits", "clsp.form=contrast"])
+    assert rundir.fingerprint(contrast, inputs) != rundir.fingerprint(cfg, inputs)
     assert to_dict(cfg)["batch_follows_data"] is False and to_dict(cfg)["trainer"]["logger"] == "tensorboard"  # recorded

@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from clsp.methods.losses import (clsp_term, feature_correlation_loss, infonce_queue, nearest_neighbours, nnclr_loss,
-                                 nt_xent, supcon)
+from clsp.methods.losses import (clsp_contrast, clsp_term, feature_correlation_loss, infonce_queue, nearest_neighbours,
+                                 nnclr_loss, nt_xent, supcon)
 
 
 def unit(*v):
@@ -160,6 +160,42 @@ def test_clsp_term_is_squared_distance_of_normalised_projections():
     assert clsp_term(z1, z3).item() == pytest.approx(squared.item(), rel=1e-5)
     assert clsp_term(z1, 2 * z1).item() == pytest.approx(0.0, abs=1e-6)     # same direction
     assert clsp_term(z1, -z1).item() == pytest.approx(4.0, rel=1e-6)        # opposite
+
+
+def by_hand_clsp_contrast(z1: torch.Tensor, z3: list[torch.Tensor], q: torch.Tensor | None, t: float) -> float:
+    """Each anchor's first view against every positive of the batch and the other images' first views."""
+    a, positives = F.normalize(z1.double(), dim=1), [F.normalize(z.double(), dim=1) for z in z3]
+    b, total = len(a), 0.0
+    for i in range(b):
+        candidates = [a[j] for j in range(b) if j != i] + [c[j] for c in positives for j in range(b)]
+        denominator = sum(math.exp(float(a[i] @ c) / t) for c in candidates)
+        for p, c in enumerate(positives):
+            weight = 1.0 if q is None else float(q[p, i])
+            total -= weight * math.log(math.exp(float(a[i] @ c[i]) / t) / denominator)
+    return total / (b * len(positives))
+
+
+@pytest.mark.parametrize("n_positives", [1, 3])
+def test_clsp_contrast_matches_loops(n_positives):
+    g = torch.Generator().manual_seed(n_positives)
+    z1 = torch.randn(5, 7, generator=g)
+    z3 = [torch.randn(5, 7, generator=g) * 2 for _ in range(n_positives)]
+    q = torch.rand(n_positives, 5, generator=g)
+    assert clsp_contrast(z1, z3, None, 0.3).item() == pytest.approx(by_hand_clsp_contrast(z1, z3, None, 0.3), rel=1e-5)
+    assert clsp_contrast(z1, z3, q, 0.3).item() == pytest.approx(by_hand_clsp_contrast(z1, z3, q, 0.3), rel=1e-5)
+    if n_positives == 1:
+        assert clsp_contrast(z1, z3[0]).item() == clsp_contrast(z1, z3).item()
+
+
+def test_clsp_contrast_is_not_lowered_by_collapse():
+    """Unlike the cosine form, whose value at collapse is 0 (its minimum), the contrastive form at collapse is
+    the log of its candidates' count, and a positive nearer its anchor than the others lowers it below that."""
+    same = torch.ones(4, 6)
+    assert clsp_term(same, same).item() == pytest.approx(0.0, abs=1e-6)
+    assert clsp_contrast(same, [same, same]).item() == pytest.approx(math.log(3 * 4 - 1), rel=1e-6)
+    g = torch.Generator().manual_seed(0)
+    z1 = torch.randn(4, 6, generator=g)
+    assert clsp_contrast(z1, z1 + 0.01 * torch.randn(4, 6, generator=g)).item() < math.log(2 * 4 - 1)
 
 
 def test_feature_correlation_loss_by_hand():

@@ -114,6 +114,32 @@ def test_two_positives_and_online_quality_train(tmp_path, digits_store):
     assert metrics["views_per_image"] == 4 and metrics["quality"]["weight_min"] >= 0
 
 
+@pytest.mark.parametrize("method", ["simclr", "moco"])
+def test_contrastive_form_trains_and_adds_clsp_contrast(tmp_path, digits_store, method):
+    """clsp.form=contrast: the term pretraining adds (and logs as loss_clsp) is losses.clsp_contrast of the step's
+    projections, with the quality weights, at the method's temperature."""
+    import json
+
+    from clsp.methods.losses import clsp_contrast
+
+    cfg = tiny_config(tmp_path / "run", f"method={method}", "dataset.subset=16", "batch_size=8", "clsp.weight=1",
+                      f"clsp.positives={digits_store(16)}", "clsp.positives_per_step=2", "clsp.form=contrast",
+                      "clsp.quality=online", *(["moco.queue_size=16"] if method == "moco" else []))
+    out = pretrain(cfg)
+    log = read_log(out)
+    assert len(log["train/loss_clsp"]) == 2 and all(torch.isfinite(torch.tensor(log["train/loss_clsp"])))
+    assert json.loads((out / "metrics.json").read_text())["clsp_form"] == "contrast"
+
+    from clsp.methods import method_class
+    module = method_class(method)(cfg, data=None, views=None, steps_per_epoch=2)
+    torch.manual_seed(0)
+    views = [torch.randn(8, 3, 8, 8) for _ in range(4)]
+    loss, logs, _ = module.loss_from_views(views, None, torch.tensor(1.0))
+    _, z = module.encode(views)
+    q = quality_weights(module.quality_scores(views, z))
+    assert torch.allclose(logs["train/loss_clsp"], clsp_contrast(z[0], z[2:], q, cfg.temperature), atol=1e-6)
+
+
 def test_moco_scores_quality_in_the_key_space(tmp_path):
     cfg = tiny_config(tmp_path / "run", "method=moco", "dataset.subset=16", "batch_size=8", "clsp.weight=1",
                       "clsp.third_view=oracle", "clsp.quality=online")

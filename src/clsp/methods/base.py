@@ -10,9 +10,11 @@ where z3p is the projection of the p-th third view (P = clsp.positives_per_step 
 candidates, further augmentations for the "+aug" control, or class-mates for the oracle) through the same
 (query) branch as z1; lambda(step) rises linearly from 0 to clsp.weight over clsp.ramp_epochs (constant
 when 0); q are the label-free quality weights of clsp.quality (1 when none; losses.quality_weights); sg
-stops gradients: the online linear probe only watches. `loss_from_views` has no side effects (queues are
-written after the optimiser step, by the memory bank), so it is what `torch.compile` compiles: by default
-on CUDA, where the host's Python and dispatch would otherwise be a step's cost once the compute is small (trainer.compile).
+stops gradients: the online linear probe only watches. With clsp.form=contrast the term is instead
+losses.clsp_contrast: each z1_i picks out its P positives among the batch's (StableRep's multi-positive loss).
+`loss_from_views` has no side effects (queues are written after the optimiser step, by the memory bank), so it
+is what `torch.compile` compiles: by default on CUDA, where the host's Python and dispatch would otherwise be
+a step's cost once the compute is small (trainer.compile).
 Every epoch (or every N) the probe and a kNN classifier are scored on the test split.
 A non-finite loss is recorded on the device at no cost and checked every `log_every` steps and before
 every checkpoint, so a run stops naming the first bad step and never saves NaN weights.
@@ -36,7 +38,7 @@ from clsp.methods import memory_bank
 from clsp.methods.clsp_term import clsp_weight_at
 from clsp.methods.data import ViewMaker, step_rng
 from clsp.methods.lars import LARS
-from clsp.methods.losses import clsp_term, quality_weights
+from clsp.methods.losses import clsp_loss, quality_weights
 from clsp.models.backbones import make_backbone
 from clsp.models.heads import make_projector
 from clsp.models.view_norm import per_view_batchnorm, views_apart
@@ -235,7 +237,7 @@ class ContrastiveMethod(L.LightningModule):
                 scores = self.quality_scores(views, z)                             # (P, B), no gradient
                 q = quality_weights(scores)
                 logs.update(quality_logs(scores, q))
-            loss_clsp = clsp_term(z[0], z[2:], q)
+            loss_clsp = clsp_loss(z[0], z[2:], q, self.cfg.clsp.form, self.cfg.temperature)
             loss = loss + weight * loss_clsp
             logs["train/loss_clsp"] = loss_clsp
             logs["train/clsp_weight"] = torch.as_tensor(weight)

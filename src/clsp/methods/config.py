@@ -81,6 +81,9 @@ class ClspConfig:
                                       # (clsp.methods.quality); store: a score the store carries (none does yet)
     positives_per_step: int = 1       # P candidates per image and step, drawn without replacement from the K
                                       # stored: P extra views (P extra backbone forwards per image), term averaged
+    form: str = added("cosine")       # cosine (the paper: 2 - 2 cos(z1, z3)) | contrast (each anchor picks out its
+                                      # P positives among the batch's others, StableRep's multi-positive loss:
+                                      # clsp.methods.losses.clsp_contrast, at the method's temperature)
 
     def __post_init__(self) -> None:
         check_nonnegative(self.weight, "clsp.weight")
@@ -88,6 +91,7 @@ class ClspConfig:
         check_nonnegative(self.ramp_epochs, "clsp.ramp_epochs")
         check_choice(self.quality, "clsp.quality", ["none", "online", "store"])
         check_positive(self.positives_per_step, "clsp.positives_per_step")
+        check_choice(self.form, "clsp.form", ["cosine", "contrast"])
 
 
 @dataclass

@@ -161,6 +161,46 @@ def clsp_term(z1: Tensor, z3: Tensor | list[Tensor], weights: Tensor | None = No
     return (distance if weights is None else weights * distance).mean()
 
 
+@fp32
+def clsp_contrast(z1: Tensor, z3: Tensor | list[Tensor], weights: Tensor | None = None,
+                  temperature: float = 0.2) -> Tensor:
+    """The CLSP term in contrastive form (`clsp.form=contrast`): each anchor's first view picks out its P synthetic
+    positives among every synthetic positive of the global batch and the other images' first views, with
+    StableRep's multi-positive target (uniform over the P positives, Tian et al. 2023):
+
+        l_i = -1/P sum_p q_pi log  exp(s(z1_i, z3p_i)/t) / sum_{c in C_i} exp(s(z1_i, c)/t)
+
+    C_i = {z3p_j : all p, j} + {z1_j : j != i}, s the cosine similarity, q the quality weights (1 when None);
+    the loss is the mean over anchors. Unlike the cosine form, the positives are pulled towards their anchor only
+    relative to the other images, so the term cannot be lowered by collapsing every projection onto one point
+    (its value there is log(|C_i|), not 0).
+    """
+    z3 = list(z3) if isinstance(z3, (list, tuple)) else [z3]
+    n_pos, b = len(z3), z1.shape[0]
+    rank, size = rank_and_world()
+    anchors = F.normalize(z1, dim=1)
+    local = [anchors, *(F.normalize(z, dim=1) for z in z3)]
+    columns = torch.cat([gather(v) if size > 1 else v for v in local])        # ((1 + P) * size * B, d), view-major
+    logits = anchors @ columns.T / temperature                                   # (B, (1 + P) * size * B)
+    own = torch.arange(b, device=logits.device) + rank * b                      # each anchor's image in the global batch
+    itself = torch.zeros_like(logits, dtype=torch.bool)
+    itself[torch.arange(b, device=logits.device), own] = True
+    log_prob = logits - torch.logsumexp(logits.masked_fill(itself, float("-inf")), dim=1, keepdim=True)
+    positive_columns = own[None, :] + size * b * torch.arange(1, n_pos + 1, device=logits.device)[:, None]   # (P, B)
+    positive_log_prob = log_prob.gather(1, positive_columns.T).T                # (P, B)
+    if weights is not None:
+        positive_log_prob = weights * positive_log_prob
+    return -positive_log_prob.mean()
+
+
+def clsp_loss(z1: Tensor, z3: Tensor | list[Tensor], weights: Tensor | None = None, form: str = "cosine",
+              temperature: float = 0.2) -> Tensor:
+    """The CLSP term of `clsp.form`: `clsp_term` (cosine, the paper's) or `clsp_contrast` (contrast)."""
+    if form == "contrast":
+        return clsp_contrast(z1, z3, weights, temperature)
+    return clsp_term(z1, z3, weights)
+
+
 def quality_weights(scores: Tensor) -> Tensor:
     """Per-pair weights of the CLSP term from label-free scores in [-1, 1] (cosines of anchor and candidate):
         q = max(s, 0) / mean(max(s, 0)).

@@ -201,6 +201,7 @@ def _pretrain(cfg: PretrainConfig, callbacks: list | None) -> Path:
         "views_per_image": views.n_views, "global_batch": global_batch,
         **collapse_check(out / "logs" / "metrics.csv", module.collapsed_ssl_loss(global_batch)),
         "clsp_ramp_epochs": cfg.clsp.ramp_epochs, "positives_per_step": cfg.clsp.positives_per_step,
+        "clsp_form": cfg.clsp.form if cfg.third_view else None,
         "quality": quality_summary(out / "logs" / "metrics.csv") if cfg.third_view and cfg.clsp.quality != "none" else None,
     }
     from clsp.io import write_json_atomic
