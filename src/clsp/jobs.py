@@ -8,8 +8,8 @@ CLSP_THREADS, OMP_NUM_THREADS or the CPUs, divided by N), and on a node with sev
 them; and it imports torch and Lightning once, not once per stage (about 5 CPU seconds each here). A
 stage's messages go to RUN/stages/<stage>.log; the console says when each stage starts and ends.
 
-The pipeline process keeps what must have one writer: the run lock (the children work under it, see
-clsp.lock.held_for_children), the stage records and timings.json, and the console. A failed stage stops new
+The pipeline process keeps what must have one writer: the run lock (the children work under it: clsp.lock.run_lock
+exports it to them), the stage records and timings.json, and the console. A failed stage stops new
 starts; the running ones finish, so their work is kept, and the pipeline then names the failure and its
 log. Ctrl-C or SIGTERM stops the children and exits 130: they leave no record, so a rerun resumes them.
 A child dies with the pipeline even when that is killed outright, so a rerun never races an orphan.
@@ -39,12 +39,10 @@ FAILURE_TAIL = 15            # lines of a failed stage's log shown on the consol
 def job_environments(run: Path, trainer: Any, jobs: int) -> list[dict[str, str]]:
     """The environment of each of the `jobs` slots: its share of the CPU threads, its GPUs (when several
     are visible) and the run lock held by this process. Refuses a device setting a slot cannot honour."""
-    from clsp.lock import held_for_children
-
     share, total, why = thread_share(trainer, jobs)
     groups = gpu_groups(trainer, jobs)
     shared = {"CLSP_THREADS": str(share), "OMP_NUM_THREADS": str(share), "MKL_NUM_THREADS": str(share),
-              "PYTHONUNBUFFERED": "1", **held_for_children(run)}
+              "PYTHONUNBUFFERED": "1"}   # and, from os.environ, the run lock this process holds (run_lock exports it)
     where = f"; GPUs {' | '.join(groups)}" if groups[0] is not None else ""
     log.info(f"pipeline: {jobs} stages at a time, {share} CPU thread{'s' if share > 1 else ''} each (of {total}: {why})"
              f"{where}; each stage's messages in {run / 'stages'}/<stage>.log")

@@ -48,13 +48,6 @@ def is_launcher(run_dir: str | os.PathLike | None = None) -> bool:
     return True
 
 
-def held_for_children(run_dir: str | os.PathLike) -> dict[str, str]:
-    """The environment a lock holder gives the processes it starts to work in its run directory (the
-    pipeline's `jobs: N` workers): they recognise their parent as the holder (is_launcher) and take nothing.
-    run_lock already exports it while held; this names it for a child started with an environment of its own."""
-    return {HOLDER_VARIABLE: f"{os.getpid()}:{Path(run_dir).resolve()}"}
-
-
 def describe(holder: dict) -> str:
     if not holder:
         return "another clsp process"

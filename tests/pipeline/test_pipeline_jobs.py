@@ -67,7 +67,7 @@ def test_each_job_gets_its_share_of_the_gpus(monkeypatch):
 
 
 def test_workers_work_under_the_pipelines_lock_and_nobody_else_does(tmp_path):
-    from clsp.lock import HOLDER_VARIABLE, held_for_children, run_lock
+    from clsp.lock import HOLDER_VARIABLE, run_lock
 
     enter = ("import sys\nfrom clsp.errors import UserError\nfrom clsp.lock import run_lock\ntry:\n"
              "    with run_lock(sys.argv[1]):\n        print('in')\nexcept UserError:\n    print('refused')")
@@ -78,10 +78,12 @@ def test_workers_work_under_the_pipelines_lock_and_nobody_else_does(tmp_path):
                               text=True, timeout=120).stdout.strip()
 
     with run_lock(tmp_path):
-        assert child(held_for_children(tmp_path)) == "in"                  # started by the holder
+        held = {HOLDER_VARIABLE: os.environ[HOLDER_VARIABLE]}              # what run_lock exports to the jobs workers
+        assert child(held) == "in"                                          # started by the holder
         assert child({}) == "refused"
         assert child({HOLDER_VARIABLE: f"1:{tmp_path.resolve()}"}) == "refused"   # a process that is not its parent
-        assert child(held_for_children(tmp_path / "other")) == "refused"   # another run directory
+        assert child({HOLDER_VARIABLE: f"{os.getpid()}:{(tmp_path / 'other').resolve()}"}) == "refused"  # another run
+    assert HOLDER_VARIABLE not in os.environ                                # and withdraws once released
 
 
 def tmp_model(cfg) -> Path:
