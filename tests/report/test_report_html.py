@@ -175,3 +175,16 @@ def test_oracle_rows_are_labelled_and_quality_weights_shown(tmp_path):
     page = build_report(run).read_text()
     assert results_rows(page)["simclr-oracle"][2] == "+ oracle (labels; upper bound)"
     assert "quality weights of the CLSP term" in page and "1.020" in page and "0.030" in page
+
+
+def test_a_term_in_contrastive_form_is_named_in_its_row(tmp_path):
+    import json
+
+    run = make_run_dir(tmp_path, methods=("simclr",), variants=("base", "clsp", "oracle"))
+    for name, form in (("simclr-clsp", "contrast"), ("simclr-oracle", "cosine")):
+        metrics = RunLayout(run).pretrain_metrics(name)
+        metrics.write_text(json.dumps({**json.loads(metrics.read_text()), "clsp_form": form}))
+    rows = results_rows(build_report(run).read_text())
+    assert rows["simclr-clsp"][2] == "+ CLSP, contrastive term"
+    assert rows["simclr-oracle"][2] == "+ oracle (labels; upper bound)"          # the paper's form: no word added
+    assert rows["simclr"][2] == "baseline"

@@ -206,6 +206,7 @@ def results_section(run: RunDirectory, page: Page) -> str:
         headers += ["paper linear", "release linear", "release kNN"]
     fixed_k = {r.spec.group: r.values.get("k200") for r in numbers.values() if r.values.get("k200") is not None}
     collapsed = {group: [n for n, r in numbers.items() if r.spec.group == group and r.collapsed] for group in groups}
+    forms = {r.spec.group: r.clsp_form for r in numbers.values() if r.clsp_form}
     floor = floor_summary(groups, specs)
     rows = []
     for group, summary in groups.items():
@@ -221,7 +222,7 @@ def results_section(run: RunDirectory, page: Page) -> str:
             return _difference_cell(study.difference(summary[metric], base[metric]) if base else None)
 
         cells = [f"<td><code>{e(group)}</code></td>", f"<td>{e(spec.method if spec.method != 'none' else '')}</td>",
-                 f"<td>{e(_variant_text(spec))}</td>", f'<td class="num">{seeds}</td>',
+                 f"<td>{e(_variant_text(spec, forms.get(group)))}</td>", f'<td class="num">{seeds}</td>',
                  _summary_cell(summary["knn"], below="knn" in below),
                  _summary_cell(summary["knn200"], _fixed_k_note(fixed_k.get(group)), below="knn200" in below),
                  _summary_cell(summary["linear"], below="linear" in below),
@@ -300,9 +301,14 @@ def quality_details(run: RunDirectory) -> str:
             + "".join(f"<th>{h}</th>" for h in headers) + "</tr></thead><tbody>" + "".join(rows) + "</tbody></table></details>")
 
 
-def _variant_text(spec: RunSpec) -> str:
+def _variant_text(spec: RunSpec, clsp_form: str | None = None) -> str:
+    """The variant as the table names it; a CLSP term not in the paper's form says which (clsp.form)."""
     text = VARIANT_LABEL.get(spec.variant, spec.variant)
-    return text + (f" ({spec.sweep[0]} = {spec.sweep[1]:g})" if spec.sweep else "")
+    text += f" ({spec.sweep[0]} = {spec.sweep[1]:g})" if spec.sweep else ""
+    return text + (f", {FORM_LABEL.get(clsp_form, clsp_form + ' term')}" if clsp_form else "")
+
+
+FORM_LABEL = {"contrast": "contrastive term"}
 
 
 def _summary_cell(summary: study.Summary, note: str = "", below: bool = False) -> str:

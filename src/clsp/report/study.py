@@ -27,6 +27,7 @@ class RunNumbers:
     values: dict = field(default_factory=dict)        # metric -> float | None
     failed: dict = field(default_factory=dict)        # metric -> reason
     collapsed: Optional[str] = None                   # why the run's projections are judged collapsed
+    clsp_form: Optional[str] = None                   # the CLSP term's form where it is not the paper's (clsp.form)
 
 
 @dataclass
@@ -107,6 +108,8 @@ def run_numbers(spec: RunSpec, knn: dict | None, linear: dict | None, pretrain: 
     out.values["probe"] = None if reason else probe
     if reason:
         out.failed["probe"] = reason
+    if (pretrain or {}).get("clsp_form") not in (None, "cosine"):
+        out.clsp_form = pretrain["clsp_form"]
     if (pretrain or {}).get("collapsed"):
         out.collapsed = (f"the SSL loss ended at {pretrain['ssl_loss_final']:.3f}, the loss of identical projections "
                          f"({pretrain['ssl_loss_collapsed']:.3f}): the projections collapsed or never left chance")
