@@ -4,7 +4,8 @@ towards its anchor's view z1 (PAPER.md, stage 3),
     L_clsp = lambda(step) * mean_i (2 - 2 cos(z1_i, z3_i)),
 
 or, in contrastive form (`form="contrast"`, StableRep's multi-positive loss: `losses.clsp_contrast`), each z1_i
-picking out its positives among the batch's other positives and first views; lambda(step) rising linearly from 0 to `weight` over `ramp_steps` steps (constant when 0). It is the term
+picking out its positives among the batch's other positives and first views; lambda(step) rising linearly
+from 0 to `weight` over `ramp_steps` steps (constant when 0). It is the term
 `clsp pretrain` adds to every method (clsp.methods.base): the same equation (`losses.clsp_term`), the same
 ramp (`clsp_weight_at`; `clsp.ramp_epochs` E with S steps an epoch is `ramp_steps = round(E * S)`) and the
 same label-free quality weights (`clsp.quality=online`: `losses.quality_weights`) and the same forms
